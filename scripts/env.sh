@@ -1,0 +1,9 @@
+# Source this (bash) after scripts/setup.sh: activates the venv and the colcon workspace.
+_tb_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck disable=SC1091
+source "$_tb_root/.venv/bin/activate"
+# Trap 3: without install/setup.bash the first publish of a timebill_msgs type fails.
+# shellcheck disable=SC1091
+source "$_tb_root/install/setup.bash"
+export ROS_HOME="${ROS_HOME:-$_tb_root/.ros}"
+unset _tb_root

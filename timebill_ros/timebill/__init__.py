@@ -1,0 +1,1 @@
+"""TimeBill core: time-budgeted LLM inference with no ROS dependency."""

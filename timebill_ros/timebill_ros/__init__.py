@@ -1,0 +1,1 @@
+"""The ROS 2 layer of TimeBill: nodes, client API and command line over the ``timebill`` core."""
