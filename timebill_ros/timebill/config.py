@@ -1,0 +1,73 @@
+"""The one configuration file (config/timebill.yaml), read by the nodes, the launch file and the CLIs.
+
+It is a ROS 2 parameter file; the parameters under ``/**`` (and, for a node, under its own
+name) are merged over the defaults below.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import yaml
+
+DEFAULTS = {
+    "model": "embedded",
+    "cache_dir": "",
+    "threads": 2,
+    "time_model": "",
+    "profile_max_tokens": 2048,
+    "length_predictor": "constant",
+    "constant_expected_tokens": 64,
+    "press": "snapkv",
+    "alpha_max": 0.95,
+    "reject_infeasible": True,
+    "default_max_new_tokens": 256,
+    "default_policy": "kill",
+    "action_name": "budgeted_query",
+    "estimate_service": "estimate_completion",
+    "estimates_topic": "estimates",
+    "reports_topic": "job_reports",
+    "queue_size": 8,
+    "feedback_every_n_tokens": 1,
+    "predictor_timeout": 1.0,
+    "marker_frame": "base_link",
+    "marker_topic": "answer_marker",
+    "diagnostics_period": 1.0,
+}
+
+
+def default_config_path() -> pathlib.Path | None:
+    """$TIMEBILL_CONFIG, else the file installed with the ROS package, else the source tree's."""
+    if os.environ.get("TIMEBILL_CONFIG"):
+        return pathlib.Path(os.environ["TIMEBILL_CONFIG"])
+    here = pathlib.Path(__file__).resolve().parent
+    for cand in (here.parent / "config" / "timebill.yaml",):
+        if cand.is_file():
+            return cand
+    try:
+        from ament_index_python.packages import get_package_share_directory  # only where ROS is
+
+        cand = pathlib.Path(get_package_share_directory("timebill_ros")) / "config" / "timebill.yaml"
+        if cand.is_file():
+            return cand
+    except Exception:
+        pass
+    return None
+
+
+def load_config(path: str | os.PathLike | None = None, node: str | None = None, overrides: dict | None = None) -> dict:
+    """Defaults, then the file's ``/**`` parameters, then ``node``'s own, then ``overrides``."""
+    cfg = dict(DEFAULTS)
+    path = pathlib.Path(path) if path else default_config_path()
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"configuration file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        for key in ("/**", node, f"/{node}" if node else None):
+            section = data.get(key) if key else None
+            if isinstance(section, dict):
+                cfg.update(section.get("ros__parameters", {}) or {})
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            cfg[k] = v
+    return cfg

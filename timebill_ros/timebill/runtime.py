@@ -1,0 +1,56 @@
+"""Build a ready engine from the configuration: model, timing model (profiled once if missing),
+length predictor. Shared by the CLI, the ROS nodes and the benchmarks."""
+from __future__ import annotations
+
+import logging
+import pathlib
+
+from .engine import BudgetedEngine
+from .estimator import Estimator
+from .length_predictor import ConstantLengthPredictor
+from .models import load_model
+from .profiler import DEFAULT_LENGTHS, profile, summary
+from .time_model import TimeModel, default_time_model_path
+
+log = logging.getLogger("timebill")
+
+
+def time_model_path(cfg: dict, loaded) -> pathlib.Path:
+    if cfg.get("time_model"):
+        return pathlib.Path(cfg["time_model"]).expanduser()
+    return default_time_model_path(loaded.name, int(cfg.get("threads") or 0), cfg.get("cache_dir") or None)
+
+
+def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log.info) -> TimeModel:
+    path = time_model_path(cfg, loaded)
+    if path.is_file():
+        tm = TimeModel.load(path)
+        say(f"timing model: {path}")
+        return tm
+    say(f"no timing model for {loaded.name} on this machine at {path}: profiling once (about a minute)")
+    lengths = [n for n in DEFAULT_LENGTHS if n <= int(cfg.get("profile_max_tokens", 2048))]
+    tm = profile(loaded, lengths=lengths, progress=progress)
+    tm.save(path)
+    say(f"saved {path}\n{summary(tm)}")
+    return tm
+
+
+def make_length_predictor(cfg: dict, loaded):
+    kind = str(cfg.get("length_predictor") or "constant")
+    if kind == "constant":
+        return ConstantLengthPredictor(expected=int(cfg.get("constant_expected_tokens", 64)))
+    raise ValueError(f"unknown length_predictor '{kind}' (known: constant)")
+
+
+def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info) -> Estimator:
+    loaded = loaded or load_model(cfg.get("model") or "embedded", cfg.get("cache_dir") or None, threads=cfg.get("threads"))
+    tm = load_or_profile_time_model(cfg, loaded, progress=progress, say=say)
+    return Estimator(
+        loaded, tm, make_length_predictor(cfg, loaded),
+        default_max_new_tokens=int(cfg.get("default_max_new_tokens", 256)),
+        alpha_max=float(cfg.get("alpha_max", 0.95)), press=str(cfg.get("press", "snapkv")),
+    )
+
+
+def build_engine(cfg: dict, loaded=None, progress: bool = True, say=log.info) -> BudgetedEngine:
+    return BudgetedEngine(build_estimator(cfg, loaded, progress, say), reject_infeasible=bool(cfg.get("reject_infeasible", True)))

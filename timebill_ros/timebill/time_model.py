@@ -1,0 +1,194 @@
+"""Execution-time estimator (ETE): how long prefill and each decoding step take on this machine.
+
+t_prefill(N) = a*N^2 + b*N + c  and  t_dec(N_kv) = p*N_kv + q  (TimeBill, from a FLOPs count).
+The coefficients come from ``timebill.profiler`` and are stored in a YAML file that records the
+model, the machine and the date. ``OnlineCalibration`` follows the machine's real load from the
+jobs it serves.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import pathlib
+import platform
+from collections import deque
+from dataclasses import dataclass, field
+from statistics import median
+
+import yaml
+
+
+def kept_positions(prompt_tokens: int, alpha: float) -> int:
+    """Cached positions left after evicting ``alpha`` of a prompt's KV cache (kvpress rounds down)."""
+    return max(1, prompt_tokens - int(prompt_tokens * alpha))
+
+
+@dataclass
+class TimeModel:
+    a: float
+    b: float
+    c: float
+    p: float
+    q: float
+    model: str = ""
+    machine: str = ""
+    date: str = ""
+    threads: int = 0
+    fit: dict = field(default_factory=dict)
+
+    def prefill(self, prompt_tokens: int) -> float:
+        n = float(prompt_tokens)
+        return max(0.0, self.a * n * n + self.b * n + self.c)
+
+    def decode_step(self, cached: int) -> float:
+        return max(0.0, self.p * cached + self.q)
+
+    def decode(self, cached_first: int, new_tokens: int) -> float:
+        """Seconds for the decoding steps after prefill: the first token comes from the prefill,
+        so ``new_tokens`` tokens take new_tokens - 1 steps, step i seeing cached_first + i - 1."""
+        steps = max(0, new_tokens - 1)
+        return max(0.0, steps * (self.p * cached_first + self.q) + self.p * steps * (steps - 1) / 2.0)
+
+    def end_to_end(self, prompt_tokens: int, new_tokens: int, alpha: float = 0.0) -> float:
+        return self.prefill(prompt_tokens) + self.decode(kept_positions(prompt_tokens, alpha), new_tokens)
+
+    def scaled(self, prefill_scale: float, decode_scale: float) -> "TimeModel":
+        return TimeModel(
+            a=self.a * prefill_scale, b=self.b * prefill_scale, c=self.c * prefill_scale,
+            p=self.p * decode_scale, q=self.q * decode_scale,
+            model=self.model, machine=self.machine, date=self.date, threads=self.threads, fit=self.fit,
+        )
+
+    # --- persistence ------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> pathlib.Path:
+        path = pathlib.Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "timebill_time_model": 1,
+            "model": self.model,
+            "machine": self.machine,
+            "date": self.date,
+            "threads": self.threads,
+            "prefill": {"a": self.a, "b": self.b, "c": self.c, "formula": "a*N^2 + b*N + c (seconds)"},
+            "decode_step": {"p": self.p, "q": self.q, "formula": "p*N_kv + q (seconds)"},
+            "fit": self.fit,
+        }
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TimeModel":
+        path = pathlib.Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"no timing model at {path} (run `timebill profile` to make one)")
+        data = yaml.safe_load(path.read_text())
+        try:
+            pre, dec = data["prefill"], data["decode_step"]
+            return cls(
+                a=float(pre["a"]), b=float(pre["b"]), c=float(pre["c"]),
+                p=float(dec["p"]), q=float(dec["q"]),
+                model=str(data.get("model", "")), machine=str(data.get("machine", "")),
+                date=str(data.get("date", "")), threads=int(data.get("threads", 0)),
+                fit=dict(data.get("fit") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path} is not a timebill timing model: {exc}") from exc
+
+
+def machine_id() -> str:
+    """A short description of this machine, recorded with a timing model."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{platform.node()} | {cpu} | {os.cpu_count()} cpus"
+
+
+def today() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def default_time_model_path(model_name: str, threads: int, cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
+    from .models import default_cache_dir
+
+    base = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    host = platform.node() or "host"
+    return base / "time_models" / f"{model_name}-{host}-{threads}t.yaml"
+
+
+class OnlineCalibration:
+    """Follows the machine's real speed from served jobs, with bounded memory.
+
+    Each served job gives measured/predicted ratios for its prefill and for its decoding steps
+    (the per-job median over its steps). The correction applied to the profiled model is the
+    median of the last ``window`` jobs' ratios, so a single outlier job moves nothing. The recent
+    absolute percentage errors of the *uncorrected-at-the-time* predictions are kept so the
+    current error is observable.
+    """
+
+    def __init__(self, base: TimeModel, window: int = 32):
+        self.base = base
+        self._prefill_ratios: deque[float] = deque(maxlen=window)
+        self._decode_ratios: deque[float] = deque(maxlen=window)
+        self._prefill_errors: deque[float] = deque(maxlen=window)
+        self._decode_errors: deque[float] = deque(maxlen=window)
+        self._current = base
+
+    @property
+    def model(self) -> TimeModel:
+        """The profiled model with the current correction applied: use this for planning."""
+        return self._current
+
+    @property
+    def prefill_scale(self) -> float:
+        return median(self._prefill_ratios) if self._prefill_ratios else 1.0
+
+    @property
+    def decode_scale(self) -> float:
+        return median(self._decode_ratios) if self._decode_ratios else 1.0
+
+    def observe(self, prompt_tokens: int, prefill_s: float, cached_first: int, step_times: list[float]) -> None:
+        """Add one served job: its measured prefill, and step i's time with cached_first + i positions."""
+        if prompt_tokens > 0 and prefill_s > 0 and math.isfinite(prefill_s):
+            pred_now = self._current.prefill(prompt_tokens)
+            if pred_now > 0:
+                self._prefill_errors.append(abs(prefill_s - pred_now) / prefill_s)
+            base = self.base.prefill(prompt_tokens)
+            if base > 0:
+                self._prefill_ratios.append(prefill_s / base)
+        ratios, errors = [], []
+        for i, t in enumerate(step_times):
+            if not (t > 0 and math.isfinite(t)):
+                continue
+            base = self.base.decode_step(cached_first + i)
+            now = self._current.decode_step(cached_first + i)
+            if base > 0:
+                ratios.append(t / base)
+            if now > 0:
+                errors.append(abs(t - now) / t)
+        if ratios:
+            self._decode_ratios.append(median(ratios))
+            self._decode_errors.append(median(errors))
+        self._current = self.base.scaled(self.prefill_scale, self.decode_scale)
+
+    def errors(self) -> dict:
+        """Recent mean absolute percentage errors (%) of the predictions that were in force."""
+        def mape(xs):
+            return 100.0 * sum(xs) / len(xs) if xs else float("nan")
+
+        return {
+            "prefill_mape_pct": mape(self._prefill_errors),
+            "decode_step_mape_pct": mape(self._decode_errors),
+            "jobs": len(self._decode_ratios),
+            "prefill_scale": self.prefill_scale,
+            "decode_scale": self.decode_scale,
+        }
+
