@@ -65,6 +65,14 @@ class BudgetedEngine:
         self.learn_online = learn_online
         self._lock = threading.Lock()  # one model: one generation at a time
 
+    def warm_up(self) -> None:
+        """Run one short job untimed: the first forward passes after loading are several times slower."""
+        from .request import Request
+
+        req = Request(prompt="Hello. " * 24, budget=3600.0, max_new_tokens=4, fixed_alpha=0.5)
+        with self._lock:  # not through generate(): these times must not teach the calibration
+            self._run(req, self.estimator.estimate(req), time.monotonic(), 0.0, None, None)
+
     def generate(
         self,
         req: Request,

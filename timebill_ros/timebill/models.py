@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 EMBEDDED = "embedded"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TEST_TINY = "test:tiny"  # timebill.testing.tiny_test_model: NOT a model, for tests only
 
 
 class ModelLoadError(RuntimeError):
@@ -76,10 +77,18 @@ def embedded_gguf_path() -> pathlib.Path:
 def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None, threads: int | None = None) -> LoadedModel:
     """Load ``embedded``, a Hugging Face model folder, or a ``.gguf`` file, for CPU inference."""
     import torch
+    from transformers.utils import logging as hf_logging
 
+    # A bar per weight load would bury a node's log and the CLI's answer; the one-off GGUF
+    # conversion keeps its bar (it takes ~20 s).
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     if threads:
         torch.set_num_threads(int(threads))
     cache = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    if spec == TEST_TINY:  # random weights, for tests of the plumbing (nodes in subprocesses)
+        from .testing import tiny_test_model
+        return tiny_test_model()
     if spec in (EMBEDDED, "", None):
         model, tok = _load_gguf_cached(embedded_gguf_path(), cache)
         name = EMBEDDED_NAME
@@ -119,12 +128,16 @@ def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path):
     if (folder / "config.json").is_file():
         return _load_hf_folder(folder)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.enable_progress_bar()
     try:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
     except Exception as exc:  # the gguf reader raises many kinds; all mean "not a usable model"
         raise ModelLoadError(f"cannot convert the GGUF file {gguf}: {exc}") from exc
+    finally:
+        hf_logging.disable_progress_bar()
     _fix_end_of_turn(tok)
     tmp = folder.with_name(folder.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)

@@ -53,4 +53,6 @@ def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info)
 
 
 def build_engine(cfg: dict, loaded=None, progress: bool = True, say=log.info) -> BudgetedEngine:
-    return BudgetedEngine(build_estimator(cfg, loaded, progress, say), reject_infeasible=bool(cfg.get("reject_infeasible", True)))
+    engine = BudgetedEngine(build_estimator(cfg, loaded, progress, say), reject_infeasible=bool(cfg.get("reject_infeasible", True)))
+    engine.warm_up()
+    return engine

@@ -1,0 +1,151 @@
+"""`timebill`: the TimeBill core on the command line (no ROS).
+
+  timebill generate "What is the capital of France?" --budget 3 --policy kill
+  timebill profile                      # write this machine's timing model
+  timebill rlp label|train|eval ...     # the response-length predictor
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+EXIT_INVALID = 2
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="configuration YAML (default: the package's config/timebill.yaml)")
+    p.add_argument("--model", help="`embedded`, a Hugging Face model folder or a .gguf file")
+    p.add_argument("--time-model", help="timing model YAML (default: this machine's, profiled if missing)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def _config(args) -> dict:
+    from .config import load_config
+
+    return load_config(args.config, overrides={"model": args.model, "time_model": args.time_model, "threads": args.threads,
+                                               **getattr(args, "extra_overrides", {})})
+
+
+def _say(msg: str) -> None:
+    print(f"[timebill] {msg}", file=sys.stderr, flush=True)
+
+
+def cmd_generate(args) -> int:
+    from .models import ModelLoadError
+    from .request import InvalidRequest, Request, check_request
+    from .runtime import build_engine
+
+    req = Request(prompt=args.prompt, budget=args.budget, system_prompt=args.system or "",
+                  max_new_tokens=args.max_new_tokens, policy=args.policy, max_eviction_ratio=args.alpha_max,
+                  raw=args.raw, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                  fixed_alpha=args.fixed_alpha)
+    try:
+        check_request(req)  # before loading anything: a typo should cost milliseconds
+        args.extra_overrides = {"press": args.press, "length_predictor": args.length_predictor}
+        engine = build_engine(_config(args), say=_say)
+    except InvalidRequest as exc:
+        _say(f"invalid request: {exc}")
+        return EXIT_INVALID
+    except (ModelLoadError, FileNotFoundError, ValueError) as exc:
+        _say(f"error: {exc}")
+        return 1
+
+    def on_token(ev):
+        sys.stdout.write(ev.text)
+        sys.stdout.flush()
+
+    try:
+        result = engine.generate(req, on_token=on_token)
+    except InvalidRequest as exc:
+        _say(f"invalid request: {exc}")
+        return EXIT_INVALID
+    print()
+    print(format_result(result, req))
+    return 0
+
+
+def format_result(result, req) -> str:
+    plan = result.plan
+    lines = []
+    if plan is not None:
+        lines.append(
+            f"plan     prompt {plan.prompt_tokens} tokens | predicted length {plan.predicted_tokens} (bound {plan.predicted_tokens_bound}) | "
+            f"eviction ratio {plan.alpha:.3f} | predicted prefill {plan.predicted_prefill:.3f} s, total {plan.predicted_total:.3f} s, "
+            f"worst case {plan.predicted_worst_case:.3f} s | budget {float(req.budget):.3f} s | "
+            f"{'feasible' if plan.feasible else 'NOT feasible: ' + plan.reason}"
+        )
+    lines.append(
+        f"outcome  {result.outcome.value.upper()} ({result.stop_reason}) | {result.generated_tokens} tokens | "
+        f"prefill {result.prefill_time:.3f} s, decode {result.decode_time:.3f} s, total {result.total_time:.3f} s | "
+        f"deadline {'met' if result.deadline_met else 'MISSED'}"
+    )
+    if result.generated_tokens > 1 and result.decode_time > 0:
+        lines[-1] += f" | {(result.generated_tokens - 1) / result.decode_time:.1f} tokens/s"
+    if result.message:
+        lines.append(f"message  {result.message}")
+    return "\n".join(lines)
+
+
+def cmd_profile(args) -> int:
+    from .models import ModelLoadError, load_model
+    from .profiler import DEFAULT_LENGTHS, profile, summary
+    from .runtime import time_model_path
+
+    cfg = _config(args)
+    try:
+        loaded = load_model(cfg["model"], cfg.get("cache_dir") or None, threads=cfg.get("threads"))
+    except ModelLoadError as exc:
+        _say(f"error: {exc}")
+        return 1
+    lengths = [n for n in DEFAULT_LENGTHS if n <= args.max_tokens]
+    tm = profile(loaded, lengths=lengths, repeats=args.repeats)
+    path = tm.save(args.out or time_model_path(cfg, loaded))
+    print(f"timing model for {loaded.name} written to {path}")
+    print(summary(tm))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["rlp"]:
+        from .rlp.cli import main as rlp_main
+
+        return rlp_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="timebill", description="Time-budgeted LLM answers (TimeBill), no ROS.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    g = sub.add_parser("generate", help="answer a prompt within a time budget, streaming tokens")
+    g.add_argument("prompt")
+    g.add_argument("--budget", type=float, required=True, help="seconds, end to end")
+    g.add_argument("--policy", default="kill", help="kill | skip_next")
+    g.add_argument("--system", help="system prompt")
+    g.add_argument("--max-new-tokens", type=int, default=0, help="0 = the configured default")
+    g.add_argument("--alpha-max", type=float, help="largest eviction ratio the planner may choose")
+    g.add_argument("--fixed-alpha", type=float, help="skip the planner: evict exactly this ratio")
+    g.add_argument("--press", help="kvpress press by name (default from the config: snapkv)")
+    g.add_argument("--length-predictor", help="`constant` or `rlp`")
+    g.add_argument("--raw", action="store_true", help="no chat template")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int)
+    _common(g)
+    g.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("profile", help="profile this machine and write the timing model")
+    p.add_argument("--out", help="where to write it (default: this machine's file in the cache)")
+    p.add_argument("--max-tokens", type=int, default=2048, help="longest prompt to profile")
+    p.add_argument("--repeats", type=int, default=3)
+    _common(p)
+    p.set_defaults(func=cmd_profile)
+
+    sub.add_parser("rlp", help="response-length predictor: label | train | eval (see `timebill rlp -h`)")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("TIMEBILL_LOG", "WARNING"))
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
