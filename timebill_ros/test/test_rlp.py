@@ -1,0 +1,183 @@
+"""RLP tests on the tiny random model (plumbing and maths only; no claim about accuracy)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from timebill.rlp.bounds import calibrate_factor, calibrated_bound, coverage_of, paper_bound
+from timebill.rlp.buckets import bucket_of, class_of, length_of_class, num_buckets
+from timebill.rlp.data import Prompt, SPLITS, split_of
+from timebill.rlp.labels import generate_lengths, label_prompts, make_batches, read_labels
+from timebill.rlp.model import HeadConfig, LengthHead, layer_features, train_head, truncate_ids
+from timebill.rlp.predictor import RLPPredictor
+from timebill.testing import tiny_test_model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_test_model()
+
+
+# --- buckets ----------------------------------------------------------------------------------------
+def test_bucket_arithmetic():
+    assert num_buckets(256, 16) == 16 and num_buckets(256, 32) == 8 and num_buckets(8192, 16) == 512
+    assert num_buckets(250, 16) == 16
+    assert bucket_of(1, 16, 256) == 1 and bucket_of(16, 16, 256) == 1 and bucket_of(17, 16, 256) == 2
+    assert bucket_of(0, 16, 256) == 1                       # immediate end of turn -> first bucket
+    assert bucket_of(256, 16, 256) == 16 and bucket_of(1000, 16, 256) == 16
+    for n in range(0, 300):
+        c = class_of(n, 16, 256)
+        up = length_of_class(c, 16, 256)
+        assert 0 <= c < 16
+        assert up == min(256, (c + 1) * 16)
+        assert min(max(n, 1), 256) <= up < min(max(n, 1), 256) + 16   # upper edge covers N, within B
+    assert length_of_class(15, 16, 250) == 250                   # capped at N_max
+
+
+# --- bounds -------------------------------------------------------------------------------------------
+def test_paper_bound():
+    assert paper_bound(16, 256) == 80 and paper_bound(64, 256) == 256 and paper_bound(0, 256) == 5
+    assert paper_bound(10, 256, k=2) == 20
+
+
+def test_calibration_maths():
+    rng = np.random.default_rng(0)
+    pred = rng.integers(1, 200, size=1000)
+    ratio = rng.uniform(0.1, 3.0, size=1000)
+    actual = np.floor(pred * ratio)
+    q = calibrate_factor(actual, pred, 0.95)
+    # q is an observed ratio and covers at least 95 % of the calibration pairs.
+    assert q in set(actual / np.maximum(pred, 1)) or q == 1.0
+    cov = coverage_of(actual, [calibrated_bound(p, 10**9, q) for p in pred])
+    assert cov >= 0.95
+    assert coverage_of(actual, [calibrated_bound(p, 10**9, q * 0.98) for p in pred]) < cov
+    # never below 1, bounded by the cap
+    assert calibrate_factor([1, 1], [10, 10]) == 1.0
+    assert calibrated_bound(100, 256, 4.0) == 256 and calibrated_bound(10, 256, 1.25) == 13
+    assert coverage_of([1, 2, 3, 4], [1, 1, 3, 3]) == 0.5
+
+
+# --- split ----------------------------------------------------------------------------------------------
+def test_split_reproducible_and_balanced():
+    ids = [f"id{i}" for i in range(5000)]
+    a = [split_of(i) for i in ids]
+    assert a == [split_of(i) for i in reversed(ids)][::-1]          # order-independent
+    assert split_of("QWJhYvA_0") == split_of("QWJhYvA_0")
+    frac = {s: a.count(s) / len(a) for s in SPLITS}
+    assert abs(frac["train"] - 0.8) < 0.03 and abs(frac["val"] - 0.1) < 0.02 and abs(frac["test"] - 0.1) < 0.02
+    # pinned values: a change of the split function would silently mix test prompts into training
+    assert [split_of(f"id{i}") for i in range(12)] == PINNED
+
+
+PINNED = ['train', 'train', 'test', 'train', 'train', 'train', 'train', 'train', 'train', 'val', 'val', 'train']
+
+
+# --- labels ------------------------------------------------------------------------------------------
+def test_batched_lengths_match_batch_size_one(tiny):
+    prompts = [tiny.encode_chat(t) for t in ["Hello robot", "What is the capital of France?", "Quick", "A time budget limits it"]]
+    single = [generate_lengths(tiny, [p], 12)[0] for p in prompts]
+    batched = generate_lengths(tiny, prompts, 12)
+    assert [n for n, _ in batched] == [n for n, _ in single]
+    assert all(0 <= n <= 12 for n, _ in batched)
+    assert all(s in ("eos", "max_tokens") for _, s in batched)
+
+
+def test_make_batches_sorted_and_capped():
+    items = [(str(i), [0] * n) for i, n in enumerate([5, 50, 3, 40, 7, 9])]
+    bs = make_batches(items, batch_size=2, max_batch_tokens=0)
+    assert [len(b) for b in bs] == [2, 2, 2]
+    assert [len(x[1]) for b in bs for x in b] == [3, 5, 7, 9, 40, 50]
+    bs = make_batches(items, batch_size=8, max_batch_tokens=60)
+    assert all(max(len(x[1]) for x in b) * len(b) <= 60 or len(b) == 1 for b in bs)
+
+
+def test_label_file_resumable(tiny, tmp_path):
+    prompts = [Prompt(f"p{i}", t) for i, t in enumerate(["Hello", "What is the capital of France?", "Quick brown", "x " * 400])]
+    out = tmp_path / "labels.jsonl"
+    label_prompts(tiny, prompts[:2], out, max_new_tokens=6, max_prompt_tokens=64, batch_size=2, progress=False, say=lambda *_: None)
+    first = read_labels(out)
+    assert set(first) == {"p0", "p1"}
+    with out.open("a") as f:
+        f.write('{"id": "torn"')  # an interrupted write
+    stats = label_prompts(tiny, prompts, out, max_new_tokens=6, max_prompt_tokens=64, batch_size=2, progress=False, say=lambda *_: None)
+    recs = read_labels(out)
+    assert stats["labelled"] == 1                              # p2 only; p0, p1 were done, p3 too long
+    assert recs["p3"]["skipped"] == "too_long"
+    assert {k: v["length"] for k, v in recs.items() if "length" in v} == {k: recs[k]["length"] for k in ("p0", "p1", "p2")}
+    assert recs["p0"] == first["p0"]
+    for line in out.read_text().splitlines()[:2]:
+        assert set(json.loads(line)) == {"id", "prompt_tokens", "length", "stop"}   # no prompt text
+
+
+# --- backbone and heads ---------------------------------------------------------------------------
+def test_truncate_ids():
+    assert truncate_ids(list(range(10)), 4) == [0, 1, 8, 9]
+    assert truncate_ids(list(range(3)), 4) == [0, 1, 2]
+
+
+def test_layer_features_match_full_model(tiny):
+    ids = tiny.encode_chat("What is the capital of France?")
+    f = layer_features(tiny.model, ids, [1, 2], 512)
+    with torch.no_grad():
+        hs = tiny.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+    for L in (1, 2):
+        h = hs[L][0]
+        if L == 2:  # the last entry of hidden_states is after the final norm
+            continue
+        assert torch.allclose(f[L], torch.cat([h.mean(0), h[-1]]), atol=1e-5)
+    assert f[2].shape == (2 * tiny.model.config.hidden_size,)
+
+
+def _toy_data(n, dim=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=g)
+    y = (torch.sigmoid(x[:, 0] * 2) * 250 + 1).long().clamp(1, 256).numpy()
+    return x, y
+
+
+def test_training_loop_learns_and_saves(tmp_path):
+    x, y = _toy_data(600)
+    xv, yv = _toy_data(200, seed=1)
+    cfg = HeadConfig(kind="classifier", width=16, max_tokens=256, layers=2, hidden=32)
+    head, info = train_head(cfg, x, y, xv, yv, epochs=60, patience=60)
+    const_mae = float(np.mean(np.abs(np.median(y) - yv)))
+    assert info["val_mae"] < 0.5 * const_mae
+    assert head.cfg.num_classes == 16
+    pred = head.predict_lengths(xv)
+    assert set(np.unique(pred)) <= {16 * k for k in range(1, 17)}
+    path = tmp_path / "head.pt"
+    head.cfg.bound_factor = 1.7
+    head.save(path)
+    assert path.stat().st_size < 200_000
+    loaded = LengthHead.load(path)
+    assert loaded.cfg == head.cfg
+    assert np.mean(loaded.predict_lengths(xv) == pred) > 0.97      # fp16 weights on disk
+    reg, info = train_head(HeadConfig(kind="regression", max_tokens=256, layers=2, hidden=32), x, y, xv, yv, epochs=60)
+    assert info["val_mae"] < 0.6 * const_mae
+    assert reg.predict_lengths(xv).min() >= 1 and reg.predict_lengths(xv).max() <= 256
+
+
+def test_predictor_seam_on_tiny_model(tiny, tmp_path):
+    ids = [tiny.encode_chat(t) for t in ["Hello", "What is the capital of France?", "Quick brown foxes", "A time budget"] * 10]
+    feats = torch.stack([layer_features(tiny.model, i, [1], 64)[1] for i in ids])
+    y = np.array([10, 200, 40, 90] * 10)
+    cfg = HeadConfig(kind="classifier", width=16, max_tokens=256, layers=1, hidden=16, max_input_tokens=64,
+                     model_name=tiny.name, model_hidden=tiny.model.config.hidden_size, bound_factor=1.5)
+    head, _ = train_head(cfg, feats, y, feats, y, epochs=80, patience=80)
+    path = tmp_path / "h.pt"
+    head.save(path)
+    pred = RLPPredictor(tiny, path)
+    assert pred.latency > 0 and pred.name.startswith("rlp")
+    est = pred.predict(ids[1], 256)
+    assert est.expected == 208 and est.bound == min(256, math.ceil(1.5 * 208))
+    est = pred.predict(ids[0], 256)
+    assert est.expected == 16 and est.bound == 24
+    assert pred.predict(ids[0], 8).expected == 8 and pred.predict(ids[0], 8).bound == 8
+    paper = RLPPredictor(tiny, path, bound="paper", measure_latency=False)
+    assert paper.predict(ids[0], 256).bound == 80
+    with pytest.raises(ValueError):
+        RLPPredictor(tiny, path, bound="nonsense")

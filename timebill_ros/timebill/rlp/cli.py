@@ -1,0 +1,300 @@
+"""``timebill rlp label|train|eval`` (also ``python -m timebill.rlp ...``).
+
+  label  generate distillation labels (the target model's own greedy response lengths), resumable
+  train  extract backbone features, choose L on the validation split, train the B=16 classifier,
+         calibrate its bound on the validation split, save the head shipped with the package
+  eval   the test-split table (bucket classifiers, regression head, constant), bounds' coverage, PNG
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+DEFAULT_LABELS = REPO / "docs" / "data" / "rlp_labels_SmolLM2-135M-Instruct.jsonl"
+DEFAULT_WORK = REPO / "runs" / "rlp"
+DEFAULT_LAYERS = "2,4,6,8,12,16,20,30"
+
+
+def _config(args) -> dict:
+    from ..config import load_config
+
+    return load_config(getattr(args, "config", None))
+
+
+def _load(args):
+    from ..models import load_model
+
+    cfg = _config(args)
+    return cfg, load_model(args.model or cfg.get("model") or "embedded", cfg.get("cache_dir") or None,
+                           threads=args.threads or cfg.get("threads"))
+
+
+def _common(p):
+    p.add_argument("--config", default=None, help="timebill.yaml (default: the package's)")
+    p.add_argument("--model", default=None, help="model spec (default: config `model`, i.e. embedded)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: config `threads`)")
+    p.add_argument("--labels", default=str(DEFAULT_LABELS), help="labels file (JSON lines: id, length)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="timebill rlp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("label", help="generate labels (resumable)")
+    _common(p)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="label cap (default: config default_max_new_tokens)")
+    p.add_argument("--max-prompt-tokens", type=int, default=512, help="skip longer chat-encoded prompts (default 512)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-batch-tokens", type=int, default=4096, help="cap on batch size x longest prompt")
+    p.add_argument("--limit", type=int, default=None, help="label at most this many new prompts")
+    p.add_argument("--measure-batching", default="", help="only measure throughput at these batch sizes, e.g. 1,8,16,32")
+    p = sub.add_parser("train", help="choose L, train and save the shipped head")
+    _common(p)
+    p.add_argument("--layers", default=DEFAULT_LAYERS, help=f"candidate L values (default {DEFAULT_LAYERS})")
+    p.add_argument("--fixed-layers", type=int, default=None, help="skip the sweep and use this L")
+    p.add_argument("--width", type=int, default=16, help="bucket width B (default 16)")
+    p.add_argument("--coverage", type=float, default=0.95, help="target coverage of the calibrated bound")
+    p.add_argument("--max-input-tokens", type=int, default=512)
+    p.add_argument("--tolerance", type=float, default=0.02,
+                   help="choose the smallest L whose validation MAE is within this fraction of the best")
+    p.add_argument("--work", default=str(DEFAULT_WORK), help="feature cache and sweep results")
+    p.add_argument("--out", default=None, help="head file (default: the package's timebill/data/)")
+    p = sub.add_parser("eval", help="test-split table, bounds, figure")
+    _common(p)
+    p.add_argument("--head", default=None, help="head file (default: the shipped one)")
+    p.add_argument("--work", default=str(DEFAULT_WORK))
+    p.add_argument("--out-dir", default=str(REPO / "docs"), help="writes data/rlp_eval.json and rlp_eval.png here")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "label":
+        return cmd_label(args)
+    if args.cmd == "train":
+        return cmd_train(args)
+    return cmd_eval(args)
+
+
+# --- label ----------------------------------------------------------------------------------------
+def cmd_label(args) -> int:
+    from .data import first_turn_prompts, split_of
+    from .labels import label_prompts, measure_batching
+
+    cfg, loaded = _load(args)
+    cap = int(args.max_new_tokens or cfg.get("default_max_new_tokens", 256))
+    prompts = first_turn_prompts()
+    print(f"{len(prompts)} ShareGPT first-turn prompts; label cap {cap} tokens (greedy, chat template, "
+          f"eos {loaded.eos_token_ids}); prompts <= {args.max_prompt_tokens} tokens", flush=True)
+    if args.measure_batching:
+        sizes = [int(x) for x in args.measure_batching.split(",")]
+        train = [p for p in prompts if split_of(p.id) == "train"]
+        measure_batching(loaded, train, cap, args.max_prompt_tokens, batch_sizes=sizes)
+        return 0
+    stats = label_prompts(loaded, prompts, args.labels, cap, args.max_prompt_tokens, batch_size=args.batch_size,
+                          max_batch_tokens=args.max_batch_tokens, limit=args.limit, progress=not args.quiet)
+    print(json.dumps(stats))
+    _print_label_counts(args.labels)
+    return 0
+
+
+def _labelled(path) -> list[dict]:
+    from .labels import read_labels
+
+    return [r for r in read_labels(path).values() if "length" in r]
+
+
+def _print_label_counts(path) -> dict:
+    from .data import split_of
+
+    recs = _labelled(path)
+    counts = {s: sum(split_of(r["id"]) == s for r in recs) for s in ("train", "val", "test")}
+    print(f"labels in {path}: {len(recs)} ({counts})")
+    return counts
+
+
+# --- features -------------------------------------------------------------------------------------
+def features_for(loaded, recs: list[dict], layers: list[int], max_input_tokens: int, work: pathlib.Path,
+                 progress: bool = True) -> dict:
+    """{L: tensor[n, 2*hidden]} for the labelled records, cached in ``work`` by prompt id."""
+    import torch
+    from tqdm import tqdm
+
+    from .data import first_turn_prompts
+    from .model import layer_features
+
+    work.mkdir(parents=True, exist_ok=True)
+    cache_path = work / f"features_{loaded.name}_in{max_input_tokens}.pt"
+    cache = torch.load(cache_path, weights_only=True) if cache_path.is_file() else {"layers": layers, "feats": {}}
+    if sorted(cache["layers"]) != sorted(layers):
+        if not set(layers) <= set(cache["layers"]):
+            cache = {"layers": layers, "feats": {}}
+    missing = [r["id"] for r in recs if r["id"] not in cache["feats"]]
+    if missing:
+        texts = {p.id: p.text for p in first_turn_prompts()}
+        t_last = time.monotonic()
+        for pid in tqdm(missing, desc="features", unit="prompt", disable=not progress):
+            f = layer_features(loaded.model, loaded.encode_chat(texts[pid]), cache["layers"], max_input_tokens)
+            cache["feats"][pid] = torch.stack([f[L] for L in cache["layers"]]).half()
+            if time.monotonic() - t_last > 120:
+                torch.save(cache, cache_path)
+                t_last = time.monotonic()
+        torch.save(cache, cache_path)
+    pos = {L: i for i, L in enumerate(cache["layers"])}
+    stacked = torch.stack([cache["feats"][r["id"]] for r in recs]).float()
+    return {L: stacked[:, pos[L]] for L in layers}
+
+
+def predictor_latency(loaded, layers: int, n_tokens: int, repeats: int = 5) -> float:
+    from .model import layer_features
+
+    vocab = int(loaded.model.config.vocab_size)
+    ids = [(100 + i) % vocab for i in range(n_tokens)]
+    layer_features(loaded.model, ids[:16], [layers], n_tokens)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        layer_features(loaded.model, ids, [layers], n_tokens)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def _splits(recs):
+    from .data import split_of
+
+    return {s: [i for i, r in enumerate(recs) if split_of(r["id"]) == s] for s in ("train", "val", "test")}
+
+
+# --- train ----------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    import numpy as np
+
+    from .bounds import calibrate_factor, coverage_of, calibrated_bound
+    from .model import HeadConfig, train_head
+    from .predictor import default_head_path
+
+    cfg, loaded = _load(args)
+    cap = int(cfg.get("default_max_new_tokens", 256))
+    recs = _labelled(args.labels)
+    sp = _splits(recs)
+    print(f"{len(recs)} labelled prompts: train {len(sp['train'])}, val {len(sp['val'])}, test {len(sp['test'])} "
+          f"(test not used here); label cap {cap}", flush=True)
+    if not sp["train"] or not sp["val"]:
+        print("need labelled train and val prompts", file=sys.stderr)
+        return 1
+    layers = [args.fixed_layers] if args.fixed_layers else [int(x) for x in args.layers.split(",")]
+    work = pathlib.Path(args.work)
+    feats = features_for(loaded, recs, sorted(set(layers) | set([int(x) for x in DEFAULT_LAYERS.split(",")]))
+                         if not args.fixed_layers else layers, args.max_input_tokens, work, progress=not args.quiet)
+    y = np.array([min(int(r["length"]), cap) for r in recs])
+    tr, va = sp["train"], sp["val"]
+    base = HeadConfig(kind="classifier", width=args.width, max_tokens=cap, max_input_tokens=args.max_input_tokens,
+                      model_name=loaded.name, model_hidden=int(loaded.model.config.hidden_size),
+                      bound_coverage=args.coverage)
+    sweep = []
+    heads = {}
+    for L in layers:
+        c = HeadConfig(**{**base.__dict__, "layers": L})
+        head, info = train_head(c, feats[L][tr], y[tr], feats[L][va], y[va], progress=not args.quiet)
+        lat128 = predictor_latency(loaded, L, 128)
+        lat512 = predictor_latency(loaded, L, args.max_input_tokens)
+        row = {"layers": L, "val_mae": round(info["val_mae"], 2), "best_epoch": info["best_epoch"],
+               "latency_128_s": round(lat128, 4), f"latency_{args.max_input_tokens}_s": round(lat512, 4)}
+        print(json.dumps(row), flush=True)
+        sweep.append(row)
+        heads[L] = head
+    best = min(r["val_mae"] for r in sweep)
+    chosen = min(r["layers"] for r in sweep if r["val_mae"] <= best * (1 + args.tolerance))
+    head = heads[chosen]
+    pred_val = head.predict_lengths(feats[chosen][va])
+    q = calibrate_factor(y[va], pred_val, args.coverage)
+    head.cfg.bound_factor = q
+    cov_val = coverage_of(y[va], [calibrated_bound(p, cap, q) for p in pred_val])
+    head.cfg.extra = {"train_prompts": len(tr), "val_prompts": len(va), "labels_file": pathlib.Path(args.labels).name,
+                      "val_mae": float(np.mean(np.abs(pred_val - y[va]))), "val_coverage": cov_val}
+    out = pathlib.Path(args.out) if args.out else default_head_path()
+    head.save(out)
+    print(f"chose L={chosen} (smallest L with validation MAE within {100 * args.tolerance:.0f} % of the best {best:.2f}); "
+          f"calibrated factor q={q:.3f} (validation coverage {100 * cov_val:.1f} %)")
+    print(f"saved {out} ({out.stat().st_size / 1024:.0f} KiB)")
+    (work / "sweep.json").write_text(json.dumps({"sweep": sweep, "chosen": chosen, "factor": q}, indent=1))
+    return 0
+
+
+# --- eval -----------------------------------------------------------------------------------------
+def cmd_eval(args) -> int:
+    import numpy as np
+
+    from .bounds import calibrated_bound, coverage_of, paper_bound
+    from .evaluate import bounds_table, markdown_table, metrics, plot
+    from .model import HeadConfig, LengthHead, train_head
+    from .predictor import default_head_path
+
+    cfg, loaded = _load(args)
+    head = LengthHead.load(args.head or default_head_path())
+    hc = head.cfg
+    cap = hc.max_tokens
+    recs = _labelled(args.labels)
+    sp = _splits(recs)
+    L = hc.layers
+    feats = features_for(loaded, recs, [L], hc.max_input_tokens, pathlib.Path(args.work), progress=not args.quiet)[L]
+    y = np.array([min(int(r["length"]), cap) for r in recs])
+    tr, va, te = sp["train"], sp["val"], sp["test"]
+    print(f"test split: {len(te)} prompts (train {len(tr)}, val {len(va)}); backbone L={L}; cap {cap}", flush=True)
+    rows, preds = [], {}
+
+    def add(name, p):
+        m = metrics(y[te], p)
+        rows.append({"name": name, **m})
+        preds[name] = p
+
+    main_name = f"{cap // hc.width} buckets (B={hc.width}, shipped head)"
+    add(main_name, head.predict_lengths(feats[te]))
+    # Coarser and finer bucket classifiers and a regression head: same backbone, same training recipe.
+    for width in (8, 32, 64):
+        if width == hc.width:
+            continue
+        c = HeadConfig(**{**hc.__dict__, "width": width, "bound_factor": 0.0, "extra": {}})
+        h, _ = train_head(c, feats[tr], y[tr], feats[va], y[va])
+        add(f"{cap // width} buckets (B={width})", h.predict_lengths(feats[te]))
+    c = HeadConfig(**{**hc.__dict__, "kind": "regression", "bound_factor": 0.0, "extra": {}})
+    h, _ = train_head(c, feats[tr], y[tr], feats[va], y[va])
+    add("regression head", h.predict_lengths(feats[te]))
+    med = int(np.median(y[tr]))
+    add(f"constant (train median {med})", np.full(len(te), med))
+    order = [main_name] + sorted([r["name"] for r in rows if "buckets" in r["name"] and r["name"] != main_name],
+                                 key=lambda s: -int(s.split()[0]))
+    rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+    p = preds[main_name]
+    brows = []
+    for name, b in (
+        (f"calibrated q={hc.bound_factor:.3f} (95 % quantile of actual/predicted on val)",
+         [calibrated_bound(x, cap, hc.bound_factor) if x < cap else cap for x in p]),
+        (f"paper k={hc.paper_k:g}", [paper_bound(x, cap, hc.paper_k) if x < cap else cap for x in p]),
+        ("cap N_max (constant predictor's bound)", [cap] * len(p)),
+    ):
+        brows.append({"name": name, "coverage": coverage_of(y[te], b), "mean_bound": float(np.mean(b))})
+    t1 = markdown_table(rows)
+    t2 = bounds_table(brows)
+    print(t1)
+    print()
+    print(t2)
+    out = pathlib.Path(args.out_dir)
+    result = {"labels": len(recs), "train": len(tr), "val": len(va), "test": len(te), "layers": L, "width": hc.width,
+              "cap": cap, "max_input_tokens": hc.max_input_tokens, "table": rows, "bounds": brows,
+              "test_length_mean": float(y[te].mean()), "test_at_cap": float(np.mean(y[te] >= cap))}
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    (out / "data" / "rlp_eval.json").write_text(json.dumps(result, indent=1))
+    plot(out / "rlp_eval.png", y[te], p, hc.width, cap,
+         title=f"RLP on ShareGPT test split (L={L}, B={hc.width}, n={len(te)})")
+    print(f"wrote {out / 'data' / 'rlp_eval.json'} and {out / 'rlp_eval.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

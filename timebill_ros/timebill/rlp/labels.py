@@ -1,0 +1,209 @@
+"""Distillation labels: the length of the target model's own greedy answer to each prompt.
+
+Same settings as serving (``timebill.engine``): the chat template of ``LoadedModel.encode_chat``
+with no system prompt, greedy decoding, the model's end-of-turn ids, and the serving cap
+``max_new_tokens`` (config ``default_max_new_tokens``, 256). The label N is the number of tokens
+the engine would emit (end-of-turn not counted), capped at the cap: N = cap means "hit the cap".
+
+Batching: prompts are sorted by token length and run in left-padded batches of similar length
+(little padding); finished rows are dropped from the batch and its KV cache at once, so no
+compute is spent on them. Labels are appended to a JSON-lines file, one prompt per line, so a
+run can be interrupted and resumed; only ids and lengths are written, never prompt texts.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Iterable, Sequence
+
+
+def read_labels(path: str | pathlib.Path) -> dict[str, dict]:
+    """id -> record of a labels file (JSON lines); a torn last line is ignored."""
+    out: dict[str, dict] = {}
+    p = pathlib.Path(path)
+    if not p.is_file():
+        return out
+    for line in p.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out[str(rec["id"])] = rec
+    return out
+
+
+def append_records(path: pathlib.Path, records: Iterable[dict]) -> None:
+    """Append JSON lines; first end a torn last line (an interrupted write) so no record is glued to it."""
+    records = list(records)
+    if not records:
+        return
+    torn = False
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, 2)
+            torn = f.read(1) != b"\n"
+    with path.open("a") as f:
+        if torn:
+            f.write("\n")
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+        f.flush()
+
+
+def _select_rows(cache, keep) -> None:
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(0, keep)
+        layer.values = layer.values.index_select(0, keep)
+
+
+def generate_lengths(loaded, batch: Sequence[Sequence[int]], max_new_tokens: int) -> list[tuple[int, str]]:
+    """Greedy response lengths for a batch of prompt token-id lists: [(N, stop), ...].
+
+    Left padding with an attention mask and explicit positions; rows leave the batch when they end.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    model = loaded.model
+    eos = torch.tensor(sorted(set(loaded.eos_token_ids)), dtype=torch.long)
+    pad = loaded.tokenizer.pad_token_id
+    if pad is None:
+        pad = int(eos[0])
+    n = len(batch)
+    width = max(len(x) for x in batch)
+    ids = torch.full((n, width), int(pad), dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for i, x in enumerate(batch):
+        ids[i, width - len(x):] = torch.tensor(list(x), dtype=torch.long)
+        mask[i, width - len(x):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    lengths = [0] * n
+    stops = ["max_tokens"] * n
+    alive = torch.arange(n)
+    cache = DynamicCache()
+    with torch.inference_mode():
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                       past_key_values=cache, logits_to_keep=1).logits[:, -1]
+        next_pos = positions[:, -1] + 1
+        while True:
+            tok = logits.argmax(-1)
+            ended = torch.isin(tok, eos)
+            keep = []
+            for j in range(len(alive)):
+                r = int(alive[j])
+                if bool(ended[j]):
+                    stops[r] = "eos"
+                else:
+                    lengths[r] += 1
+                    if lengths[r] < max_new_tokens:
+                        keep.append(j)
+            if not keep:
+                break
+            if len(keep) < len(alive):
+                k = torch.tensor(keep, dtype=torch.long)
+                _select_rows(cache, k)
+                alive, tok, mask, next_pos = alive[k], tok[k], mask[k], next_pos[k]
+            mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=torch.long)], dim=1)
+            logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                           past_key_values=cache, logits_to_keep=1).logits[:, -1]
+            next_pos = next_pos + 1
+    return list(zip(lengths, stops))
+
+
+def make_batches(items: Sequence[tuple[str, list[int]]], batch_size: int, max_batch_tokens: int = 0):
+    """Length-sorted batches of (id, ids); ``max_batch_tokens`` caps batch_size * longest prompt."""
+    order = sorted(items, key=lambda it: len(it[1]))
+    batches, cur = [], []
+    for it in order:
+        longest = max([len(c[1]) for c in cur] + [len(it[1])])
+        if cur and (len(cur) >= batch_size or (max_batch_tokens and longest * (len(cur) + 1) > max_batch_tokens)):
+            batches.append(cur)
+            cur = []
+        cur.append(it)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def label_prompts(loaded, prompts: Iterable, out_path: str | pathlib.Path, max_new_tokens: int,
+                  max_prompt_tokens: int, batch_size: int = 16, max_batch_tokens: int = 4096,
+                  limit: int | None = None, chunk: int = 256, progress: bool = True, say=print) -> dict:
+    """Label ``prompts`` (objects with .id and .text) into ``out_path``; skip ids already there.
+
+    Prompts whose chat-encoded length exceeds ``max_prompt_tokens`` are recorded as skipped
+    (``"skipped": "too_long"``) so a resumed run does not tokenize them again.
+    """
+    from tqdm import tqdm
+
+    out_path = pathlib.Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    done = read_labels(out_path)
+    todo = []
+    skipped_now = []
+    for p in prompts:
+        if p.id in done:
+            continue
+        ids = loaded.encode_chat(p.text)
+        if len(ids) > max_prompt_tokens:
+            skipped_now.append({"id": p.id, "prompt_tokens": len(ids), "skipped": "too_long"})
+            continue
+        todo.append((p.id, ids))
+        if limit is not None and len(todo) >= limit:
+            break
+    append_records(out_path, skipped_now)
+    say(f"{len(done)} already labelled, {len(skipped_now)} newly skipped (> {max_prompt_tokens} tokens), "
+        f"{len(todo)} to label (batch size {batch_size}, chunks of {chunk} prompts sorted by length)")
+    t0 = time.monotonic()
+    n_tok = 0
+    bar = tqdm(total=len(todo), unit="prompt", disable=not progress, smoothing=0.05)
+    # Chunks in file order, each sorted by length into batches: an interrupted run leaves an
+    # unbiased sample of prompts labelled, not only the shortest ones.
+    for c0 in range(0, len(todo), chunk):
+        for b in make_batches(todo[c0:c0 + chunk], batch_size, max_batch_tokens):
+            res = generate_lengths(loaded, [x[1] for x in b], max_new_tokens)
+            append_records(out_path, ({"id": pid, "prompt_tokens": len(ids), "length": n, "stop": stop}
+                                      for (pid, ids), (n, stop) in zip(b, res)))
+            n_tok += sum(n for n, _ in res)
+            bar.update(len(b))
+            bar.set_postfix(tok_s=f"{n_tok / max(time.monotonic() - t0, 1e-9):.1f}")
+    bar.close()
+    dt = time.monotonic() - t0
+    return {"labelled": len(todo), "tokens": n_tok, "seconds": dt, "tokens_per_s": n_tok / dt if dt else 0.0}
+
+
+def measure_batching(loaded, prompts, max_new_tokens: int, max_prompt_tokens: int,
+                     batch_sizes=(1, 8, 16, 32), n_prompts: int = 32, n_single: int = 4, say=print) -> list[dict]:
+    """Generated tokens per second at each batch size on the same length-sorted prompts.
+
+    Batch size 1 runs only the first ``n_single`` prompts (it is slow); the lengths it gives are
+    compared with the batched run's for those prompts (padding may flip a greedy near-tie).
+    """
+    items = []
+    for p in prompts:
+        ids = loaded.encode_chat(p.text)
+        if len(ids) <= max_prompt_tokens:
+            items.append((p.id, ids))
+        if len(items) >= n_prompts:
+            break
+    rows, ref = [], {}
+    for bs in batch_sizes:
+        sub = items[:n_single] if bs == 1 else items
+        t0 = time.monotonic()
+        got = {}
+        for b in make_batches(sub, bs, 0):
+            for (pid, _), (n, _s) in zip(b, generate_lengths(loaded, [x[1] for x in b], max_new_tokens)):
+                got[pid] = n
+        dt = time.monotonic() - t0
+        toks = sum(got.values())
+        if bs == 1:
+            ref = got
+        agree = sum(got[k] == v for k, v in ref.items()) if ref and bs != 1 else None
+        row = {"batch_size": bs, "prompts": len(sub), "tokens": toks, "seconds": round(dt, 2),
+               "tokens_per_s": round(toks / dt, 1), "same_length_as_bs1": f"{agree}/{len(ref)}" if agree is not None else "-"}
+        say(json.dumps(row))
+        rows.append(row)
+    return rows

@@ -1,0 +1,87 @@
+"""``RLPPredictor``: the trained response-length predictor behind the engine's seam.
+
+``predict(prompt_ids, max_new_tokens)`` runs the first L layers of the target model on the
+(bounded) prompt, the trained head, and returns ``LengthEstimate(expected, bound)``:
+expected = the upper edge of the predicted bucket; bound = the calibrated bound
+min(ceil(q * expected), cap) by default, or the paper's min(k * expected, cap) with ``bound="paper"``.
+When the predicted bucket is the top one (the response reached the label cap), the bound is the
+job's ``max_new_tokens``: the head cannot tell how far past the cap it would go.
+"""
+from __future__ import annotations
+
+import importlib.resources
+import pathlib
+import statistics
+import time
+from typing import Sequence
+
+import torch
+
+from ..length_predictor import LengthEstimate
+from .bounds import calibrated_bound, paper_bound
+from .model import LengthHead, layer_features
+
+DEFAULT_HEAD_FILE = "rlp_head_SmolLM2-135M-Instruct.pt"
+
+
+def default_head_path() -> pathlib.Path:
+    return pathlib.Path(str(importlib.resources.files("timebill") / "data" / DEFAULT_HEAD_FILE))
+
+
+class RLPPredictor:
+    name = "rlp"
+
+    def __init__(self, loaded, head: LengthHead | str | pathlib.Path | None = None, bound: str = "calibrated",
+                 k: float | None = None, measure_latency: bool = True):
+        if head is None or isinstance(head, (str, pathlib.Path)):
+            path = pathlib.Path(head) if head else default_head_path()
+            if not path.is_file():
+                raise FileNotFoundError(f"no trained RLP head at {path}: run `python -m timebill.rlp train`")
+            head = LengthHead.load(path)
+        self.loaded = loaded
+        self.head = head
+        cfg = head.cfg
+        hidden = int(getattr(loaded.model.config, "hidden_size", 0))
+        if cfg.model_hidden and hidden != cfg.model_hidden:
+            raise ValueError(f"the RLP head was trained on {cfg.model_name or 'another model'} (hidden {cfg.model_hidden}); "
+                             f"this model ({loaded.name}) has hidden {hidden}")
+        if cfg.layers > loaded.num_layers:
+            raise ValueError(f"the RLP head needs {cfg.layers} layers; {loaded.name} has {loaded.num_layers}")
+        if bound not in ("calibrated", "paper"):
+            raise ValueError(f"unknown bound '{bound}' (known: calibrated, paper)")
+        if bound == "calibrated" and cfg.bound_factor <= 0:
+            raise ValueError("this RLP head has no calibrated bound factor; use bound='paper'")
+        self.bound = bound
+        self.k = float(k if k is not None else cfg.paper_k)
+        self.name = f"rlp(L={cfg.layers},B={cfg.width},{bound})"
+        self.latency = self.measure_latency() if measure_latency else 0.0
+
+    def expected_length(self, prompt_ids: Sequence[int]) -> int:
+        cfg = self.head.cfg
+        feats = layer_features(self.loaded.model, prompt_ids, [cfg.layers], cfg.max_input_tokens)[cfg.layers]
+        return int(self.head.predict_lengths(feats[None])[0])
+
+    def predict(self, prompt_ids: Sequence[int], max_new_tokens: int) -> LengthEstimate:
+        cfg = self.head.cfg
+        n_hat = self.expected_length(prompt_ids)
+        cap = int(max_new_tokens)
+        if n_hat >= cfg.max_tokens:  # top bucket: "at least the label cap"
+            return LengthEstimate(expected=min(n_hat, cap), bound=cap)
+        if self.bound == "paper":
+            nw = paper_bound(n_hat, cap, self.k)
+        else:
+            nw = calibrated_bound(n_hat, cap, cfg.bound_factor)
+        return LengthEstimate(expected=min(n_hat, cap), bound=max(nw, min(n_hat, cap)))
+
+    def measure_latency(self, repeats: int = 3) -> float:
+        """Median seconds of one prediction at the longest input the predictor reads (its bound)."""
+        n = self.head.cfg.max_input_tokens
+        vocab = int(getattr(self.loaded.model.config, "vocab_size", n + 100))
+        ids = [(100 + i) % vocab for i in range(n)]
+        self.expected_length(ids[:16])  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            self.expected_length(ids)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
