@@ -114,3 +114,29 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# --- the TimeBill core on the tiny test model ----------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The random 2-layer test fixture model (timebill.testing): fast, says nothing about quality."""
+    from timebill.testing import tiny_test_model
+
+    return tiny_test_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_time_model(tiny):
+    """A timing model profiled on this machine for the tiny model (a second or so)."""
+    from timebill.profiler import profile
+
+    return profile(tiny, lengths=(16, 32, 64, 128, 256, 384), repeats=2, decode_steps=4, progress=False)
+
+
+def slow_time_model(step: float = 0.05, prefill: float = 0.01):
+    """A timing model that claims every decoding step takes ``step`` seconds: with the tiny model
+    (about a millisecond a step) it makes deadline decisions deterministic and visible."""
+    from timebill.time_model import TimeModel
+
+    return TimeModel(a=0.0, b=0.0, c=prefill, p=0.0, q=step, model="tiny-test-model")

@@ -111,12 +111,14 @@ def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None,
 def _load_hf_folder(path: pathlib.Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"not a Hugging Face model folder (no config.json): {path}")
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
             path, local_files_only=True, dtype="float32", attn_implementation="sdpa"
         )
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # transformers raises OSError, ValueError, ImportError... all mean the same
         raise ModelLoadError(f"cannot load a model from {path}: {exc}") from exc
     return model, tok
 

@@ -62,6 +62,9 @@ def tiny_test_model(seed: int = 0, layers: int = 2, hidden: int = 64, max_contex
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    # One thread: a model this small gains nothing from two, and on a busy machine a forward pass
+    # waiting for a descheduled second thread took 100x longer (seen here).
+    torch.set_num_threads(1)
     tok = tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tok),

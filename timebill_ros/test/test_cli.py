@@ -1,0 +1,40 @@
+"""`timebill` on the command line: bad input fails fast and clearly; a run streams then reports."""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PKG_DIR
+
+
+def timebill(*args, timeout=120, **kw):
+    return subprocess.run([sys.executable, "-m", "timebill.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=PKG_DIR, **kw)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["", "--budget", "3"], "prompt is empty"),
+    (["hi", "--budget", "-1"], "positive finite"),
+    (["hi", "--budget", "nan"], "positive finite"),
+    (["hi", "--budget", "2", "--policy", "later"], "unknown overrun policy"),
+])
+def test_invalid_requests_exit_2_with_the_reason(args, match):
+    r = timebill("generate", *args, timeout=60)
+    assert r.returncode == 2 and match in r.stderr
+
+
+def test_a_missing_model_file_is_named(tmp_path):
+    r = timebill("generate", "hi", "--budget", "2", "--model", str(tmp_path / "model.gguf"))
+    assert r.returncode == 1 and f"model path does not exist: {tmp_path / 'model.gguf'}" in r.stderr
+
+
+def test_profile_then_generate_streams_the_answer_and_reports_plan_and_outcome(tmp_path):
+    tm = tmp_path / "tiny.yaml"
+    r = timebill("profile", "--model", "test:tiny", "--max-tokens", "256", "--repeats", "1", "--out", str(tm))
+    assert r.returncode == 0, r.stderr
+    assert "held-out MAPE" in r.stdout and tm.is_file()
+    r = timebill("generate", "Where is the red cup?", "--budget", "5", "--model", "test:tiny", "--time-model", str(tm),
+                 "--max-new-tokens", "12")
+    assert r.returncode == 0, r.stderr
+    assert "plan     prompt" in r.stdout and "eviction ratio" in r.stdout
+    assert "outcome  COMPLETED (max_tokens) | 12 tokens" in r.stdout and "deadline met" in r.stdout

@@ -1,0 +1,157 @@
+"""Budgeted generation on the tiny test model: streaming, stopping, deadlines, presses, bad input."""
+import dataclasses
+import math
+import threading
+import time
+
+import pytest
+
+from conftest import slow_time_model
+from timebill.engine import BudgetedEngine
+from timebill.estimator import Estimator
+from timebill.presses import UnknownPressError
+from timebill.request import InvalidRequest, Outcome, Request
+from timebill.time_model import kept_positions
+
+PROMPT = "The robot moves to the kitchen and picks up the red cup. " * 6
+
+
+def engine_for(model, tm, **kw):
+    reject = kw.pop("reject_infeasible", True)
+    engine = BudgetedEngine(Estimator(model, tm, **kw), reject_infeasible=reject, learn_online=False)
+    engine.warm_up()  # as build_engine does: first passes after loading are slow
+    return engine
+
+
+def test_tokens_stream_in_order_and_concatenate_to_the_result(tiny, tiny_time_model):
+    events = []
+    r = engine_for(tiny, tiny_time_model).generate(Request(PROMPT, budget=30, max_new_tokens=40), on_token=events.append)
+    assert r.outcome is Outcome.COMPLETED and r.deadline_met and r.message == ""
+    assert [e.index for e in events] == list(range(r.generated_tokens))
+    assert "".join(e.text for e in events) == r.text
+    assert [e.elapsed for e in events] == sorted(e.elapsed for e in events)
+    assert r.generated_tokens == 40 and r.stop_reason == "max_tokens"
+    assert len(r.step_times) == 39  # the first token comes from the prefill
+    assert r.prompt_tokens == len(tiny.encode_chat(PROMPT))
+
+
+def test_stops_at_end_of_turn(tiny, tiny_time_model):
+    # Declare the token the model emits third as end-of-turn: greedy decoding is deterministic.
+    first = engine_for(tiny, tiny_time_model).generate(Request(PROMPT, budget=30, max_new_tokens=5))
+    ids = tiny.tokenizer(first.text, add_special_tokens=False)["input_ids"]
+    stopper = dataclasses.replace(tiny, eos_token_ids=[ids[2]])
+    r = engine_for(stopper, tiny_time_model).generate(Request(PROMPT, budget=30, max_new_tokens=50))
+    assert r.stop_reason == "eos" and r.outcome is Outcome.COMPLETED
+    assert r.generated_tokens < 50
+
+
+def test_kill_never_starts_a_step_the_time_model_says_would_end_after_the_deadline(tiny):
+    tm = slow_time_model(step=0.05, prefill=0.01)  # claims 50 ms a step; the tiny model takes ~1 ms
+    budget = 0.4
+    r = engine_for(tiny, tm, reject_infeasible=False).generate(Request(PROMPT, budget=budget, max_new_tokens=500))
+    assert r.outcome is Outcome.KILLED and r.stop_reason == "deadline"
+    assert r.deadline_met and r.total_time <= budget
+    assert 0 < r.generated_tokens < 500 and r.text
+    # It stopped because one more modelled step would have crossed the deadline.
+    assert r.token_times[-1] + 0.05 > budget
+    assert "killed at the deadline" in r.message
+
+
+def test_skip_next_policy_lets_the_job_finish_late(tiny):
+    tm = slow_time_model(step=0.05)
+    r = engine_for(tiny, tm, reject_infeasible=False).generate(
+        Request(PROMPT, budget=0.02, max_new_tokens=60, policy="skip_next"))
+    assert r.outcome is Outcome.COMPLETED and r.generated_tokens == 60
+    assert not r.deadline_met and "after the deadline" in r.message
+
+
+def test_cancel_stops_before_the_next_step_and_keeps_the_partial_text(tiny, tiny_time_model):
+    cancel = threading.Event()
+    seen = []
+
+    def on_token(ev):
+        seen.append(ev)
+        if len(seen) == 3:
+            cancel.set()
+
+    r = engine_for(tiny, tiny_time_model).generate(Request(PROMPT, budget=30, max_new_tokens=100), on_token=on_token, cancel=cancel)
+    assert r.outcome is Outcome.CANCELED and r.generated_tokens == 3
+    assert r.text == "".join(e.text for e in seen)
+
+
+def test_infeasible_budget_is_answered_without_generating(tiny):
+    tm = slow_time_model(step=0.05, prefill=2.0)
+    r = engine_for(tiny, tm).generate(Request(PROMPT, budget=1.0, max_new_tokens=10))
+    assert r.outcome is Outcome.INFEASIBLE and r.generated_tokens == 0
+    assert "prefill alone exceeds the budget" in r.message
+
+
+@pytest.mark.parametrize("press", ["snapkv", "streamingllm", "knorm", "expected_attention", "tova", "SnapKVPress"])
+def test_every_cpu_press_evicts_the_planned_share_of_the_prompt(tiny, tiny_time_model, press):
+    eng = engine_for(tiny, tiny_time_model, press=press)
+    r = eng.generate(Request(PROMPT, budget=30, max_new_tokens=8, fixed_alpha=0.5))
+    assert r.outcome is Outcome.COMPLETED and r.generated_tokens == 8
+    assert r.cached_tokens == kept_positions(r.prompt_tokens, 0.5)
+
+
+def test_prompts_shorter_than_the_press_window_run_uncompressed(tiny, tiny_time_model):
+    r = engine_for(tiny, tiny_time_model).generate(Request("hi", budget=30, max_new_tokens=4, raw=True, fixed_alpha=0.5))
+    assert r.outcome is Outcome.COMPLETED and r.alpha == 0.0 and r.cached_tokens == r.prompt_tokens
+
+
+def test_planner_chooses_eviction_to_fit_a_tight_budget(tiny):
+    # A model where the cache length matters: 1 ms per 100 cached positions.
+    from timebill.time_model import TimeModel
+
+    tm = TimeModel(a=0.0, b=0.0, c=0.01, p=1e-5, q=0.001)
+    eng = engine_for(tiny, tm, default_max_new_tokens=64)
+    n = len(tiny.encode_chat(PROMPT * 4))
+    budget = tm.end_to_end(n, 64, 0.5) + 0.01
+    est = eng.estimator.estimate(Request(PROMPT * 4, budget=budget))
+    assert 0.3 < est.plan.alpha < 0.6 and est.plan.feasible
+
+
+def test_sampling_is_reproducible_with_a_seed(tiny, tiny_time_model):
+    eng = engine_for(tiny, tiny_time_model)
+    a = eng.generate(Request(PROMPT, budget=30, max_new_tokens=12, temperature=1.0, top_p=0.9, seed=7))
+    b = eng.generate(Request(PROMPT, budget=30, max_new_tokens=12, temperature=1.0, top_p=0.9, seed=7))
+    assert a.text == b.text
+
+
+@pytest.mark.parametrize("req,match", [
+    (Request("", budget=1), "prompt is empty"),
+    (Request("   \n", budget=1), "prompt is empty"),
+    (Request("hi", budget=0), "positive finite"),
+    (Request("hi", budget=-2), "positive finite"),
+    (Request("hi", budget=math.nan), "positive finite"),
+    (Request("hi", budget=math.inf), "positive finite"),
+    (Request("hi", budget="soon"), "number of seconds"),
+    (Request("hi", budget=1, policy="explode"), "unknown overrun policy"),
+    (Request("hi", budget=1, max_eviction_ratio=1.5), "max_eviction_ratio"),
+    (Request("hi", budget=1, top_p=0), "top_p"),
+])
+def test_bad_requests_raise_clear_errors(tiny, tiny_time_model, req, match):
+    with pytest.raises(InvalidRequest, match=match):
+        engine_for(tiny, tiny_time_model).generate(req)
+
+
+def test_a_prompt_longer_than_the_context_is_rejected(tiny, tiny_time_model):
+    with pytest.raises(InvalidRequest, match="context of 2048"):
+        engine_for(tiny, tiny_time_model).generate(Request("cup " * 3000, budget=10))
+
+
+def test_an_unknown_press_is_refused_at_construction(tiny, tiny_time_model):
+    with pytest.raises(UnknownPressError, match="unknown press 'squeeze'"):
+        Estimator(tiny, tiny_time_model, press="squeeze")
+
+
+def test_lateness_under_kill_is_small_over_many_runs(tiny, tiny_time_model):
+    # Real timing model of the tiny model; budgets that cut the answer short.
+    eng = engine_for(tiny, tiny_time_model, reject_infeasible=False)
+    late = []
+    for budget in (0.02, 0.04, 0.06, 0.08) * 3:
+        r = eng.generate(Request(PROMPT, budget=budget, max_new_tokens=1500))
+        late.append(r.total_time - budget)
+        assert r.outcome in (Outcome.KILLED, Outcome.COMPLETED)
+    # On a shared machine a step can take longer than modelled; it must stay a fraction of a step budget.
+    assert sorted(late)[len(late) // 2] <= 0.005
