@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -166,6 +167,8 @@ class BudgetedEngine:
             if done:
                 stop = "eos"
             position = len(ids)
+            recent: deque[float] = deque(maxlen=4)
+            last_check = None
             while not done:
                 if len(out_ids) >= max_new:
                     stop = "max_tokens"
@@ -174,7 +177,14 @@ class BudgetedEngine:
                     stop, outcome, message = "cancel", Outcome.CANCELED, "canceled by the client"
                     break
                 nkv = cache.get_seq_length()
-                if policy is Policy.KILL and time.monotonic() + tm.decode_step(nkv) > deadline:
+                now = time.monotonic()
+                if last_check is not None:
+                    recent.append(now - last_check)
+                last_check = now
+                # The next step costs what the model says, or what the last few whole iterations
+                # (step + sampling + callbacks) really took, whichever is longer: jitter and
+                # per-token overhead are not in the time model.
+                if policy is Policy.KILL and now + max(tm.decode_step(nkv), max(recent, default=0.0)) > deadline:
                     stop, outcome = "deadline", Outcome.KILLED
                     message = f"killed at the deadline after {len(out_ids)} tokens (budget {float(req.budget):.3f} s)"
                     break
