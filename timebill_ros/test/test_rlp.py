@@ -181,3 +181,30 @@ def test_predictor_seam_on_tiny_model(tiny, tmp_path):
     assert paper.predict(ids[0], 256).bound == 80
     with pytest.raises(ValueError):
         RLPPredictor(tiny, path, bound="nonsense")
+
+
+def test_labelling_prefill_features_match_predictor_features(tiny):
+    """The features kept from the padded, batched labelling prefill equal the predictor's own (bs 1)."""
+    prompts = [tiny.encode_chat(t) for t in ["Hello robot", "What is the capital of France? Paris.", "Quick"]]
+    out: list = []
+    generate_lengths(tiny, prompts, 2, feature_layers=[1], features_out=out)
+    for ids, f in zip(prompts, out):
+        ref = layer_features(tiny.model, ids, [1], 512)[1]
+        assert torch.allclose(f[0].float(), ref, atol=2e-2, rtol=1e-2)   # stored as fp16
+
+
+def test_runtime_builds_rlp_predictor(tiny, tmp_path):
+    from timebill.runtime import make_length_predictor
+
+    feats = torch.randn(40, 2 * tiny.model.config.hidden_size)
+    y = np.arange(40) * 6 + 1
+    cfg = HeadConfig(layers=1, hidden=8, max_input_tokens=32, model_name=tiny.name,
+                     model_hidden=tiny.model.config.hidden_size, bound_factor=2.0)
+    head, _ = train_head(cfg, feats, y, feats, y, epochs=3)
+    path = tmp_path / "head.pt"
+    head.save(path)
+    pred = make_length_predictor({"length_predictor": str(path)}, tiny)
+    est = pred.predict(tiny.encode_chat("Hello"), 256)
+    assert 1 <= est.expected <= est.bound <= 256
+    paper = make_length_predictor({"length_predictor": str(path), "rlp_bound": "paper", "rlp_k": 3}, tiny)
+    assert paper.predict(tiny.encode_chat("Hello"), 256).bound in (256, min(256, 3 * est.expected))

@@ -39,7 +39,12 @@ def make_length_predictor(cfg: dict, loaded):
     kind = str(cfg.get("length_predictor") or "constant")
     if kind == "constant":
         return ConstantLengthPredictor(expected=int(cfg.get("constant_expected_tokens", 64)))
-    raise ValueError(f"unknown length_predictor '{kind}' (known: constant)")
+    if kind == "rlp" or kind.endswith(".pt"):
+        from .rlp.predictor import RLPPredictor  # the trained head shipped in timebill/data/, or a path
+
+        return RLPPredictor(loaded, None if kind == "rlp" else kind, bound=str(cfg.get("rlp_bound") or "calibrated"),
+                            k=float(cfg.get("rlp_k") or 5.0))
+    raise ValueError(f"unknown length_predictor '{kind}' (known: constant, rlp, or a path to an RLP head .pt)")
 
 
 def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info) -> Estimator:

@@ -17,7 +17,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[3]
 DEFAULT_LABELS = REPO / "docs" / "data" / "rlp_labels_SmolLM2-135M-Instruct.jsonl"
 DEFAULT_WORK = REPO / "runs" / "rlp"
-DEFAULT_LAYERS = "2,4,6,8,12,16,20,30"
+DEFAULT_LAYERS = "2,4,6,8,12,16"
 
 
 def _config(args) -> dict:
@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-batch-tokens", type=int, default=4096, help="cap on batch size x longest prompt")
     p.add_argument("--limit", type=int, default=None, help="label at most this many new prompts")
+    p.add_argument("--work", default=str(DEFAULT_WORK), help="where the prefill's predictor features are cached")
+    p.add_argument("--no-features", action="store_true", help="do not keep the prefill's features for `train`")
     p.add_argument("--measure-batching", default="", help="only measure throughput at these batch sizes, e.g. 1,8,16,32")
     p = sub.add_parser("train", help="choose L, train and save the shipped head")
     _common(p)
@@ -96,8 +98,11 @@ def cmd_label(args) -> int:
         train = [p for p in prompts if split_of(p.id) == "train"]
         measure_batching(loaded, train, cap, args.max_prompt_tokens, batch_sizes=sizes)
         return 0
+    layers = [int(x) for x in DEFAULT_LAYERS.split(",")] if not args.no_features else []
     stats = label_prompts(loaded, prompts, args.labels, cap, args.max_prompt_tokens, batch_size=args.batch_size,
-                          max_batch_tokens=args.max_batch_tokens, limit=args.limit, progress=not args.quiet)
+                          max_batch_tokens=args.max_batch_tokens, limit=args.limit, progress=not args.quiet,
+                          feature_layers=layers,
+                          feature_path=None if args.no_features else label_feature_path(pathlib.Path(args.work), loaded.name))
     print(json.dumps(stats))
     _print_label_counts(args.labels)
     return 0
@@ -119,6 +124,11 @@ def _print_label_counts(path) -> dict:
 
 
 # --- features -------------------------------------------------------------------------------------
+def label_feature_path(work: pathlib.Path, name: str) -> pathlib.Path:
+    """Features the labelling prefill produced as a by-product (same definition as ``model.layer_features``)."""
+    return work / f"label_features_{name}.pt"
+
+
 def features_for(loaded, recs: list[dict], layers: list[int], max_input_tokens: int, work: pathlib.Path,
                  progress: bool = True) -> dict:
     """{L: tensor[n, 2*hidden]} for the labelled records, cached in ``work`` by prompt id."""
@@ -135,6 +145,16 @@ def features_for(loaded, recs: list[dict], layers: list[int], max_input_tokens: 
         if not set(layers) <= set(cache["layers"]):
             cache = {"layers": layers, "feats": {}}
     missing = [r["id"] for r in recs if r["id"] not in cache["feats"]]
+    side = label_feature_path(work, loaded.name)
+    if missing and side.is_file() and max_input_tokens >= 512:
+        lf = torch.load(side, weights_only=True)
+        if set(cache["layers"]) <= set(lf["layers"]):
+            sel = [list(lf["layers"]).index(L) for L in cache["layers"]]
+            for pid in missing:
+                if pid in lf["feats"]:
+                    cache["feats"][pid] = lf["feats"][pid][sel]
+            print(f"features: {len(missing) - sum(p not in cache['feats'] for p in missing)} taken from the labelling prefill ({side.name})")
+        missing = [r["id"] for r in recs if r["id"] not in cache["feats"]]
     if missing:
         texts = {p.id: p.text for p in first_turn_prompts()}
         t_last = time.monotonic()

@@ -60,10 +60,14 @@ def _select_rows(cache, keep) -> None:
         layer.values = layer.values.index_select(0, keep)
 
 
-def generate_lengths(loaded, batch: Sequence[Sequence[int]], max_new_tokens: int) -> list[tuple[int, str]]:
+def generate_lengths(loaded, batch: Sequence[Sequence[int]], max_new_tokens: int,
+                     feature_layers: Sequence[int] = (), features_out: list | None = None) -> list[tuple[int, str]]:
     """Greedy response lengths for a batch of prompt token-id lists: [(N, stop), ...].
 
     Left padding with an attention mask and explicit positions; rows leave the batch when they end.
+    With ``feature_layers``, the prefill also yields the predictor's pooled features (``model``
+    module: [mean ; last token] after layer L) for free; one tensor [len(layers), 2*hidden] per
+    prompt is appended to ``features_out``.
     """
     import torch
     from transformers import DynamicCache
@@ -86,8 +90,21 @@ def generate_lengths(loaded, batch: Sequence[Sequence[int]], max_new_tokens: int
     alive = torch.arange(n)
     cache = DynamicCache()
     with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                       past_key_values=cache, logits_to_keep=1).logits[:, -1]
+        want = list(feature_layers)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                    logits_to_keep=1, output_hidden_states=bool(want))
+        logits = out.logits[:, -1]
+        if want and features_out is not None:
+            if max(want) >= len(out.hidden_states) - 1:
+                raise ValueError("feature layers must be below the last layer (its output is normalised)")
+            m = mask[:, :, None].float()
+            for i in range(n):
+                per = []
+                for L in want:
+                    h = out.hidden_states[L][i].float()
+                    per.append(torch.cat([(h * m[i]).sum(0) / m[i].sum(), h[-1]]))
+                features_out.append(torch.stack(per).half())
+        del out
         next_pos = positions[:, -1] + 1
         while True:
             tok = logits.argmax(-1)
@@ -131,7 +148,8 @@ def make_batches(items: Sequence[tuple[str, list[int]]], batch_size: int, max_ba
 
 def label_prompts(loaded, prompts: Iterable, out_path: str | pathlib.Path, max_new_tokens: int,
                   max_prompt_tokens: int, batch_size: int = 16, max_batch_tokens: int = 4096,
-                  limit: int | None = None, chunk: int = 256, progress: bool = True, say=print) -> dict:
+                  limit: int | None = None, chunk: int = 256, progress: bool = True, say=print,
+                  feature_layers: Sequence[int] = (), feature_path: str | pathlib.Path | None = None) -> dict:
     """Label ``prompts`` (objects with .id and .text) into ``out_path``; skip ids already there.
 
     Prompts whose chat-encoded length exceeds ``max_prompt_tokens`` are recorded as skipped
@@ -162,14 +180,32 @@ def label_prompts(loaded, prompts: Iterable, out_path: str | pathlib.Path, max_n
     bar = tqdm(total=len(todo), unit="prompt", disable=not progress, smoothing=0.05)
     # Chunks in file order, each sorted by length into batches: an interrupted run leaves an
     # unbiased sample of prompts labelled, not only the shortest ones.
+    import torch
+
+    feats = {"layers": list(feature_layers), "feats": {}}
+    if feature_path:
+        feature_path = pathlib.Path(feature_path)
+        feature_path.parent.mkdir(parents=True, exist_ok=True)
+        if feature_path.is_file():
+            old_feats = torch.load(feature_path, weights_only=True)
+            if list(old_feats["layers"]) == list(feature_layers):
+                feats = old_feats
     for c0 in range(0, len(todo), chunk):
         for b in make_batches(todo[c0:c0 + chunk], batch_size, max_batch_tokens):
-            res = generate_lengths(loaded, [x[1] for x in b], max_new_tokens)
+            fl: list = []
+            res = generate_lengths(loaded, [x[1] for x in b], max_new_tokens, feature_layers if feature_path else (), fl)
+            if feature_path:
+                for (pid, _), f in zip(b, fl):
+                    feats["feats"][pid] = f
             append_records(out_path, ({"id": pid, "prompt_tokens": len(ids), "length": n, "stop": stop}
                                       for (pid, ids), (n, stop) in zip(b, res)))
             n_tok += sum(n for n, _ in res)
             bar.update(len(b))
             bar.set_postfix(tok_s=f"{n_tok / max(time.monotonic() - t0, 1e-9):.1f}")
+        if feature_path:  # after each chunk; written to a temporary name, then renamed (atomic)
+            tmp = feature_path.with_name(feature_path.name + ".tmp")
+            torch.save(feats, tmp)
+            tmp.replace(feature_path)
     bar.close()
     dt = time.monotonic() - t0
     return {"labelled": len(todo), "tokens": n_tok, "seconds": dt, "tokens_per_s": n_tok / dt if dt else 0.0}
