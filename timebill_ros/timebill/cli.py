@@ -3,6 +3,7 @@
   timebill generate "What is the capital of France?" --budget 3 --policy kill
   timebill profile                      # write this machine's timing model
   timebill rlp label|train|eval ...     # the response-length predictor
+  timebill eval --preset small          # the paper's experiment on this machine
 """
 from __future__ import annotations
 
@@ -113,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         from .rlp.cli import main as rlp_main
 
         return rlp_main(argv[1:])
+    if argv[:1] == ["eval"]:
+        from .evaluation.run import main as eval_main
+
+        return eval_main(argv[1:])
     parser = argparse.ArgumentParser(prog="timebill", description="Time-budgeted LLM answers (TimeBill), no ROS.")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
@@ -141,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_profile)
 
     sub.add_parser("rlp", help="response-length predictor: label | train | eval (see `timebill rlp -h`)")
+    sub.add_parser("eval", help="the paper's experiment: completion rate and score against budget (`timebill eval -h`)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("TIMEBILL_LOG", "WARNING"))

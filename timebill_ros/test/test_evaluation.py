@@ -1,0 +1,49 @@
+"""The evaluation's scoring and its replay of Kill and Skip-Next over recorded runs."""
+import pytest
+
+from timebill.evaluation import metrics, schedule
+from timebill.evaluation.run import choose_budgets
+
+
+def test_rouge_l_is_the_lcs_f_measure_after_normalisation():
+    assert metrics.rouge_l("He is a high school student.", "He is a high school student in Phoenix.") == pytest.approx(
+        2 * (5 / 5) * (5 / 7) / (5 / 5 + 5 / 7))  # articles and punctuation are dropped: 5 of 7 reference words
+    assert metrics.rouge_l("", "anything") == 0.0
+    assert metrics.rouge_l("Paris", "paris!") == 1.0
+
+
+def test_token_f1_and_best_reference():
+    assert metrics.token_f1("the red cup", "a red cup on the table") == pytest.approx(2 * 1 * 0.5 / 1.5)
+    assert metrics.best(metrics.token_f1, "red cup", ["blue box", "red cup"]) == 1.0
+
+
+@pytest.mark.parametrize("answer,expected", [("Yes, it does.", "yes"), ("No.", "no"), ("The paper reports F1. Yes", "yes"),
+                                             ("It is unclear", None)])
+def test_yes_no_reads_the_first_yes_or_no(answer, expected):
+    assert metrics.yes_no(answer) == expected
+
+
+def test_kill_completes_exactly_the_jobs_that_fit():
+    out = schedule.kill([0.5, 1.5, 1.0], budget=1.0)
+    assert [o.completed for o in out] == [True, False, True]
+    assert not any(o.skipped for o in out)
+
+
+def test_skip_next_skips_the_jobs_released_while_an_overrun_runs():
+    # period = budget = 1 s: job 0 takes 2.5 s (releases at 1 and 2 fall inside it), job 3 starts fresh.
+    out = schedule.skip_next([2.5, 0.4, 0.4, 0.4, 1.2, 0.3], budget=1.0)
+    assert [o.skipped for o in out] == [False, True, True, False, False, True]
+    assert [o.completed for o in out] == [False, False, False, True, False, False]
+    assert out[0].delivered and not out[1].delivered
+
+
+def test_a_job_that_ends_exactly_at_the_next_release_does_not_skip_it():
+    out = schedule.skip_next([1.0, 1.0], budget=1.0)
+    assert [o.completed for o in out] == [True, True]
+
+
+def test_budgets_span_the_no_eviction_times():
+    times = [1.0 + 0.1 * i for i in range(41)]  # 1.0 .. 5.0 s
+    b = choose_budgets(times, 6)
+    assert len(b) == 6 and b == sorted(b)
+    assert b[0] <= 1.3 and b[-1] >= 4.7

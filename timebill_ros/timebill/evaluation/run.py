@@ -1,0 +1,331 @@
+"""The paper's experiment on this machine: completion rate and average score against the budget.
+
+  python -m timebill.evaluation --preset small            # a few prompts, two budgets: minutes
+  python -m timebill.evaluation --preset full --out docs/eval
+
+How it runs (and what is replayed):
+* Every job is generated to completion once per (prompt, eviction ratio) with the serving engine
+  (greedy, chat template) and its real end-to-end time is recorded; the record is cached on disk
+  (resumable). Fixed-ratio methods are replayed from these records against every budget.
+* TimeBill plans its ratio live, per (prompt, budget), with the trained RLP (paper bound k=5, or
+  the calibrated bound) and the machine's timing model; the generation at that ratio is the
+  record for that ratio (recorded when first needed), and the job's time is the predictor's
+  measured latency plus the record's time.
+* Kill: a job completes iff its time <= budget; a killed job scores as empty. Skip-Next: jobs are
+  released one per period = budget; an overrunning job finishes (late: not completed, scores as
+  empty) and the jobs released while it runs are skipped.
+* A live check re-runs a subset under real Kill (deadline enforced by the engine) and reports how
+  often the live outcome agrees with the replayed one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from statistics import median
+from typing import Callable
+
+import numpy as np
+
+from ..engine import BudgetedEngine
+from ..estimator import Estimator
+from ..length_predictor import ConstantLengthPredictor
+from ..request import Outcome, Request
+from . import datasets, metrics, schedule
+
+FIXED = (0.0, 0.25, 0.5, 0.75, 0.95)
+
+
+@dataclass
+class Task:
+    name: str
+    load: Callable[[int], list]
+    system: str
+    question_suffix: str
+    max_new_tokens: int
+    context_cap: int                         # context tokens kept (QASPER papers are long)
+    score_name: str
+    score: Callable[[str, "datasets.Item"], float]
+    extra_score: tuple[str, Callable] | None = None
+
+    def prompt(self, item, tokenizer) -> str:
+        ids = tokenizer(item.context, add_special_tokens=False)["input_ids"]
+        context = item.context if len(ids) <= self.context_cap else tokenizer.decode(ids[: self.context_cap])
+        return f"{context}\n\nQuestion: {item.question}{self.question_suffix}"
+
+
+TASKS = {
+    "narrativeqa": Task(
+        "narrativeqa", datasets.narrativeqa, "Answer the question about the story in one short sentence.", "",
+        max_new_tokens=64, context_cap=1536, score_name="rouge_l",
+        score=lambda pred, it: metrics.best(metrics.rouge_l, pred, list(it.references)),
+        extra_score=("token_f1", lambda pred, it: metrics.best(metrics.token_f1, pred, list(it.references)))),
+    "qasper": Task(
+        "qasper", datasets.qasper_yesno, "Answer the question about the paper with yes or no.",
+        "\nAnswer yes or no.", max_new_tokens=32, context_cap=1536, score_name="accuracy",
+        score=lambda pred, it: metrics.yes_no_accuracy(pred, it.references[0])),
+}
+
+PRESETS = {
+    "small": {"narrativeqa": 3, "qasper": 2, "context_cap": 768, "budgets": 2, "confirm": 2},
+    "full": {"narrativeqa": 40, "qasper": 30, "context_cap": 1536, "budgets": 7, "confirm": 6},
+}
+
+
+def alpha_key(alpha: float) -> str:
+    return f"{alpha:.4f}"
+
+
+class Recorder:
+    """Runs each (item, ratio) once to completion and caches the record as a JSON line."""
+
+    def __init__(self, engine: BudgetedEngine, path: pathlib.Path):
+        self.engine = engine
+        self.path = path
+        self.records: dict[tuple[str, str], dict] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    self.records[(rec["item"], rec["alpha_key"])] = rec
+
+    def get(self, item_id: str, prompt: str, system: str, alpha: float, max_new: int) -> dict:
+        key = (item_id, alpha_key(alpha))
+        if key not in self.records:
+            r = self.engine.generate(Request(prompt, budget=3600.0, system_prompt=system, max_new_tokens=max_new,
+                                             policy="skip_next", fixed_alpha=float(alpha_key(alpha))))
+            rec = {"item": item_id, "alpha_key": key[1], "alpha": r.alpha, "text": r.text, "total": r.total_time,
+                   "prefill": r.prefill_time, "tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
+                   "stop": r.stop_reason}
+            with self.path.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            self.records[key] = rec
+        return self.records[key]
+
+
+def choose_budgets(durations: list[float], count: int) -> list[float]:
+    """From where no eviction completes almost nothing to where it completes almost everything."""
+    qs = np.linspace(0.05, 0.95, count) if count > 2 else np.array([0.3, 0.7])
+    return sorted({round(float(np.quantile(durations, q)), 1) for q in qs})
+
+
+def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: list[str], threads: int, cfg_path=None) -> dict:
+    from tqdm import tqdm
+
+    from ..config import load_config
+    from ..models import load_model
+    from ..rlp.predictor import RLPPredictor
+    from ..runtime import load_or_profile_time_model
+
+    p = PRESETS[preset]
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(cfg_path)
+    loaded = load_model(cfg.get("model") or "embedded", cfg.get("cache_dir") or None, threads=threads)
+    tm = load_or_profile_time_model(cfg, loaded, say=lambda m: print(f"[eval] {m}", flush=True))
+    recorder_engine = BudgetedEngine(Estimator(loaded, tm, ConstantLengthPredictor(), press=cfg.get("press", "snapkv")),
+                                     reject_infeasible=False, learn_online=False)
+    recorder_engine.warm_up()
+    planners = {
+        "timebill_k5": Estimator(loaded, tm, RLPPredictor(loaded, bound="paper", k=5.0), press=cfg.get("press", "snapkv")),
+        "timebill_cal": Estimator(loaded, tm, RLPPredictor(loaded, bound="calibrated"), press=cfg.get("press", "snapkv")),
+    }
+    report = {"preset": preset, "model": loaded.name, "machine": platform.node(), "threads": threads,
+              "date": time.strftime("%Y-%m-%d %H:%M"), "tasks": {}}
+    for tname in tasks:
+        task = TASKS[tname]
+        task.context_cap = p["context_cap"]
+        items = task.load(p[tname])
+        recorder = Recorder(recorder_engine, out / f"records-{tname}-{preset}.jsonl")
+        prompts = {it.id: task.prompt(it, loaded.tokenizer) for it in items}
+        # 1. fixed ratios (and no eviction), recorded once each
+        bar = tqdm(total=len(items) * len(FIXED), desc=f"{tname}: fixed ratios", dynamic_ncols=True)
+        for it in items:
+            for a in FIXED:
+                recorder.get(it.id, prompts[it.id], task.system, a, task.max_new_tokens)
+                bar.update(1)
+        bar.close()
+        none_durations = [recorder.records[(it.id, alpha_key(0.0))]["total"] for it in items]
+        budgets = budgets_arg or choose_budgets(none_durations, p["budgets"])
+        # 2. TimeBill: plan live per (item, budget), generate at that ratio (recorded once per ratio)
+        tb_jobs = {m: {b: [] for b in budgets} for m in planners}
+        bar = tqdm(total=len(items) * len(budgets) * len(planners), desc=f"{tname}: TimeBill", dynamic_ncols=True)
+        for it in items:
+            for m, est in planners.items():
+                for b in budgets:
+                    req = Request(prompts[it.id], budget=b, system_prompt=task.system, max_new_tokens=task.max_new_tokens)
+                    e = est.estimate(req)
+                    rec = recorder.get(it.id, prompts[it.id], task.system, e.plan.alpha, task.max_new_tokens)
+                    tb_jobs[m][b].append({"item": it.id, "alpha": rec["alpha"], "total": e.predictor_latency + rec["total"],
+                                          "text": rec["text"], "predicted_total": e.plan.predicted_total,
+                                          "predicted_worst": e.plan.predicted_worst_case, "feasible": e.plan.feasible,
+                                          "predicted_tokens": e.length.expected, "bound": e.length.bound,
+                                          "tokens": rec["tokens"]})
+                    bar.update(1)
+        bar.close()
+        # 3. scores, fidelity, replay under both strategies
+        ref_text = {it.id: recorder.records[(it.id, alpha_key(0.0))]["text"] for it in items}
+        by_id = {it.id: it for it in items}
+        methods = {}
+        for a in FIXED:
+            name = "none" if a == 0 else f"fixed_{a:.2f}"
+            methods[name] = {b: [{"item": it.id, "total": recorder.records[(it.id, alpha_key(a))]["total"],
+                                  "text": recorder.records[(it.id, alpha_key(a))]["text"], "alpha": a} for it in items]
+                             for b in budgets}
+        methods.update(tb_jobs)
+        table = []
+        for strategy, replay in (("kill", schedule.kill), ("skip_next", schedule.skip_next)):
+            for m, per_budget in methods.items():
+                for b in budgets:
+                    jobs = per_budget[b]
+                    outcomes = replay([j["total"] for j in jobs], b)
+                    scores = [task.score(j["text"], by_id[j["item"]]) if o.completed else 0.0 for j, o in zip(jobs, outcomes)]
+                    table.append({"strategy": strategy, "method": m, "budget": b,
+                                  "completion_rate": float(np.mean([o.completed for o in outcomes])),
+                                  "avg_score": float(np.mean(scores)),
+                                  "skipped": int(sum(o.skipped for o in outcomes)),
+                                  "mean_alpha": float(np.mean([j["alpha"] for j in jobs]))})
+        fidelity = {}
+        for m, per_budget in methods.items():
+            vals = [metrics.rouge_l(j["text"], ref_text[j["item"]]) for b in budgets for j in per_budget[b]]
+            fidelity[m] = float(np.mean(vals))
+        quality_uncapped = {m: float(np.mean([task.score(j["text"], by_id[j["item"]]) for b in budgets for j in pb[b]]))
+                            for m, pb in methods.items()}
+        tm_acc = {}
+        for m in planners:
+            jobs = [j for b in budgets for j in tb_jobs[m][b]]
+            tm_acc[m] = {"jobs": len(jobs),
+                         "mape_pct": float(100 * np.mean([abs(j["predicted_total"] - j["total"]) / j["total"] for j in jobs])),
+                         "over_worst_case": float(np.mean([j["total"] > j["predicted_worst"] for j in jobs])),
+                         "length_mae": float(np.mean([abs(j["predicted_tokens"] - j["tokens"]) for j in jobs])),
+                         "points": [[j["predicted_total"], j["total"]] for j in jobs]}
+        # 4. live check of the replay under real Kill
+        confirm = live_check(recorder_engine, planners["timebill_cal"], items[: p["confirm"]], prompts, task, budgets, recorder)
+        report["tasks"][tname] = {"items": len(items), "context_cap": task.context_cap, "max_new_tokens": task.max_new_tokens,
+                                  "score": task.score_name, "budgets": budgets, "table": table, "fidelity_rouge_l": fidelity,
+                                  "score_without_deadline": quality_uncapped, "time_model": tm_acc, "live_check": confirm,
+                                  "no_eviction_time_median": float(median(none_durations))}
+        print_task(tname, report["tasks"][tname])
+    (out / f"results-{preset}.json").write_text(json.dumps(report, indent=1))
+    plot(report, out, preset)
+    return report
+
+
+def live_check(engine, planner, items, prompts, task, budgets, recorder) -> dict:
+    """Re-run a subset live under real Kill (the engine enforces the deadline; TimeBill plans with
+    the RLP in the loop) and compare each outcome with the replayed one."""
+    if not items:
+        return {"jobs": 0}
+    check_budgets = [budgets[len(budgets) // 3], budgets[(2 * len(budgets)) // 3]] if len(budgets) > 2 else budgets
+    timebill = BudgetedEngine(planner, reject_infeasible=False, learn_online=False)
+    agree = total = 0
+    for it in items:
+        for b in check_budgets:
+            for kind in ("none", "fixed_0.50", "timebill_cal"):
+                req = Request(prompts[it.id], budget=b, system_prompt=task.system, max_new_tokens=task.max_new_tokens, policy="kill")
+                if kind == "timebill_cal":
+                    est = planner.estimate(req)
+                    rec = recorder.get(it.id, prompts[it.id], task.system, est.plan.alpha, task.max_new_tokens)
+                    replay_done = est.predictor_latency + rec["total"] <= b
+                    live = timebill.generate(req)
+                else:
+                    req.fixed_alpha = 0.0 if kind == "none" else 0.5
+                    rec = recorder.get(it.id, prompts[it.id], task.system, req.fixed_alpha, task.max_new_tokens)
+                    replay_done = rec["total"] <= b
+                    live = engine.generate(req)
+                live_done = live.outcome is Outcome.COMPLETED and live.deadline_met
+                agree += live_done == replay_done
+                total += 1
+    return {"jobs": total, "agreement": agree / total, "budgets": check_budgets}
+
+
+def print_task(name: str, t: dict) -> None:
+    print(f"\n=== {name}: {t['items']} prompts, context cap {t['context_cap']} tokens, max {t['max_new_tokens']} new tokens, "
+          f"no-eviction median time {t['no_eviction_time_median']:.2f} s")
+    for strategy in ("kill", "skip_next"):
+        print(f"-- {strategy}: completion rate / average {t['score']} per budget (s)")
+        print(f"{'method':>14} " + " ".join(f"{b:>11.1f}" for b in t["budgets"]))
+        methods = sorted({r["method"] for r in t["table"]}, key=list(dict.fromkeys(r["method"] for r in t["table"])).index)
+        for m in methods:
+            cells = []
+            for b in t["budgets"]:
+                r = next(x for x in t["table"] if x["strategy"] == strategy and x["method"] == m and x["budget"] == b)
+                cells.append(f"{r['completion_rate']:.2f}/{r['avg_score']:.3f}")
+            print(f"{m:>14} " + " ".join(f"{c:>11}" for c in cells))
+    print("fidelity (ROUGE-L vs the uncompressed answer): " + ", ".join(f"{m} {v:.3f}" for m, v in t["fidelity_rouge_l"].items()))
+    for m, acc in t["time_model"].items():
+        print(f"time model, {m}: MAPE {acc['mape_pct']:.1f} % over {acc['jobs']} jobs; measured > predicted worst case "
+              f"in {100 * acc['over_worst_case']:.1f} %; length MAE {acc['length_mae']:.1f} tokens")
+    lc = t["live_check"]
+    if lc.get("jobs"):
+        print(f"live Kill check: {lc['jobs']} jobs, replay agrees with live in {100 * lc['agreement']:.0f} %")
+
+
+def plot(report: dict, out: pathlib.Path, preset: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(report["tasks"])
+    fig, axes = plt.subplots(len(tasks) * 2, 2, figsize=(11, 4.2 * len(tasks) * 2), squeeze=False)
+    for ti, tname in enumerate(tasks):
+        t = report["tasks"][tname]
+        for si, strategy in enumerate(("kill", "skip_next")):
+            rows = [r for r in t["table"] if r["strategy"] == strategy]
+            for m in dict.fromkeys(r["method"] for r in rows):
+                rs = [r for r in rows if r["method"] == m]
+                style = "-o" if m.startswith("timebill") else "--."
+                axes[ti * 2 + si][0].plot([r["budget"] for r in rs], [r["completion_rate"] for r in rs], style, label=m)
+                axes[ti * 2 + si][1].plot([r["budget"] for r in rs], [r["avg_score"] for r in rs], style, label=m)
+            axes[ti * 2 + si][0].set_title(f"{tname}, {strategy}: completion rate")
+            axes[ti * 2 + si][1].set_title(f"{tname}, {strategy}: average {t['score']}")
+            for ax in axes[ti * 2 + si]:
+                ax.set_xlabel("time budget (s)")
+                ax.grid(alpha=0.3)
+            axes[ti * 2 + si][1].legend(fontsize=7)
+    fig.suptitle(f"TimeBill on {report['model']}, CPU ({report['threads']} threads), preset {preset}")
+    fig.tight_layout()
+    fig.savefig(out / f"completion_score-{preset}.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for tname in tasks:
+        for m, acc in report["tasks"][tname]["time_model"].items():
+            pts = np.array(acc["points"])
+            if len(pts):
+                ax.scatter(pts[:, 1], pts[:, 0], s=10, label=f"{tname} {m}")
+    lim = ax.get_xlim()[1]
+    ax.plot([0, lim], [0, lim], "k--", lw=1)
+    ax.set_xlabel("measured end-to-end time (s)")
+    ax.set_ylabel("predicted (expected) time (s)")
+    ax.legend(fontsize=7)
+    ax.set_title("TimeBill: predicted vs measured time")
+    fig.tight_layout()
+    fig.savefig(out / f"predicted_vs_measured-{preset}.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m timebill.evaluation", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    ap.add_argument("--out", default="docs/eval")
+    ap.add_argument("--budgets", help="comma-separated seconds (default: chosen from the no-eviction times)")
+    ap.add_argument("--tasks", default="narrativeqa,qasper")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--config")
+    args = ap.parse_args(argv)
+    budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else None
+    if budgets is not None and not all(math.isfinite(b) and b > 0 for b in budgets):
+        print("budgets must be positive numbers of seconds", file=sys.stderr)
+        return 2
+    try:
+        run(args.preset, pathlib.Path(args.out), budgets, args.tasks.split(","), args.threads, args.config)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
