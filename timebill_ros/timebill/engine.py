@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .estimator import Estimate, Estimator
+from .length_predictor import LengthEstimate
 from .planner import Plan
 from .presses import make_press
 from .request import InvalidRequest, Outcome, Policy, Request
@@ -80,16 +81,21 @@ class BudgetedEngine:
         on_token: TokenCallback | None = None,
         cancel: threading.Event | None = None,
         accepted_at: float | None = None,
-        estimate: Estimate | None = None,
+        length: LengthEstimate | None = None,
+        on_plan: Callable[[Estimate], None] | None = None,
     ) -> Result:
         """Run one job. ``accepted_at`` (time.monotonic()) is when its budget started; default now.
 
+        ``length``: a length prediction already made for this job (not repeated in the budget).
+        ``on_plan`` is called with the estimate once the ratio is planned, before the prefill.
         Raises InvalidRequest for a bad request; every other problem is a Result.
         """
         accepted_at = time.monotonic() if accepted_at is None else accepted_at
         with self._lock:
             queue_wait = time.monotonic() - accepted_at
-            est = estimate or self.estimator.estimate(req, already_elapsed=queue_wait)
+            est = self.estimator.estimate(req, already_elapsed=queue_wait, length=length)
+            if on_plan is not None:
+                on_plan(est)
             result = self._run(req, est, accepted_at, queue_wait, on_token, cancel)
         if self.learn_online and result.generated_tokens:
             self.estimator.calibration.observe(result.prompt_tokens, result.prefill_time, result.cached_tokens, result.step_times)
@@ -123,7 +129,6 @@ class BudgetedEngine:
             return finish(Outcome.KILLED, "killed: the prefill alone would end after the deadline", "deadline")
 
         model = self.loaded.model
-        tok = self.loaded.tokenizer
         eos = set(self.loaded.eos_token_ids)
         generator = None
         if req.temperature > 0 and req.seed is not None:
@@ -142,7 +147,7 @@ class BudgetedEngine:
             if token_id in eos:
                 return True
             out_ids.append(token_id)
-            text = tok.decode(out_ids, skip_special_tokens=True)
+            text = self.loaded.decode(out_ids)
             # Hold back a trailing replacement char: the next token may complete the character.
             stable = text[:-1] if text.endswith("\ufffd") else text
             delta = ""
@@ -201,7 +206,7 @@ class BudgetedEngine:
                     stop = "eos"
                     break
         result = finish(
-            outcome, message, stop, text=tok.decode(out_ids, skip_special_tokens=True),
+            outcome, message, stop, text=self.loaded.decode(out_ids),
             cached_tokens=cached, generated_tokens=len(out_ids), prefill_time=prefill_time,
             decode_time=sum(step_times), step_times=step_times, token_times=token_times,
         )

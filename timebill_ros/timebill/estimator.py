@@ -64,12 +64,18 @@ class Estimator:
             )
         return ids
 
-    def estimate(self, req: Request, already_elapsed: float = 0.0, prompt_ids: list | None = None) -> Estimate:
-        """Plan ``req`` with ``already_elapsed`` seconds of its budget gone (e.g. queueing)."""
+    def estimate(self, req: Request, already_elapsed: float = 0.0, prompt_ids: list | None = None,
+                 length: LengthEstimate | None = None) -> Estimate:
+        """Plan ``req`` with ``already_elapsed`` seconds of its budget gone (e.g. queueing).
+
+        ``length``: a prediction already made for this request (e.g. by the predictor node when
+        the goal was accepted); it is then not predicted again inside the budget.
+        """
         ids = prompt_ids if prompt_ids is not None else self.encode(req)
         max_new = self.max_new_tokens(req)
         t0 = time.perf_counter()
-        length = self.length_predictor.predict(ids, max_new)
+        if length is None:
+            length = self.length_predictor.predict(ids, max_new)
         latency = time.perf_counter() - t0
         length = LengthEstimate(expected=max(1, min(length.expected, max_new)), bound=max(1, min(length.bound, max_new)))
         plan = plan_eviction(

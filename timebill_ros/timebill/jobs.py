@@ -12,6 +12,7 @@ run one at a time, idle gaps skipped. Both apply the same two rules:
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .engine import BudgetedEngine, Result, TokenCallback
+from .estimator import Estimate
+from .length_predictor import LengthEstimate
 from .request import Outcome, Policy, Request
 
 
@@ -33,6 +36,8 @@ class Job:
     id: Any = None
     on_token: TokenCallback | None = None
     cancel: threading.Event | None = None
+    length: LengthEstimate | None = None       # predicted at acceptance; not predicted again
+    on_plan: Callable[[Estimate], None] | None = None
 
     @property
     def deadline(self) -> float:
@@ -114,7 +119,8 @@ class Scheduler:
         try:
             if self.on_start:
                 self.on_start(job)
-            result = self.engine.generate(job.request, on_token=job.on_token, cancel=job.cancel, accepted_at=job.release)
+            result = self.engine.generate(job.request, on_token=job.on_token, cancel=job.cancel, accepted_at=job.release,
+                                          length=job.length, on_plan=job.on_plan)
         finally:
             with self._cond:
                 # Set before the next job can start, so it sees the overrun.
@@ -147,12 +153,13 @@ def run_sequence(engine: BudgetedEngine, jobs: list[Job], skip_idle: bool = True
                 time.sleep(job.release - now)
             now = job.release
         real_release = origin + job.release - skipped
-        live = Job(job.request, release=real_release, id=job.id, on_token=job.on_token, cancel=job.cancel)
+        live = dataclasses.replace(job, release=real_release)
         if job.release < skip_before:
             res = unrun(live, Outcome.SKIPPED, "skipped: an earlier Skip-Next job overran its deadline")
         else:
             res = expired(live, time.monotonic()) or engine.generate(
-                live.request, on_token=live.on_token, cancel=live.cancel, accepted_at=real_release)
+                live.request, on_token=live.on_token, cancel=live.cancel, accepted_at=real_release,
+                length=live.length, on_plan=live.on_plan)
             if overran(res, live):
                 skip_before = time.monotonic() - origin + skipped
         results[i] = res

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+import threading
 from dataclasses import dataclass, field
 
 EMBEDDED = "embedded"
@@ -30,6 +31,9 @@ class LoadedModel:
     name: str
     max_context: int
     eos_token_ids: list[int] = field(default_factory=list)
+    # A fast tokenizer used from two threads at once can fail ("Already borrowed"): goals are
+    # validated on their own threads while another goal generates.
+    tokenizer_lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def num_layers(self) -> int:
@@ -37,6 +41,14 @@ class LoadedModel:
 
     def encode_chat(self, prompt: str, system_prompt: str = "", raw: bool = False) -> list[int]:
         """Token ids of the prompt as the model sees it: chat template applied unless ``raw``."""
+        with self.tokenizer_lock:
+            return self._encode_chat(prompt, system_prompt, raw)
+
+    def decode(self, ids) -> str:
+        with self.tokenizer_lock:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _encode_chat(self, prompt: str, system_prompt: str, raw: bool) -> list[int]:
         if raw:
             return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         messages = []
