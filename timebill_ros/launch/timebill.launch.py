@@ -1,0 +1,48 @@
+"""Both TimeBill nodes with parameters from config/timebill.yaml (standard ROS 2 launch, Jazzy/Kilted).
+
+    ros2 launch timebill_ros timebill.launch.py
+    ros2 launch timebill_ros timebill.launch.py model:=/models/qwen2.5-0.5b namespace:=robot1/llm log_level:=debug
+    ros2 launch timebill_ros timebill.launch.py config:=/path/my.yaml predictor:=false
+
+Where `launch` is not installed (a venv of PyPI wheels), `timebill_ros bringup` starts the same
+nodes from the same file with the same arguments.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = "timebill_ros"
+
+
+def _nodes(context, *args, **kwargs):
+    config = LaunchConfiguration("config").perform(context)
+    model = LaunchConfiguration("model").perform(context)
+    namespace = LaunchConfiguration("namespace").perform(context)
+    log_level = LaunchConfiguration("log_level").perform(context)
+    with_predictor = LaunchConfiguration("predictor").perform(context).strip().lower() in ("true", "1", "yes")
+    # An empty model argument keeps the file's value; only a given one overrides it.
+    params = [config] + ([{"model": model}] if model else [])
+    common = dict(package=PACKAGE, namespace=namespace, parameters=params, output="screen", emulate_tty=True,
+                  arguments=["--ros-args", "--log-level", log_level])
+    nodes = [Node(executable="generation_node", name="generation_node", **common)]
+    if with_predictor:
+        nodes.append(Node(executable="predictor_node", name="predictor_node", **common))
+    return nodes
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            "config", default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "timebill.yaml"]),
+            description="parameter file read by both nodes"),
+        DeclareLaunchArgument(
+            "model", default_value="",
+            description="model parameter: embedded, a Hugging Face folder or a .gguf file (empty: the config file's)"),
+        DeclareLaunchArgument("namespace", default_value="timebill", description="namespace of both nodes"),
+        DeclareLaunchArgument("log_level", default_value="info", description="debug, info, warn, error or fatal"),
+        DeclareLaunchArgument("predictor", default_value="true",
+                              description="also start the predictor node (false: the generation node estimates locally)"),
+        OpaqueFunction(function=_nodes),
+    ])

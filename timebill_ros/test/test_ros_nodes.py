@@ -1,0 +1,400 @@
+"""The ROS layer end to end: both nodes as subprocesses on the tiny test model, driven through the
+action, the service and the topics by the client API (timebill_ros.client) in this process.
+
+The nodes start once for the module (loading torch costs seconds on this machine); each test
+uses its own goals. The predictor-fallback and shutdown tests change the system, so they run last.
+The tiny model decodes at roughly 1 ms a token: deadline tests use long max_new_tokens and short
+budgets. Its output is random (often whitespace), so text is checked by bookkeeping, not meaning.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import conftest
+from conftest import ROS_HOME, Processes, needs_ros, wait_for
+
+pytestmark = needs_ros
+
+COMPLETED, KILLED, SKIPPED, CANCELED, INFEASIBLE, INVALID, FAILED = 1, 2, 3, 4, 5, 6, 7
+SUCCEEDED, STATUS_CANCELED, ABORTED = 4, 5, 6
+LONG = 1500  # tokens: well over a second on the tiny model
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    """Both nodes on the tiny model in a fresh domain, a client, and everything it heard."""
+    import rclpy
+
+    from timebill_ros.client import TimeBillClient
+
+    domain = conftest._next_domain[0]
+    conftest._next_domain[0] = domain % 100 + 1
+    ROS_HOME.mkdir(parents=True, exist_ok=True)
+    env_values = {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+                  "ROS_HOME": str(ROS_HOME), "ROS_LOG_DIR": str(ROS_HOME / "log"), "PYTHONUNBUFFERED": "1"}
+    saved = {k: os.environ.get(k) for k in env_values}
+    os.environ.update(env_values)
+    cache = tmp_path_factory.mktemp("cache")
+    params = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    params.write_text(f"""/**:
+  ros__parameters:
+    model: "test:tiny"
+    cache_dir: "{cache}"
+    profile_max_tokens: 256
+    constant_expected_tokens: 16
+    default_max_new_tokens: 64
+    predictor_timeout: 0.5
+    diagnostics_period: 0.5
+    estimate_update_period: 0.1
+    marker_frame: test_frame
+""")
+    procs = Processes(dict(os.environ))
+    ros_args = ["--ros-args", "-r", "__ns:=/timebill", "--params-file", str(params)]
+    gen = procs.start(["-m", "timebill_ros.generation_node", *ros_args], log_name="generation_node")
+    pred = procs.start(["-m", "timebill_ros.predictor_node", *ros_args], log_name="predictor_node")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain, args=[])
+    client = TimeBillClient(context=ctx)
+    heard = Heard(client.node)
+    s = System(procs, gen, pred, client, heard, params)
+    try:
+        if not client.wait_until_ready(timeout=90, estimator=True):
+            raise AssertionError(f"nodes not ready in 90 s; logs: {gen.log_path}, {pred.log_path}\n" + s.logs())
+        yield s
+    finally:
+        client.close()
+        ctx.try_shutdown()
+        procs.stop_all()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class Heard:
+    """Estimates, job reports, diagnostics and markers, as they arrive."""
+
+    def __init__(self, node):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile
+        from timebill_msgs.msg import CompletionEstimate, JobReport
+        from visualization_msgs.msg import Marker
+
+        self.lock = threading.Lock()
+        self.estimates, self.reports, self.diagnostics, self.markers = [], [], [], []
+        qos = QoSProfile(depth=1000)
+        node.create_subscription(CompletionEstimate, "/timebill/estimates", self._add(self.estimates), qos)
+        node.create_subscription(JobReport, "/timebill/job_reports", self._add(self.reports), qos)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._add(self.diagnostics), qos)
+        node.create_subscription(Marker, "/timebill/answer_marker", self._add(self.markers), qos)
+
+    def _add(self, lst):
+        def cb(msg):
+            with self.lock:
+                lst.append(msg)
+        return cb
+
+    def of(self, lst, goal_id):
+        key = bytes(goal_id.uuid)
+        with self.lock:
+            return [m for m in lst if bytes(m.goal_id.uuid) == key]
+
+
+class System:
+    def __init__(self, procs, gen, pred, client, heard, params):
+        self.procs, self.gen, self.pred, self.client, self.heard, self.params = procs, gen, pred, client, heard, params
+        self.order: list[str] = []  # goals by first feedback = by the order they ran
+
+    def send(self, prompt="Where is the red cup?", budget=10.0, name=None, **kw):
+        fbs = []
+
+        def on_feedback(fb):
+            if not fbs and name:
+                self.order.append(name)
+            fbs.append(fb)
+
+        h = self.client.query(prompt, budget, on_feedback=on_feedback, **kw)
+        h.fbs = fbs
+        h.wait_accepted(10)
+        return h
+
+    def logs(self) -> str:
+        out = []
+        for p in (self.gen, self.pred):
+            with open(p.log_path) as f:
+                out.append(f"--- {p.log_path}\n" + f.read()[-3000:])
+        return "\n".join(out)
+
+
+def _result(h, timeout=30):
+    return h.result(timeout)
+
+
+# --- streaming ------------------------------------------------------------------------------------
+def test_tokens_stream_in_order_and_add_up_to_the_result(system):
+    h = system.send("Tell me about the kitchen.", budget=10.0, max_new_tokens=200, policy="kill")
+    r = _result(h)
+    assert r.outcome == COMPLETED, r.message
+    assert h.status == SUCCEEDED and r.deadline_met
+    assert 0 < r.generated_tokens <= 200
+    counts = [fb.tokens_generated for fb in h.fbs]
+    assert counts == sorted(set(counts)), "feedback out of order or repeated"
+    assert counts[-1] == r.generated_tokens
+    elapsed = [fb.elapsed.sec + fb.elapsed.nanosec * 1e-9 for fb in h.fbs]
+    assert elapsed == sorted(elapsed)
+    assert "".join(fb.text for fb in h.fbs) == r.text == h.text
+    # Every token by default: one feedback per token (the last may carry the held-back rest).
+    assert len(h.fbs) >= r.generated_tokens - 1
+    wait_for(lambda: system.heard.of(system.heard.reports, h.goal_id), 5, what="the job report")
+    rep = system.heard.of(system.heard.reports, h.goal_id)[0]
+    assert rep.outcome == COMPLETED and rep.generated_tokens == r.generated_tokens
+    assert len(rep.decode_step_times) == r.generated_tokens - 1 or rep.generated_tokens == 0
+    assert rep.measured_total.sec + rep.measured_total.nanosec * 1e-9 > 0
+
+
+def test_kill_ends_by_the_deadline_with_partial_text(system):
+    budget = 0.4
+    h = system.send("Describe everything you see.", budget=budget, max_new_tokens=LONG, policy="kill")
+    r = _result(h)
+    assert r.outcome == KILLED, r.message
+    assert h.status == ABORTED
+    assert 0 < r.generated_tokens < LONG
+    assert r.text and r.text == h.text
+    elapsed = r.elapsed.sec + r.elapsed.nanosec * 1e-9
+    # No decoding step is started that the time model says would end late; allow one slow step
+    # on this shared machine.
+    assert elapsed <= budget + 0.15, f"killed {elapsed - budget:.3f} s after the deadline"
+    assert r.deadline_met == (elapsed <= budget)
+    assert "killed" in r.message
+
+
+# --- Skip-Next ------------------------------------------------------------------------------------
+def test_skip_next_chain_skips_the_goals_queued_behind_an_overrun(system):
+    first = system.send("Long answer please.", budget=0.3, max_new_tokens=LONG, policy="skip_next")
+    wait_for(lambda: first.fbs, 10, what="the first goal to run")
+    behind = [system.send(f"Queued question {i}?", budget=20.0, max_new_tokens=5, policy="skip_next")
+              for i in range(2)]
+    r0 = _result(first)
+    assert r0.outcome == COMPLETED and not r0.deadline_met, "Skip-Next lets an overrunning job finish"
+    assert first.status == SUCCEEDED
+    for h in behind:
+        r = _result(h)
+        assert r.outcome == SKIPPED, r.message
+        assert h.status == ABORTED and r.generated_tokens == 0 and "skipped" in r.message
+    after = system.send("A question after the overrun.", budget=20.0, max_new_tokens=5, policy="skip_next")
+    assert _result(after).outcome == COMPLETED
+
+
+# --- cancel ---------------------------------------------------------------------------------------
+def test_cancel_running_and_queued_goals(system):
+    running = system.send("Keep talking.", budget=30.0, max_new_tokens=LONG, policy="kill")
+    queued = system.send("Waiting in line.", budget=30.0, max_new_tokens=5, policy="kill")
+    wait_for(lambda: len(running.fbs) >= 20, 10, what="20 tokens")
+    t0 = time.monotonic()
+    assert queued.cancel()
+    assert running.cancel()
+    r = _result(running)
+    assert time.monotonic() - t0 < 2.0
+    assert r.outcome == CANCELED and running.status == STATUS_CANCELED
+    assert 20 <= r.generated_tokens < LONG and r.text == running.text
+    rq = _result(queued)
+    assert rq.outcome == CANCELED and queued.status == STATUS_CANCELED and rq.generated_tokens == 0
+
+
+# --- invalid goals --------------------------------------------------------------------------------
+INVALID_GOALS = {
+    "empty prompt": (dict(prompt=""), "empty"),
+    "blank prompt": (dict(prompt="   \n"), "empty"),
+    "zero budget": (dict(budget=0.0), "budget"),
+    "negative budget": (dict(budget="negative"), "budget"),
+    "prompt over the context": (dict(prompt="kitchen cup robot " * 1500), "context"),
+    "no room to answer": (dict(max_new_tokens=5000), "context"),
+    "unknown policy": (dict(policy=7), "policy"),
+    "eviction ratio 1.5": (dict(max_eviction_ratio=1.5), "max_eviction_ratio"),
+    "eviction ratio NaN": (dict(max_eviction_ratio=math.nan), "max_eviction_ratio"),
+}
+
+
+def test_every_invalid_goal_kind_is_answered_invalid(system):
+    from builtin_interfaces.msg import Duration
+
+    handles = {}
+    for kind, (over, _) in INVALID_GOALS.items():
+        kw = dict(prompt="Where is the cup?", budget=5.0, max_new_tokens=8)
+        kw.update(over)
+        if kw["budget"] == "negative":
+            kw["budget"] = Duration(sec=-2)
+        prompt = kw.pop("prompt")
+        budget = kw.pop("budget")
+        handles[kind] = system.send(prompt, budget, **kw)
+    for kind, h in handles.items():
+        r = _result(h)
+        assert r.outcome == INVALID, f"{kind}: {r.outcome} {r.message}"
+        assert h.status == ABORTED
+        assert INVALID_GOALS[kind][1] in r.message, f"{kind}: {r.message!r}"
+        assert r.generated_tokens == 0 and not h.fbs
+    # The node is still serving, and reported every invalid goal.
+    assert _result(system.send("Still there?", 10.0, max_new_tokens=5)).outcome == COMPLETED
+    for h in handles.values():
+        wait_for(lambda: system.heard.of(system.heard.reports, h.goal_id), 5, what="a report of an invalid goal")
+        assert system.heard.of(system.heard.reports, h.goal_id)[0].outcome == INVALID
+
+
+def test_infeasible_goal_is_answered_at_once(system):
+    # A budget shorter than the predicted prefill plus the expected tokens cannot be met at any ratio.
+    t0 = time.monotonic()
+    h = system.send("Where is the cup?", 0.001, max_new_tokens=64)
+    r = _result(h)
+    assert r.outcome in (INFEASIBLE, KILLED), r.message
+    if r.outcome == INFEASIBLE:
+        assert "infeasible" in r.message and r.generated_tokens == 0
+    assert time.monotonic() - t0 < 3.0
+
+
+# --- queue ----------------------------------------------------------------------------------------
+def test_queue_runs_goals_earliest_deadline_first(system):
+    system.order.clear()
+    blocker = system.send("Block the model for a while.", budget=30.0, max_new_tokens=1000, name="blocker")
+    wait_for(lambda: blocker.fbs, 10, what="the blocker to run")
+    late = system.send("Question B.", 25.0, max_new_tokens=4, name="B25")
+    soon = system.send("Question C.", 10.0, max_new_tokens=4, name="C10")
+    mid = system.send("Question D.", 17.0, max_new_tokens=4, name="D17")
+    for h in (blocker, late, soon, mid):
+        assert _result(h).outcome == COMPLETED
+    assert system.order == ["blocker", "C10", "D17", "B25"]
+    # The queued goals waited for the blocker: their reports say so.
+    for h in (late, soon, mid):
+        wait_for(lambda: system.heard.of(system.heard.reports, h.goal_id), 5, what="a report")
+        rep = system.heard.of(system.heard.reports, h.goal_id)[0]
+        assert rep.queue_wait.sec + rep.queue_wait.nanosec * 1e-9 > 0.05
+
+
+# --- estimates, diagnostics, marker -----------------------------------------------------------------
+def test_estimates_published_for_every_goal_and_updated_while_running(system):
+    hs = [system.send("Long one.", 30.0, max_new_tokens=1000),
+          system.send("Short one.", 30.0, max_new_tokens=3),
+          system.send("Another short one.", 30.0, max_new_tokens=3)]
+    for h in hs:
+        assert _result(h).outcome == COMPLETED
+    for h in hs:
+        wait_for(lambda: system.heard.of(system.heard.estimates, h.goal_id), 5, what="an estimate")
+        first = system.heard.of(system.heard.estimates, h.goal_id)[0]
+        assert first.tokens_generated == 0 and first.source == "predictor"
+        assert first.prompt_tokens > 0 and first.time_budget.sec == 30
+        assert first.predicted_total.sec + first.predicted_total.nanosec > 0
+    updates = [e for e in system.heard.of(system.heard.estimates, hs[0].goal_id) if e.tokens_generated > 0]
+    assert updates, "no estimate updates while the long goal ran"
+    counts = [e.tokens_generated for e in updates]
+    assert counts == sorted(counts)
+
+
+def test_what_if_estimate_service(system):
+    r = system.client.estimate("Where is the red cup?", budget=2.5, max_new_tokens=32)
+    assert r.valid and r.prompt_tokens > 0 and r.predicted_tokens_bound == 32
+    assert 0.0 <= r.eviction_ratio < 1.0 and r.time_budget.sec == 2
+    bad = system.client.estimate("", budget=2.5)
+    assert not bad.valid and "empty" in bad.message
+
+
+def test_diagnostics_and_marker(system):
+    def status(suffix):
+        with system.heard.lock:
+            for arr in reversed(system.heard.diagnostics):
+                for st in arr.status:
+                    if st.name.endswith(suffix):
+                        return st
+        return None
+
+    gen = wait_for(lambda: status("budgeted generation"), 5, what="generation diagnostics")
+    pred = wait_for(lambda: status("completion estimates"), 5, what="predictor diagnostics")
+    gv = {kv.key: kv.value for kv in gen.values}
+    pv = {kv.key: kv.value for kv in pred.values}
+    assert gv["model_loaded"] == "True" and gv["model"] == "tiny-test-model"
+    assert gv["predictor_reachable"] == "yes" and int(gv["goals_finished"]) > 0
+    for key in ("queue_length", "deadline_hit_rate", "time_model_decode_step_mape_pct"):
+        assert key in gv
+    assert pv["model_loaded"] == "True" and int(pv["reports_observed"]) > 0
+    assert "time_model_decode_step_mape_pct" in pv
+    with system.heard.lock:
+        markers = list(system.heard.markers)
+    assert markers and markers[-1].header.frame_id == "test_frame" and markers[-1].type == 9
+
+
+def test_cli_query_and_monitor(system):
+    env = dict(os.environ)
+    mon = subprocess.Popen([sys.executable, "-m", "timebill_ros.cli", "monitor", "--plain", "--duration", "12"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    try:
+        time.sleep(3.0)  # the monitor's discovery
+        q = subprocess.run([sys.executable, "-m", "timebill_ros.cli", "query", "Hello robot", "--budget", "5",
+                            "--max-new-tokens", "12", "--policy", "kill"],
+                           env=env, capture_output=True, text=True, timeout=60)
+        assert q.returncode == 0, q.stdout + q.stderr
+        assert "--- COMPLETED (goal status SUCCEEDED) ---" in q.stdout
+        assert "generated 12" in q.stdout or "generated" in q.stdout
+        os.killpg(mon.pid, signal.SIGINT)
+        out, _ = mon.communicate(timeout=10)
+    finally:
+        if mon.poll() is None:
+            os.killpg(mon.pid, signal.SIGKILL)
+            mon.wait()
+    assert mon.returncode == 0, out
+    assert "estimate (predictor)" in out and "completed" in out, out
+
+
+# --- the predictor goes away ----------------------------------------------------------------------
+def test_predictor_stopped_mid_run_falls_back_to_local_estimates(system):
+    running = system.send("Keep going.", 30.0, max_new_tokens=1000)
+    wait_for(lambda: running.fbs, 10, what="the goal to run")
+    assert system.procs.stop(system.pred, timeout=10) == 0, "the predictor did not stop cleanly"
+    assert _result(running).outcome == COMPLETED
+    t0 = time.monotonic()
+    h = system.send("Anyone predicting?", 10.0, max_new_tokens=8)
+    r = _result(h)
+    assert r.outcome == COMPLETED and h.status == SUCCEEDED
+    assert "predictor unreachable" in r.message and "local estimate" in r.message
+    assert time.monotonic() - t0 < 5.0
+    wait_for(lambda: system.heard.of(system.heard.estimates, h.goal_id), 5, what="the local estimate")
+    assert system.heard.of(system.heard.estimates, h.goal_id)[0].source == "local"
+
+    def warned():
+        with system.heard.lock:
+            for arr in reversed(system.heard.diagnostics):
+                for st in arr.status:
+                    if st.name.endswith("budgeted generation"):
+                        return st if st.level == b"\x01" else None
+        return None
+
+    st = wait_for(warned, 5, what="a WARN diagnostic from the generation node")
+    assert "predictor unreachable" in st.message
+    assert {kv.key: kv.value for kv in st.values}["predictor_reachable"] == "no"
+    with open(system.gen.log_path) as f:
+        assert "predictor unreachable" in f.read()
+
+
+def test_generation_node_shuts_down_cleanly_mid_goal(system):
+    h = system.send("Talk until I stop you.", 30.0, max_new_tokens=LONG)
+    wait_for(lambda: h.fbs, 10, what="the goal to run")
+    pgid = system.gen.pid
+    t0 = time.monotonic()
+    assert system.procs.stop(system.gen, timeout=10) == 0
+    assert time.monotonic() - t0 < 10
+    # The goal in progress was answered before the node went away.
+    r = _result(h, timeout=5)
+    assert r.outcome == CANCELED and h.status == ABORTED and "shutting down" in r.message
+    assert 0 < r.generated_tokens < LONG and r.text == h.text
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)  # nothing left in the node's process group
+    with open(system.gen.log_path) as f:
+        log = f.read()
+    assert "Traceback" not in log, log[-3000:]

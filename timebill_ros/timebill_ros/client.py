@@ -1,0 +1,305 @@
+"""A plain Python client for planners, in the spirit of nav2_simple_commander.
+
+    from timebill_ros.client import TimeBillClient
+
+    with TimeBillClient() as tb:                      # own node, spun in a background thread
+        tb.wait_until_ready(timeout=60)
+        est = tb.estimate("Where is the red cup?", budget=2.5)     # what-if, nothing generated
+        q = tb.query("Where is the red cup?", budget=2.5, policy="kill",
+                     on_token=lambda text, fb: print(text, end="", flush=True))
+        result = q.result(timeout=10)                 # a BudgetedQuery.Result; q.status, q.text too
+        # q.cancel() stops it within one decoding step; q.done(), q.feedback, q.future
+
+Everything is thread-safe; callbacks run on the client's spin thread, so keep them short.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+import time
+from typing import Callable
+
+from .common import POLICY_CODES, duration
+
+GOAL_STATUS_NAMES = {0: "UNKNOWN", 1: "ACCEPTED", 2: "EXECUTING", 3: "CANCELING", 4: "SUCCEEDED", 5: "CANCELED",
+                     6: "ABORTED"}
+
+
+class QueryRejected(RuntimeError):
+    """The server refused the goal (queue full or shutting down)."""
+
+
+class QueryHandle:
+    """One budgeted query: its streamed text, feedback, status and result."""
+
+    def __init__(self, client: "TimeBillClient", on_token=None, on_feedback=None):
+        self._client = client
+        self._on_token = on_token
+        self._on_feedback = on_feedback
+        self._lock = threading.Lock()
+        self._chunks: list[str] = []
+        self._tokens = 0
+        self.goal_handle = None
+        self._uuid = None
+        self.feedback = None          # the latest BudgetedQuery.Feedback
+        self.status = 0               # action_msgs/GoalStatus code
+        self.accepted = concurrent.futures.Future()   # -> True, or raises QueryRejected
+        self.future = concurrent.futures.Future()     # -> BudgetedQuery.Result
+        self.sent_at = time.monotonic()
+
+    # --- what a planner reads -----------------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        """The answer so far (the streamed feedback text)."""
+        with self._lock:
+            return "".join(self._chunks)
+
+    @property
+    def tokens_generated(self) -> int:
+        return self._tokens
+
+    @property
+    def goal_id(self):
+        return self._uuid
+
+    @property
+    def status_name(self) -> str:
+        return GOAL_STATUS_NAMES.get(self.status, str(self.status))
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def result(self, timeout: float | None = None):
+        """Block until the result (a BudgetedQuery.Result); raises TimeoutError."""
+        try:
+            return self.future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"no result within {timeout} s") from None
+
+    def wait_accepted(self, timeout: float | None = None) -> bool:
+        try:
+            return self.accepted.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"the goal was not answered within {timeout} s") from None
+
+    def cancel(self, timeout: float = 5.0) -> bool:
+        """Ask the server to cancel; True when it accepted. The result then says CANCELED with the partial text."""
+        self.wait_accepted(timeout)
+        done = concurrent.futures.Future()
+        fut = self.goal_handle.cancel_goal_async()
+        fut.add_done_callback(lambda f: done.set_result(f.result()))
+        try:
+            response = done.result(timeout)
+        except concurrent.futures.TimeoutError:
+            return False
+        return bool(response is not None and len(response.goals_canceling) > 0)
+
+    # --- called on the spin thread -----------------------------------------------------------------
+    def _feedback(self, msg):
+        fb = msg.feedback
+        with self._lock:
+            self._chunks.append(fb.text)
+            self._tokens = fb.tokens_generated
+            self.feedback = fb
+        if self._on_token is not None and fb.text:
+            self._on_token(fb.text, fb)
+        if self._on_feedback is not None:
+            self._on_feedback(fb)
+
+    def _goal_response(self, fut):
+        try:
+            handle = fut.result()
+        except Exception as exc:
+            self.accepted.set_exception(exc)
+            self.future.set_exception(exc)
+            self._client._forget(self)
+            return
+        self.goal_handle = handle
+        if not handle.accepted:
+            exc = QueryRejected("the generation node rejected the goal (queue full or shutting down)")
+            self.accepted.set_exception(exc)
+            self.future.set_exception(exc)
+            self._client._forget(self)
+            return
+        self.accepted.set_result(True)
+        handle.get_result_async().add_done_callback(self._result_response)
+
+    def _result_response(self, fut):
+        try:
+            wrapped = fut.result()
+        except Exception as exc:
+            self.future.set_exception(exc)
+            return
+        self.status = wrapped.status
+        result = wrapped.result
+
+        def finish():
+            # Feedback and result travel on different channels: give the last feedback a moment
+            # to land, so `text` is the whole stream when the future completes. Not on the spin
+            # thread, which may be the one that delivers that feedback.
+            end = time.monotonic() + 1.0
+            while self._tokens < result.generated_tokens and time.monotonic() < end:
+                time.sleep(0.005)
+            self.future.set_result(result)
+            self._client._forget(self)
+
+        threading.Thread(target=finish, daemon=True).start()
+
+
+class TimeBillClient:
+    """Action and service client of the TimeBill nodes.
+
+    ``node``: an existing rclpy node to create the clients on (you spin it); otherwise the client
+    makes its own node in ``context`` and spins it in a background thread.
+    """
+
+    def __init__(self, namespace: str = "timebill", action_name: str = "budgeted_query",
+                 estimate_service: str = "estimate_completion", node=None, context=None,
+                 node_name: str = "timebill_client"):
+        import rclpy
+        from rclpy.action import ActionClient
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.qos import QoSProfile
+        from timebill_msgs.action import BudgetedQuery
+        from timebill_msgs.srv import EstimateCompletion
+
+        self._own_init = False
+        if node is None:
+            if context is None and not rclpy.ok():
+                rclpy.init(args=[])  # not sys.argv: a CLI's own arguments are no ROS arguments
+                self._own_init = True
+            node = rclpy.create_node(node_name, context=context)
+            self._own_node = True
+        else:
+            self._own_node = False
+        self.node = node
+        ns = namespace.strip("/")
+
+        def resolve(name):
+            return name if name.startswith("/") or not ns else f"/{ns}/{name}"
+
+        self.action_name = resolve(action_name)
+        self.service_name = resolve(estimate_service)
+        self._action = ActionClient(node, BudgetedQuery, self.action_name,
+                                    callback_group=MutuallyExclusiveCallbackGroup())
+        # Our own feedback subscription: rclpy's ActionClient drops a goal's feedback once its
+        # result is in, and the last feedback (the tail of the answer) may arrive after the result.
+        # One callback at a time, or two threads could append a goal's pieces out of order; depth
+        # 1000 because the default of 10 loses tokens when this process falls behind a fast model.
+        self._handles: dict[bytes, QueryHandle] = {}
+        self._handles_lock = threading.Lock()
+        self._feedback_sub = node.create_subscription(
+            BudgetedQuery.Impl.FeedbackMessage, f"{self.action_name}/_action/feedback", self._on_feedback,
+            QoSProfile(depth=1000), callback_group=MutuallyExclusiveCallbackGroup())
+        self._estimate = node.create_client(EstimateCompletion, self.service_name,
+                                            callback_group=MutuallyExclusiveCallbackGroup())
+        self._BudgetedQuery = BudgetedQuery
+        self._EstimateCompletion = EstimateCompletion
+        self._executor = None
+        self._thread = None
+        if self._own_node:
+            self._executor = MultiThreadedExecutor(num_threads=2, context=node.context)
+            self._executor.add_node(node)
+            self._thread = threading.Thread(target=self._spin, daemon=True, name="timebill_client_spin")
+            self._thread.start()
+
+    def _spin(self):
+        try:
+            self._executor.spin()
+        except Exception:  # context shut down under us: nothing left to spin
+            pass
+
+    # --- readiness ---------------------------------------------------------------------------------
+    def wait_until_ready(self, timeout: float = 30.0, estimator: bool = False) -> bool:
+        """Wait for the action server (and the estimate service with ``estimator``)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self._action.server_is_ready() and (not estimator or self._estimate.service_is_ready()):
+                return True
+            time.sleep(0.05)
+        return False
+
+    # --- queries -----------------------------------------------------------------------------------
+    def query(self, prompt: str, budget: float, policy: str | int = "default", system_prompt: str = "",
+              max_new_tokens: int = 0, max_eviction_ratio: float = -1.0,
+              on_token: Callable[[str, object], None] | None = None,
+              on_feedback: Callable[[object], None] | None = None) -> QueryHandle:
+        """Send a budgeted query; returns at once. ``on_token(text, feedback)`` gets each streamed piece.
+
+        ``policy``: "default" (the node's), "kill", "skip_next" or the goal's integer code.
+        """
+        from unique_identifier_msgs.msg import UUID
+
+        goal = self.make_goal(prompt, budget, policy, system_prompt, max_new_tokens, max_eviction_ratio)
+        handle = QueryHandle(self, on_token, on_feedback)
+        uuid = UUID(uuid=list(os.urandom(16)))
+        with self._handles_lock:
+            self._handles[bytes(uuid.uuid)] = handle
+        handle._uuid = uuid
+        fut = self._action.send_goal_async(goal, goal_uuid=uuid)
+        fut.add_done_callback(handle._goal_response)
+        return handle
+
+    def _on_feedback(self, msg):
+        with self._handles_lock:
+            handle = self._handles.get(bytes(msg.goal_id.uuid))
+        if handle is not None:
+            handle._feedback(msg)
+
+    def _forget(self, handle):
+        with self._handles_lock:
+            self._handles.pop(bytes(handle._uuid.uuid), None)
+
+    def make_goal(self, prompt, budget, policy="default", system_prompt="", max_new_tokens=0,
+                  max_eviction_ratio=-1.0):
+        goal = self._BudgetedQuery.Goal(prompt=prompt, system_prompt=system_prompt,
+                                        max_new_tokens=int(max_new_tokens),
+                                        max_eviction_ratio=float(max_eviction_ratio))
+        goal.overrun_policy = policy if isinstance(policy, int) else POLICY_CODES[str(policy).replace("-", "_")]
+        goal.time_budget = budget if hasattr(budget, "nanosec") else duration(float(budget))
+        return goal
+
+    def ask(self, prompt: str, budget: float, timeout: float | None = None, **kw):
+        """Blocking: send a query and return its result."""
+        h = self.query(prompt, budget, **kw)
+        return h.result(timeout if timeout is not None else float(budget) + 30.0)
+
+    def estimate(self, prompt: str, budget: float, system_prompt: str = "", max_new_tokens: int = 0,
+                 max_eviction_ratio: float = -1.0, timeout: float = 5.0):
+        """What-if: the predictor's EstimateCompletion response for this prompt and budget."""
+        req = self._EstimateCompletion.Request(prompt=prompt, system_prompt=system_prompt,
+                                               time_budget=duration(float(budget)),
+                                               max_new_tokens=int(max_new_tokens),
+                                               max_eviction_ratio=float(max_eviction_ratio))
+        if not self._estimate.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"the estimate service {self.service_name} is not available")
+        done = concurrent.futures.Future()
+        fut = self._estimate.call_async(req)
+        fut.add_done_callback(lambda f: done.set_result(f.result()))
+        try:
+            return done.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self._estimate.remove_pending_request(fut)
+            raise TimeoutError(f"no estimate from {self.service_name} within {timeout} s") from None
+
+    # --- teardown ----------------------------------------------------------------------------------
+    def close(self):
+        if self._executor is not None:
+            self._executor.shutdown(timeout_sec=2.0)
+        self._action.destroy()
+        self.node.destroy_client(self._estimate)
+        self.node.destroy_subscription(self._feedback_sub)
+        if self._own_node:
+            self.node.destroy_node()
+        if self._own_init:
+            import rclpy
+
+            rclpy.try_shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
