@@ -208,3 +208,29 @@ def test_runtime_builds_rlp_predictor(tiny, tmp_path):
     assert 1 <= est.expected <= est.bound <= 256
     paper = make_length_predictor({"length_predictor": str(path), "rlp_bound": "paper", "rlp_k": 3}, tiny)
     assert paper.predict(tiny.encode_chat("Hello"), 256).bound in (256, min(256, 3 * est.expected))
+
+
+def test_cli_label_train_eval_end_to_end(tiny, tmp_path):
+    """The three subcommands on real ShareGPT prompt ids with the tiny model (plumbing only)."""
+    pytest.importorskip("matplotlib")
+    from timebill.rlp import cli
+    from timebill.rlp.data import sharegpt_path
+
+    try:
+        sharegpt_path()
+    except FileNotFoundError:
+        pytest.skip("ShareGPT not installed (scripts/setup.sh --eval)")
+    labels = tmp_path / "labels.jsonl"
+    work = tmp_path / "work"
+    common = ["--labels", str(labels), "--quiet", "--work", str(work)]
+    assert cli.main(["label", *common, "--limit", "60", "--max-prompt-tokens", "48", "--batch-size", "16",
+                     "--max-new-tokens", "16"], loaded=tiny) == 0
+    recs = [json.loads(x) for x in labels.read_text().splitlines()]
+    assert sum("length" in r for r in recs) == 60 and all("text" not in r for r in recs)
+    head = tmp_path / "head.pt"
+    assert cli.main(["train", *common, "--layers", "1", "--out", str(head), "--max-input-tokens", "48",
+                     "--max-new-tokens", "16"], loaded=tiny) == 0
+    assert LengthHead.load(head).cfg.bound_factor >= 1.0
+    assert cli.main(["eval", *common, "--head", str(head), "--out-dir", str(tmp_path / "docs")], loaded=tiny) == 0
+    result = json.loads((tmp_path / "docs" / "data" / "rlp_eval.json").read_text())
+    assert result["test"] > 0 and len(result["table"]) == 6 and (tmp_path / "docs" / "rlp_eval.png").stat().st_size > 1000

@@ -26,10 +26,15 @@ def _config(args) -> dict:
     return load_config(getattr(args, "config", None))
 
 
+_PRELOADED = []  # main(argv, loaded=...) puts a LoadedModel here (tests use the tiny model)
+
+
 def _load(args):
     from ..models import load_model
 
     cfg = _config(args)
+    if _PRELOADED:
+        return cfg, _PRELOADED[0]
     return cfg, load_model(args.model or cfg.get("model") or "embedded", cfg.get("cache_dir") or None,
                            threads=args.threads or cfg.get("threads"))
 
@@ -53,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-tokens", type=int, default=4096, help="cap on batch size x longest prompt")
     p.add_argument("--limit", type=int, default=None, help="label at most this many new prompts")
     p.add_argument("--work", default=str(DEFAULT_WORK), help="where the prefill's predictor features are cached")
+    p.add_argument("--shard", default="0/1", help="K/N: label only prompts with index %% N == K (run N processes, "
+                   "e.g. one thread each on a shared machine; they append to the same labels file)")
     p.add_argument("--no-features", action="store_true", help="do not keep the prefill's features for `train`")
     p.add_argument("--measure-batching", default="", help="only measure throughput at these batch sizes, e.g. 1,8,16,32")
     p = sub.add_parser("train", help="choose L, train and save the shipped head")
@@ -60,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=DEFAULT_LAYERS, help=f"candidate L values (default {DEFAULT_LAYERS})")
     p.add_argument("--fixed-layers", type=int, default=None, help="skip the sweep and use this L")
     p.add_argument("--width", type=int, default=16, help="bucket width B (default 16)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="label cap the labels were made with (default: config default_max_new_tokens)")
     p.add_argument("--coverage", type=float, default=0.95, help="target coverage of the calibrated bound")
     p.add_argument("--max-input-tokens", type=int, default=512)
     p.add_argument("--tolerance", type=float, default=0.02,
@@ -74,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv=None) -> int:
+def main(argv=None, loaded=None) -> int:
     args = build_parser().parse_args(argv)
+    _PRELOADED[:] = [loaded] if loaded is not None else []
     if args.cmd == "label":
         return cmd_label(args)
     if args.cmd == "train":
@@ -98,11 +108,15 @@ def cmd_label(args) -> int:
         train = [p for p in prompts if split_of(p.id) == "train"]
         measure_batching(loaded, train, cap, args.max_prompt_tokens, batch_sizes=sizes)
         return 0
-    layers = [int(x) for x in DEFAULT_LAYERS.split(",")] if not args.no_features else []
+    layers = [L for L in (int(x) for x in DEFAULT_LAYERS.split(",")) if L < loaded.num_layers]
+    if args.no_features or not layers:
+        args.no_features, layers = True, []
+    shard, num_shards = (int(x) for x in args.shard.split("/"))
     stats = label_prompts(loaded, prompts, args.labels, cap, args.max_prompt_tokens, batch_size=args.batch_size,
                           max_batch_tokens=args.max_batch_tokens, limit=args.limit, progress=not args.quiet,
                           feature_layers=layers,
-                          feature_path=None if args.no_features else label_feature_path(pathlib.Path(args.work), loaded.name))
+                          feature_path=None if args.no_features else label_feature_path(pathlib.Path(args.work), loaded.name, shard),
+                          shard=shard, num_shards=num_shards)
     print(json.dumps(stats))
     _print_label_counts(args.labels)
     return 0
@@ -124,9 +138,9 @@ def _print_label_counts(path) -> dict:
 
 
 # --- features -------------------------------------------------------------------------------------
-def label_feature_path(work: pathlib.Path, name: str) -> pathlib.Path:
+def label_feature_path(work: pathlib.Path, name: str, shard: int = 0) -> pathlib.Path:
     """Features the labelling prefill produced as a by-product (same definition as ``model.layer_features``)."""
-    return work / f"label_features_{name}.pt"
+    return work / f"label_features_{name}.shard{shard}.pt"
 
 
 def features_for(loaded, recs: list[dict], layers: list[int], max_input_tokens: int, work: pathlib.Path,
@@ -145,8 +159,9 @@ def features_for(loaded, recs: list[dict], layers: list[int], max_input_tokens: 
         if not set(layers) <= set(cache["layers"]):
             cache = {"layers": layers, "feats": {}}
     missing = [r["id"] for r in recs if r["id"] not in cache["feats"]]
-    side = label_feature_path(work, loaded.name)
-    if missing and side.is_file() and max_input_tokens >= 512:
+    for side in sorted(work.glob(f"label_features_{loaded.name}.shard*.pt")):
+        if not missing or max_input_tokens < 512:
+            break
         lf = torch.load(side, weights_only=True)
         if set(cache["layers"]) <= set(lf["layers"]):
             sel = [list(lf["layers"]).index(L) for L in cache["layers"]]
@@ -199,7 +214,7 @@ def cmd_train(args) -> int:
     from .predictor import default_head_path
 
     cfg, loaded = _load(args)
-    cap = int(cfg.get("default_max_new_tokens", 256))
+    cap = int(args.max_new_tokens or cfg.get("default_max_new_tokens", 256))
     recs = _labelled(args.labels)
     sp = _splits(recs)
     print(f"{len(recs)} labelled prompts: train {len(sp['train'])}, val {len(sp['val'])}, test {len(sp['test'])} "
@@ -209,8 +224,7 @@ def cmd_train(args) -> int:
         return 1
     layers = [args.fixed_layers] if args.fixed_layers else [int(x) for x in args.layers.split(",")]
     work = pathlib.Path(args.work)
-    feats = features_for(loaded, recs, sorted(set(layers) | set([int(x) for x in DEFAULT_LAYERS.split(",")]))
-                         if not args.fixed_layers else layers, args.max_input_tokens, work, progress=not args.quiet)
+    feats = features_for(loaded, recs, layers, args.max_input_tokens, work, progress=not args.quiet)
     y = np.array([min(int(r["length"]), cap) for r in recs])
     tr, va = sp["train"], sp["val"]
     base = HeadConfig(kind="classifier", width=args.width, max_tokens=cap, max_input_tokens=args.max_input_tokens,

@@ -13,6 +13,7 @@ run can be interrupted and resumed; only ids and lengths are written, never prom
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import time
 from typing import Iterable, Sequence
@@ -46,12 +47,13 @@ def append_records(path: pathlib.Path, records: Iterable[dict]) -> None:
         with path.open("rb") as f:
             f.seek(-1, 2)
             torn = f.read(1) != b"\n"
-    with path.open("a") as f:
-        if torn:
-            f.write("\n")
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
-        f.flush()
+    data = ("\n" if torn else "") + "".join(json.dumps(rec) + "\n" for rec in records)
+    # One O_APPEND write per call: shards labelling in parallel never interleave within a line.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data.encode("utf-8"))
+    finally:
+        os.close(fd)
 
 
 def _select_rows(cache, keep) -> None:
@@ -149,7 +151,8 @@ def make_batches(items: Sequence[tuple[str, list[int]]], batch_size: int, max_ba
 def label_prompts(loaded, prompts: Iterable, out_path: str | pathlib.Path, max_new_tokens: int,
                   max_prompt_tokens: int, batch_size: int = 16, max_batch_tokens: int = 4096,
                   limit: int | None = None, chunk: int = 256, progress: bool = True, say=print,
-                  feature_layers: Sequence[int] = (), feature_path: str | pathlib.Path | None = None) -> dict:
+                  feature_layers: Sequence[int] = (), feature_path: str | pathlib.Path | None = None,
+                  shard: int = 0, num_shards: int = 1) -> dict:
     """Label ``prompts`` (objects with .id and .text) into ``out_path``; skip ids already there.
 
     Prompts whose chat-encoded length exceeds ``max_prompt_tokens`` are recorded as skipped
@@ -162,8 +165,8 @@ def label_prompts(loaded, prompts: Iterable, out_path: str | pathlib.Path, max_n
     done = read_labels(out_path)
     todo = []
     skipped_now = []
-    for p in prompts:
-        if p.id in done:
+    for i, p in enumerate(prompts):
+        if p.id in done or (num_shards > 1 and i % num_shards != shard):
             continue
         ids = loaded.encode_chat(p.text)
         if len(ids) > max_prompt_tokens:
