@@ -18,6 +18,8 @@ DEFAULTS = {
     "profile_max_tokens": 2048,
     "length_predictor": "constant",
     "constant_expected_tokens": 64,
+    "rlp_bound": "calibrated",
+    "rlp_k": 5.0,
     "press": "snapkv",
     "alpha_max": 0.95,
     "reject_infeasible": True,
