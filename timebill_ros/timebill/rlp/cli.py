@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default="0/1", help="K/N: label only prompts with index %% N == K (run N processes, "
                    "e.g. one thread each on a shared machine; they append to the same labels file)")
     p.add_argument("--no-features", action="store_true", help="do not keep the prefill's features for `train`")
+    p.add_argument("--verify", type=int, default=0,
+                   help="only re-generate this many labelled prompts one at a time (batch size 1, as served) "
+                        "and compare with the batched labels")
     p.add_argument("--measure-batching", default="", help="only measure throughput at these batch sizes, e.g. 1,8,16,32")
     p = sub.add_parser("train", help="choose L, train and save the shipped head")
     _common(p)
@@ -103,6 +106,8 @@ def cmd_label(args) -> int:
     prompts = first_turn_prompts()
     print(f"{len(prompts)} ShareGPT first-turn prompts; label cap {cap} tokens (greedy, chat template, "
           f"eos {loaded.eos_token_ids}); prompts <= {args.max_prompt_tokens} tokens", flush=True)
+    if args.verify:
+        return _verify(loaded, prompts, args, cap)
     if args.measure_batching:
         sizes = [int(x) for x in args.measure_batching.split(",")]
         train = [p for p in prompts if split_of(p.id) == "train"]
@@ -119,6 +124,27 @@ def cmd_label(args) -> int:
                           shard=shard, num_shards=num_shards)
     print(json.dumps(stats))
     _print_label_counts(args.labels)
+    return 0
+
+
+def _verify(loaded, prompts, args, cap) -> int:
+    """Batch-size-1 lengths (the engine's decoding, no padding) against the stored batched labels."""
+    from .labels import generate_lengths
+
+    recs = _labelled(args.labels)
+    texts = {p.id: p.text for p in prompts}
+    # a spread of lengths: every k-th record sorted by label
+    # responses that ended before the cap (the exact end-of-turn position is the strictest check)
+    recs = sorted([r for r in recs if r["length"] < cap], key=lambda r: (r["length"], r["id"]))
+    pick = [recs[int(i * (len(recs) - 1) / max(args.verify - 1, 1))] for i in range(args.verify)]
+    same = 0
+    for r in pick:
+        t0 = time.monotonic()
+        n, stop = generate_lengths(loaded, [loaded.encode_chat(texts[r["id"]])], cap)[0]
+        same += n == r["length"]
+        print(json.dumps({"id": r["id"], "batched_label": r["length"], "batch_size_1": n, "stop": stop,
+                          "seconds": round(time.monotonic() - t0, 1)}), flush=True)
+    print(f"batch size 1 reproduces {same}/{len(pick)} batched labels")
     return 0
 
 
