@@ -361,12 +361,17 @@ def run_demo(args, prompt: str) -> int:
     client = None
     try:
         client = TimeBillClient(namespace=b.namespace, node_name="timebill_demo")
-        end = time.monotonic() + args.startup_timeout
+        start = time.monotonic()
+        end = start + args.startup_timeout
         ready = False
+        beat = start
         while time.monotonic() < end and not b.dead():
             if client.wait_until_ready(timeout=0.5, estimator="predictor_node" in b.nodes):
                 ready = True
                 break
+            if time.monotonic() - beat >= 20.0:
+                beat = time.monotonic()
+                print(f"[demo] still starting ({beat - start:.0f} s)", file=sys.stderr, flush=True)
         if not ready:
             why = f"ended: {', '.join(b.dead())}" if b.dead() else f"not ready within {args.startup_timeout:.0f} s"
             print(f"[demo] the nodes {why}; see {log_path}", file=sys.stderr)
@@ -435,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", nargs="?", default=None, help=f"the question (default: {DEFAULT_PROMPT!r})")
     _add_goal_args(p, prompt_required=False)
     _add_bringup_args(p)
-    p.set_defaults(func=cmd_demo)
+    # Long enough for a complete short answer from the embedded model on a small CPU.
+    p.set_defaults(func=cmd_demo, budget=8.0)
     return ap
 
 

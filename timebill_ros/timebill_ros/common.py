@@ -167,6 +167,7 @@ def run_node(make_node, make_executor, args=None) -> int:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     loaded = threading.Event()
+    halt = threading.Event()
 
     def on_signal(signum, frame):
         if not loaded.is_set():
@@ -180,10 +181,17 @@ def run_node(make_node, make_executor, args=None) -> int:
     executor.add_node(node)
     code = 0
     spinner = None
+
+    def spin():
+        # spin_once in a loop, ended from here: Executor.shutdown() from another thread while
+        # spin() runs races inside rclpy (AttributeError on a guard condition, or an abort).
+        while not halt.is_set() and node.context.ok():
+            executor.spin_once(timeout_sec=0.1)
+
     try:
         node.load()
         loaded.set()
-        spinner = threading.Thread(target=executor.spin, daemon=True, name="spin")
+        spinner = threading.Thread(target=spin, daemon=True, name="spin")
         spinner.start()
         while not stop.wait(0.2):
             if not spinner.is_alive():
@@ -198,8 +206,11 @@ def run_node(make_node, make_executor, args=None) -> int:
     finally:
         loaded.set()  # a second signal during shutdown only sets the flag again
         try:
-            node.shutdown()
+            node.shutdown()  # goals are still answered here: the spinner runs until halt
         finally:
+            halt.set()
+            if spinner is not None:
+                spinner.join(timeout=5.0)
             executor.shutdown(timeout_sec=5.0)
             node.destroy_node()
             rclpy.try_shutdown()

@@ -32,7 +32,7 @@ from timebill.length_predictor import LengthEstimate
 from timebill.request import InvalidRequest, Outcome, Request
 from timebill.time_model import kept_positions
 
-from .common import (OUTCOME_CODES, declare_config, diagnostic_status, duration, goal_key, seconds,
+from .common import (OUTCOME_CODES, OUTCOME_NAMES, declare_config, diagnostic_status, duration, goal_key, seconds,
                      run_node, short_id, startup_lock, time_after, policy_from_code)
 
 Result = BudgetedQuery.Result
@@ -418,8 +418,6 @@ class GenerationNode(Node):
         if g.estimate is not None:
             head += f"  alpha {g.estimate.alpha:.2f}  predicted {g.estimate.predicted_total:.2f} s"
         if final is not None:
-            from .common import OUTCOME_NAMES
-
             head = (f"[{OUTCOME_NAMES.get(final.outcome, '?')}] {seconds(final.elapsed):.2f} / {g.budget:.2f} s  "
                     f"{final.generated_tokens} tok  deadline {'met' if final.deadline_met else 'MISSED'}")
         text = (g.sent_text + g.pending_text)[-240:]
@@ -461,8 +459,6 @@ class GenerationNode(Node):
             self.finished += 1
             if res.outcome not in NOT_SCORED:
                 self.scored.append(bool(res.deadline_met and res.outcome == Result.COMPLETED))
-        from .common import OUTCOME_NAMES
-
         self.get_logger().info(
             f"goal {short_id(handle.goal_id)}: {OUTCOME_NAMES.get(res.outcome, '?')} "
             f"({res.generated_tokens} tokens, {seconds(res.elapsed):.3f} s of {g.budget:.3f} s)"
