@@ -37,6 +37,7 @@ def _tokenizer_json() -> str:
         vocab_size=400,
         special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # its bar prints blank lines into node logs
     )
     tok.train_from_iterator(_CORPUS, trainer)
     return tok.to_str()
