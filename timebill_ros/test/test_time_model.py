@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from timebill.profiler import fit, fit_decode, fit_prefill
+from timebill.profiler import fit, fit_decode, fit_prefill, fit_warning
 from timebill.time_model import OnlineCalibration, TimeModel, kept_positions
 
 TRUE = TimeModel(a=3e-7, b=1.2e-3, c=0.03, p=5e-6, q=0.04)
@@ -77,3 +77,14 @@ def test_one_outlier_job_moves_nothing_and_memory_is_bounded():
     for _ in range(100):
         cal.observe(600, TRUE.prefill(600), 300, [TRUE.decode_step(300)])
     assert cal.errors()["jobs"] == 8
+
+
+def test_a_poor_fit_is_flagged_and_a_good_one_is_not():
+    good = fit([(n, TRUE.prefill(n)) for n in (64, 128, 256, 512, 1024, 2048)],
+               [(n, TRUE.decode_step(n)) for n in (64, 128, 256, 512, 1024, 2048)])
+    assert fit_warning(good) == ""
+    # Timings from a busy machine: random multi-x slowdowns.
+    noisy = [1.0, 3.0, 0.8, 4.0, 1.2, 2.5]
+    bad = fit([(n, TRUE.prefill(n) * k) for n, k in zip((64, 128, 256, 512, 1024, 2048), noisy)],
+              [(n, TRUE.decode_step(n) * k) for n, k in zip((64, 128, 256, 512, 1024, 2048), noisy)])
+    assert "fits poorly" in fit_warning(bad)

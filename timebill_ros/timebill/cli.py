@@ -91,7 +91,7 @@ def format_result(result, req) -> str:
 
 def cmd_profile(args) -> int:
     from .models import ModelLoadError, load_model
-    from .profiler import DEFAULT_LENGTHS, profile, summary
+    from .profiler import DEFAULT_LENGTHS, fit_warning, profile, summary
     from .runtime import time_model_path
 
     cfg = _config(args)
@@ -105,6 +105,8 @@ def cmd_profile(args) -> int:
     path = tm.save(args.out or time_model_path(cfg, loaded))
     print(f"timing model for {loaded.name} written to {path}")
     print(summary(tm))
+    if fit_warning(tm):
+        print(fit_warning(tm))
     return 0
 
 

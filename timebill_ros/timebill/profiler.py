@@ -131,3 +131,15 @@ def summary(tm: TimeModel) -> str:
         f"decode   t = {tm.p:.3e}*N_kv + {tm.q:.3e} s          R^2 {f.get('decode_r2', float('nan')):.4f}  "
         f"held-out MAPE {f.get('decode_heldout_mape_pct', float('nan')):.2f} %"
     )
+
+
+def fit_warning(tm: TimeModel, max_mape_pct: float = 15.0) -> str:
+    """A warning when the fit is poor: usually another process was using the CPU while profiling."""
+    f = tm.fit
+    bad = [k for k in ("prefill_heldout_mape_pct", "decode_heldout_mape_pct") if f.get(k, 0.0) > max_mape_pct]
+    if not bad:
+        return ""
+    return ("WARNING: the timing model fits poorly (" + ", ".join(f"{k} {f[k]:.0f} %" for k in bad) + "). "
+            "Was the CPU busy with something else? Deadlines planned with it will be wrong: "
+            "re-run `timebill profile` on a quiet machine.")
+

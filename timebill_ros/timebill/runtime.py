@@ -9,7 +9,7 @@ from .engine import BudgetedEngine
 from .estimator import Estimator
 from .length_predictor import ConstantLengthPredictor
 from .models import load_model
-from .profiler import DEFAULT_LENGTHS, profile, summary
+from .profiler import DEFAULT_LENGTHS, fit_warning, profile, summary
 from .time_model import TimeModel, default_time_model_path
 
 log = logging.getLogger("timebill")
@@ -32,6 +32,8 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
     tm = profile(loaded, lengths=lengths, progress=progress)
     tm.save(path)
     say(f"saved {path}\n{summary(tm)}")
+    if fit_warning(tm):
+        say(fit_warning(tm))
     return tm
 
 
