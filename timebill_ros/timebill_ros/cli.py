@@ -440,8 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", nargs="?", default=None, help=f"the question (default: {DEFAULT_PROMPT!r})")
     _add_goal_args(p, prompt_required=False)
     _add_bringup_args(p)
-    # Long enough for a complete short answer from the embedded model on a small CPU.
-    p.set_defaults(func=cmd_demo, budget=8.0)
+    # Budget: long enough for a complete short answer from the embedded model on a small CPU.
+    # Tokens: a two-sentence answer fits in 64 tokens; with the node default (256) and no trained length
+    # predictor the worst case cannot fit 8 s on 2 CPU cores and the planner evicts 95 % of the prompt.
+    p.set_defaults(func=cmd_demo, budget=8.0, max_new_tokens=64)
     return ap
 
 
