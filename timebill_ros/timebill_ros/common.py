@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import math
 import pathlib
+import threading
 import uuid as uuid_mod
 
 from timebill.config import load_config
@@ -136,6 +137,36 @@ def startup_lock(cfg: dict):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def load_while_reporting(node, build):
+    """Run a node's blocking start-up ``build()`` under the start-up lock, publishing its
+    diagnostics meanwhile (loading can take minutes); a failure is recorded in the node's
+    ``load_state``/``load_error``, published, and re-raised."""
+    stop = threading.Event()
+
+    def tick():
+        period = max(0.1, float(node.cfg["diagnostics_period"]))
+        while not stop.is_set():
+            try:
+                node._publish_diagnostics()
+            except Exception:  # context shut down while loading: nothing to report to
+                return
+            stop.wait(period)
+
+    threading.Thread(target=tick, daemon=True).start()
+    try:
+        import torch  # noqa: F401  (imported outside the lock: the other node can import meanwhile)
+        import transformers  # noqa: F401
+
+        with startup_lock(node.cfg):
+            return build()
+    except Exception as exc:
+        node.load_state, node.load_error = "failed", f"{type(exc).__name__}: {exc}"
+        node._publish_diagnostics()
+        raise
+    finally:
+        stop.set()
 
 
 def diagnostic_status(name: str, hardware_id: str, level: int, message: str, values: dict):

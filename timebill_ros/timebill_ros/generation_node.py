@@ -33,7 +33,7 @@ from timebill.request import InvalidRequest, Outcome, Request
 from timebill.time_model import kept_positions
 
 from .common import (OUTCOME_CODES, OUTCOME_NAMES, declare_config, diagnostic_status, duration, goal_key, seconds,
-                     run_node, short_id, startup_lock, time_after, policy_from_code)
+                     load_while_reporting, run_node, short_id, time_after, policy_from_code)
 
 Result = BudgetedQuery.Result
 # Outcomes that say nothing about whether the system meets deadlines.
@@ -105,26 +105,13 @@ class GenerationNode(Node):
     # --- start-up ---------------------------------------------------------------------------------
     def load(self):
         """Load the model, timing model and length predictor (blocking), then serve the action."""
-        stop = threading.Event()
-        ticker = threading.Thread(target=self._diagnostics_while_loading, args=(stop,), daemon=True)
-        ticker.start()
-        log = self.get_logger()
-        try:
-            import torch  # noqa: F401  (imported outside the lock: the other node can import meanwhile)
-            import transformers  # noqa: F401
-            from timebill.runtime import build_engine
+        from timebill.runtime import build_engine
 
-            log.info(f"loading model '{self.cfg['model']}'")
-            t0 = time.monotonic()
-            with startup_lock(self.cfg):
-                self.engine = build_engine(self.cfg, progress=sys.stderr.isatty(), say=log.info)
-            log.info(f"model {self.engine.loaded.name} ready in {time.monotonic() - t0:.1f} s")
-        except Exception as exc:
-            self.load_state, self.load_error = "failed", f"{type(exc).__name__}: {exc}"
-            self._publish_diagnostics()
-            raise
-        finally:
-            stop.set()
+        log = self.get_logger()
+        log.info(f"loading model '{self.cfg['model']}'")
+        t0 = time.monotonic()
+        self.engine = load_while_reporting(self, lambda: build_engine(self.cfg, progress=sys.stderr.isatty(), say=log.info))
+        log.info(f"model {self.engine.loaded.name} ready in {time.monotonic() - t0:.1f} s")
         self.scheduler = Scheduler(self.engine, max_pending=int(self.cfg["queue_size"]), on_start=self._on_start)
         self.action = ActionServer(
             self, BudgetedQuery, self.cfg["action_name"],
@@ -142,15 +129,6 @@ class GenerationNode(Node):
         ns = self.get_namespace().rstrip("/")
         name = self.cfg["action_name"]
         return name if name.startswith("/") else f"{ns}/{name}"
-
-    def _diagnostics_while_loading(self, stop: threading.Event):
-        period = max(0.1, float(self.cfg["diagnostics_period"]))
-        while not stop.is_set():
-            try:
-                self._publish_diagnostics()
-            except Exception:  # context shut down while loading: nothing to report to
-                return
-            stop.wait(period)
 
     def shutdown(self, timeout: float = 5.0):
         """Stop every goal (queued ones at once, the running one within a decoding step) and wait

@@ -11,7 +11,6 @@ Run: ``predictor_node --ros-args -r __ns:=/timebill --params-file config/timebil
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ from timebill.request import InvalidRequest, Request
 from timebill.time_model import kept_positions
 
 from .common import (declare_config, diagnostic_status, duration, goal_key, is_zero_uuid, seconds, short_id,
-                     run_node, startup_lock, time_after)
+                     load_while_reporting, run_node, time_after)
 
 EVENT_QOS = QoSProfile(depth=100)
 
@@ -65,25 +64,14 @@ class PredictorNode(Node):
         self.updates = 0
 
     def load(self):
-        stop = threading.Event()
-        threading.Thread(target=self._diagnostics_while_loading, args=(stop,), daemon=True).start()
-        log = self.get_logger()
-        try:
-            import torch  # noqa: F401  (outside the lock: the other node can import meanwhile)
-            import transformers  # noqa: F401
-            from timebill.runtime import build_estimator
+        from timebill.runtime import build_estimator
 
-            t0 = time.monotonic()
-            with startup_lock(self.cfg):
-                self.estimator = build_estimator(self.cfg, progress=sys.stderr.isatty(), say=log.info)
-            log.info(f"estimator for {self.estimator.loaded.name} ready in {time.monotonic() - t0:.1f} s "
-                     f"(length predictor: {getattr(self.estimator.length_predictor, 'name', '?')})")
-        except Exception as exc:
-            self.load_state, self.load_error = "failed", f"{type(exc).__name__}: {exc}"
-            self._publish_diagnostics()
-            raise
-        finally:
-            stop.set()
+        log = self.get_logger()
+        t0 = time.monotonic()
+        self.estimator = load_while_reporting(
+            self, lambda: build_estimator(self.cfg, progress=sys.stderr.isatty(), say=log.info))
+        log.info(f"estimator for {self.estimator.loaded.name} ready in {time.monotonic() - t0:.1f} s "
+                 f"(length predictor: {getattr(self.estimator.length_predictor, 'name', '?')})")
         c = self.cfg
         self.service = self.create_service(EstimateCompletion, c["estimate_service"], self._on_request)
         self.create_subscription(JobReport, c["reports_topic"], self._on_report, EVENT_QOS)
@@ -98,15 +86,6 @@ class PredictorNode(Node):
 
     def shutdown(self):
         pass
-
-    def _diagnostics_while_loading(self, stop):
-        period = max(0.1, float(self.cfg["diagnostics_period"]))
-        while not stop.is_set():
-            try:
-                self._publish_diagnostics()
-            except Exception:
-                return
-            stop.wait(period)
 
     # --- the service ------------------------------------------------------------------------------
     def _on_request(self, req, res):
