@@ -234,3 +234,24 @@ def test_cli_label_train_eval_end_to_end(tiny, tmp_path):
     assert cli.main(["eval", *common, "--head", str(head), "--out-dir", str(tmp_path / "docs")], loaded=tiny) == 0
     result = json.loads((tmp_path / "docs" / "data" / "rlp_eval.json").read_text())
     assert result["test"] > 0 and len(result["table"]) == 6 and (tmp_path / "docs" / "rlp_eval.png").stat().st_size > 1000
+
+
+def test_runtime_rlp_default_falls_back_for_other_models(tiny):
+    """`length_predictor: rlp` (the default) with a model the shipped head was not trained for."""
+    from timebill.length_predictor import ConstantLengthPredictor
+    from timebill.runtime import make_length_predictor
+
+    pred = make_length_predictor({"length_predictor": "rlp", "constant_expected_tokens": 64}, tiny)
+    assert isinstance(pred, ConstantLengthPredictor)
+
+
+def test_shipped_head_is_small_and_calibrated():
+    from timebill.rlp.predictor import default_head_path
+
+    path = default_head_path()
+    if not path.is_file():
+        pytest.skip("no trained head shipped yet")
+    assert path.stat().st_size < 1_000_000
+    cfg = LengthHead.load(path).cfg
+    assert cfg.model_name == "SmolLM2-135M-Instruct" and cfg.max_tokens == 256 and cfg.width == 16
+    assert cfg.bound_factor >= 1.0 and 1 <= cfg.layers <= 30

@@ -16,7 +16,7 @@ DEFAULTS = {
     "threads": 2,
     "time_model": "",
     "profile_max_tokens": 2048,
-    "length_predictor": "constant",
+    "length_predictor": "rlp",
     "constant_expected_tokens": 64,
     "rlp_bound": "calibrated",
     "rlp_k": 5.0,

@@ -42,10 +42,21 @@ def make_length_predictor(cfg: dict, loaded):
     if kind == "constant":
         return ConstantLengthPredictor(expected=int(cfg.get("constant_expected_tokens", 64)))
     if kind == "rlp" or kind.endswith(".pt"):
-        from .rlp.predictor import RLPPredictor  # the trained head shipped in timebill/data/, or a path
+        from .rlp.model import LengthHead
+        from .rlp.predictor import RLPPredictor, default_head_path
 
-        return RLPPredictor(loaded, None if kind == "rlp" else kind, bound=str(cfg.get("rlp_bound") or "calibrated"),
-                            k=float(cfg.get("rlp_k") or 5.0))
+        bound, k = str(cfg.get("rlp_bound") or "calibrated"), float(cfg.get("rlp_k") or 5.0)
+        if kind != "rlp":  # an explicit head file: it must fit the model
+            return RLPPredictor(loaded, kind, bound=bound, k=k)
+        # `rlp`: the head shipped in timebill/data/, trained for the embedded model only.
+        path = default_head_path()
+        head = LengthHead.load(path) if path.is_file() else None
+        if head is None or head.cfg.model_name != loaded.name:
+            why = f"no trained head at {path}" if head is None else f"the shipped head is for {head.cfg.model_name}"
+            log.warning("length_predictor rlp: %s, not %s; using the constant predictor (train one with "
+                        "`python -m timebill.rlp label/train --model ...`)", why, loaded.name)
+            return ConstantLengthPredictor(expected=int(cfg.get("constant_expected_tokens", 64)))
+        return RLPPredictor(loaded, head, bound=bound, k=k)
     raise ValueError(f"unknown length_predictor '{kind}' (known: constant, rlp, or a path to an RLP head .pt)")
 
 
