@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", type=int, default=0,
                    help="only re-generate this many labelled prompts one at a time (batch size 1, as served) "
                         "and compare with the batched labels")
+    p.add_argument("--measure-steps", default="",
+                   help="only time full-batch decoding steps at these batch sizes, e.g. 1,16,32,64")
     p.add_argument("--measure-batching", default="", help="only measure throughput at these batch sizes, e.g. 1,8,16,32")
     p = sub.add_parser("train", help="choose L, train and save the shipped head")
     _common(p)
@@ -108,6 +110,12 @@ def cmd_label(args) -> int:
           f"eos {loaded.eos_token_ids}); prompts <= {args.max_prompt_tokens} tokens", flush=True)
     if args.verify:
         return _verify(loaded, prompts, args, cap)
+    if args.measure_steps:
+        from .labels import measure_steps
+
+        train = [p for p in prompts if split_of(p.id) == "train"]
+        measure_steps(loaded, train, batch_sizes=[int(x) for x in args.measure_steps.split(",")])
+        return 0
     if args.measure_batching:
         sizes = [int(x) for x in args.measure_batching.split(",")]
         train = [p for p in prompts if split_of(p.id) == "train"]

@@ -246,3 +246,52 @@ def measure_batching(loaded, prompts, max_new_tokens: int, max_prompt_tokens: in
         say(json.dumps(row))
         rows.append(row)
     return rows
+
+
+def measure_steps(loaded, prompts, batch_sizes=(1, 16, 32, 64), min_tokens: int = 80, max_tokens: int = 160,
+                  steps: int = 12, say=print) -> list[dict]:
+    """Decode-step throughput with a full batch: prefill a batch of similar prompts, then time
+    ``steps`` decoding steps (median after 2 warm-up steps). Generated tokens/s = batch / step."""
+    import statistics
+
+    import torch
+    from transformers import DynamicCache
+
+    pool = []
+    for p in prompts:
+        ids = loaded.encode_chat(p.text)
+        if min_tokens <= len(ids) <= max_tokens:
+            pool.append(ids)
+        if len(pool) >= max(batch_sizes):
+            break
+    pool.sort(key=len)
+    rows = []
+    for bs in batch_sizes:
+        batch = pool[:bs]
+        n, w = len(batch), max(map(len, batch))
+        x = torch.zeros((n, w), dtype=torch.long)
+        m = torch.zeros((n, w), dtype=torch.long)
+        for i, b in enumerate(batch):
+            x[i, w - len(b):] = torch.tensor(b)
+            m[i, w - len(b):] = 1
+        pos = (m.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            lg = loaded.model(input_ids=x, attention_mask=m, position_ids=pos, past_key_values=cache, logits_to_keep=1).logits[:, -1]
+            t_prefill = time.perf_counter() - t0
+            nxt, ts = pos[:, -1] + 1, []
+            for _ in range(steps):
+                tok = lg.argmax(-1)
+                m = torch.cat([m, torch.ones((n, 1), dtype=torch.long)], 1)
+                t0 = time.perf_counter()
+                lg = loaded.model(input_ids=tok[:, None], attention_mask=m, position_ids=nxt[:, None],
+                                  past_key_values=cache, logits_to_keep=1).logits[:, -1]
+                ts.append(time.perf_counter() - t0)
+                nxt = nxt + 1
+        st = statistics.median(ts[2:])
+        row = {"batch_size": n, "prompt_width": w, "prefill_s": round(t_prefill, 3), "median_step_s": round(st, 4),
+               "tokens_per_s_full_batch": round(n / st, 1)}
+        say(json.dumps(row))
+        rows.append(row)
+    return rows
