@@ -15,7 +15,6 @@ import statistics
 import time
 from typing import Sequence
 
-import torch
 
 from ..length_predictor import LengthEstimate
 from .bounds import calibrated_bound, paper_bound
