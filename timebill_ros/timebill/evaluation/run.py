@@ -73,6 +73,7 @@ TASKS = {
 
 PRESETS = {
     "small": {"narrativeqa": 3, "qasper": 2, "context_cap": 768, "budgets": 2, "confirm": 2},
+    "medium": {"narrativeqa": 12, "qasper": 8, "context_cap": 1024, "budgets": 6, "confirm": 2},
     "full": {"narrativeqa": 40, "qasper": 30, "context_cap": 1536, "budgets": 7, "confirm": 6},
 }
 
