@@ -1,7 +1,6 @@
 """The TimeBill core is ROS-free: `pip install` of the node package gives a working `timebill`
 in an interpreter where no ROS module can be imported."""
 import ast
-import pathlib
 import subprocess
 import sys
 

@@ -2,7 +2,6 @@
 import dataclasses
 import math
 import threading
-import time
 
 import pytest
 

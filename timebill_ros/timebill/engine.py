@@ -7,6 +7,7 @@ end after the deadline; a cancel stops before the next step.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -160,10 +161,7 @@ class BudgetedEngine:
         with torch.inference_mode():
             t0 = time.monotonic()
             input_ids = torch.tensor([ids], dtype=torch.long)
-            if press is not None:
-                with press(model):
-                    logits = model(input_ids=input_ids, past_key_values=cache, logits_to_keep=1).logits
-            else:
+            with press(model) if press is not None else contextlib.nullcontext():
                 logits = model(input_ids=input_ids, past_key_values=cache, logits_to_keep=1).logits
             prefill_time = time.monotonic() - t0
             cached = cache.get_seq_length()

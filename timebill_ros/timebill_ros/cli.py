@@ -165,7 +165,7 @@ class Monitor:
         j = self.job(m.goal_id)
         j["budget"], j["predicted"], j["alpha"] = seconds(m.time_budget), seconds(m.predicted_total), m.eviction_ratio
         if m.tokens_generated == 0:
-            j["note"] = f"estimate ({m.source})" + ("" if m.feasible else f": worst case over budget")
+            j["note"] = f"estimate ({m.source})" + ("" if m.feasible else ": worst case over budget")
             self.line(j)
 
     def on_feedback(self, m):
