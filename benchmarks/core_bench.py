@@ -25,17 +25,12 @@ import numpy as np
 from timebill.engine import BudgetedEngine
 from timebill.estimator import Estimator
 from timebill.models import load_model
-from timebill.profiler import DEFAULT_LENGTHS, fit, measure
+from timebill.profiler import DEFAULT_LENGTHS, fit, mape, measure
 from timebill.request import Outcome, Request
 
 HELD_OUT = (96, 320, 896, 1792)
 STORY = ("The robot left the charging dock at dawn, crossed the warehouse, and checked every shelf for "
          "misplaced boxes. It found three in aisle four and one near the loading bay. ")
-
-
-def mape(pred, actual) -> float:
-    pred, actual = np.asarray(pred, float), np.asarray(actual, float)
-    return float(100 * np.mean(np.abs(pred - actual) / actual))
 
 
 def ete_accuracy(loaded, repeats: int):
