@@ -47,3 +47,23 @@ def test_budgets_span_the_no_eviction_times():
     b = choose_budgets(times, 6)
     assert len(b) == 6 and b == sorted(b)
     assert b[0] <= 1.3 and b[-1] >= 4.7
+
+
+def test_recorded_runs_teach_the_online_calibration_like_served_jobs():
+    from timebill.evaluation.run import observe_record
+    from timebill.time_model import OnlineCalibration, TimeModel
+
+    tm = TimeModel(a=0.0, b=0.001, c=0.0, p=0.0, q=0.05)
+    calibration = OnlineCalibration(tm)
+    observe_record(calibration, {"prompt_tokens": 100, "prefill": 0.1, "tokens": 3, "cached": 100, "steps": []})
+    assert calibration.decode_scale == 1.0  # a record without step times (older files) teaches nothing
+    observe_record(calibration, {"prompt_tokens": 100, "prefill": 0.2, "tokens": 3, "cached": 100, "steps": [0.1, 0.1]})
+    assert calibration.prefill_scale == pytest.approx(2.0)
+    assert calibration.decode_scale == pytest.approx(2.0)
+    assert calibration.model.decode_step(100) == pytest.approx(0.1)
+
+
+def test_alpha_counts_separate_no_eviction_the_ceiling_and_ratios_between():
+    from timebill.evaluation.run import alpha_counts
+
+    assert alpha_counts([0.0, 0.0, 0.95, 0.5, 0.9499999999], 0.95) == {"none": 2, "alpha_max": 2, "between": 1}

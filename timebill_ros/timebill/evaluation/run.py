@@ -36,9 +36,11 @@ from ..engine import BudgetedEngine
 from ..estimator import Estimator
 from ..length_predictor import ConstantLengthPredictor
 from ..request import Outcome, Request
+from ..time_model import OnlineCalibration
 from . import datasets, metrics, schedule
 
 FIXED = (0.0, 0.25, 0.5, 0.75, 0.95)
+K_SWEEP = (1.0, 2.0, 3.0, 5.0, 8.0)
 
 
 @dataclass
@@ -102,11 +104,18 @@ class Recorder:
                                              policy="skip_next", fixed_alpha=float(alpha_key(alpha))))
             rec = {"item": item_id, "alpha_key": key[1], "alpha": r.alpha, "text": r.text, "total": r.total_time,
                    "prefill": r.prefill_time, "tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
-                   "stop": r.stop_reason}
+                   "stop": r.stop_reason, "cached": r.cached_tokens, "steps": [round(t, 6) for t in r.step_times]}
             with self.path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
             self.records[key] = rec
         return self.records[key]
+
+
+def observe_record(calibration: OnlineCalibration, rec: dict) -> None:
+    """Teach the online calibration one recorded job, as the engine does after serving it.
+    (Records made before step times were kept teach nothing.)"""
+    if rec.get("steps") and rec["tokens"]:
+        calibration.observe(rec["prompt_tokens"], rec["prefill"], rec["cached"], rec["steps"])
 
 
 def choose_budgets(durations: list[float], count: int) -> list[float]:
@@ -131,9 +140,12 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
     recorder_engine = BudgetedEngine(Estimator(loaded, tm, ConstantLengthPredictor(), press=cfg.get("press", "snapkv")),
                                      reject_infeasible=False, learn_online=False)
     recorder_engine.warm_up()
+    # As served, TimeBill plans with the profiled model corrected online by the jobs already run:
+    # here, before planning prompt i, the calibration has seen the recorded runs of prompts < i.
+    calibration = OnlineCalibration(tm)
     planners = {
-        "timebill_k5": Estimator(loaded, tm, RLPPredictor(loaded, bound="paper", k=5.0), press=cfg.get("press", "snapkv")),
-        "timebill_cal": Estimator(loaded, tm, RLPPredictor(loaded, bound="calibrated"), press=cfg.get("press", "snapkv")),
+        "timebill_k5": Estimator(loaded, calibration, RLPPredictor(loaded, bound="paper", k=5.0), press=cfg.get("press", "snapkv")),
+        "timebill_cal": Estimator(loaded, calibration, RLPPredictor(loaded, bound="calibrated"), press=cfg.get("press", "snapkv")),
     }
     report = {"preset": preset, "model": loaded.name, "machine": platform.node(), "threads": threads,
               "date": time.strftime("%Y-%m-%d %H:%M"), "tasks": {}}
@@ -155,7 +167,10 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
         # 2. TimeBill: plan live per (item, budget), generate at that ratio (recorded once per ratio)
         tb_jobs = {m: {b: [] for b in budgets} for m in planners}
         bar = tqdm(total=len(items) * len(budgets) * len(planners), desc=f"{tname}: TimeBill", dynamic_ncols=True)
-        for it in items:
+        for i, it in enumerate(items):
+            if i > 0:
+                for a in FIXED:
+                    observe_record(calibration, recorder.records[(items[i - 1].id, alpha_key(a))])
             for m, est in planners.items():
                 for b in budgets:
                     req = Request(prompts[it.id], budget=b, system_prompt=task.system, max_new_tokens=task.max_new_tokens)
@@ -165,7 +180,8 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
                                           "text": rec["text"], "predicted_total": e.plan.predicted_total,
                                           "predicted_worst": e.plan.predicted_worst_case, "feasible": e.plan.feasible,
                                           "predicted_tokens": e.length.expected, "bound": e.length.bound,
-                                          "tokens": rec["tokens"]})
+                                          "tokens": rec["tokens"], "decode_scale": calibration.decode_scale,
+                                          "prefill_scale": calibration.prefill_scale})
                     bar.update(1)
         bar.close()
         # 3. scores, fidelity, replay under both strategies
@@ -203,17 +219,62 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
                          "mape_pct": float(100 * np.mean([abs(j["predicted_total"] - j["total"]) / j["total"] for j in jobs])),
                          "over_worst_case": float(np.mean([j["total"] > j["predicted_worst"] for j in jobs])),
                          "length_mae": float(np.mean([abs(j["predicted_tokens"] - j["tokens"]) for j in jobs])),
+                         "mean_predicted_tokens": float(np.mean([j["predicted_tokens"] for j in jobs])),
+                         "mean_bound": float(np.mean([j["bound"] for j in jobs])),
+                         "mean_tokens": float(np.mean([j["tokens"] for j in jobs])),
+                         "bound_covers": float(np.mean([j["tokens"] <= j["bound"] for j in jobs])),
+                         "alpha_counts": alpha_counts([j["alpha"] for j in jobs], planners[m].alpha_max),
                          "points": [[j["predicted_total"], j["total"]] for j in jobs]}
-        # 4. live check of the replay under real Kill
+        # 4. the paper's k at one tight budget (the calibration as it stands after all prompts)
+        sweep = k_sweep(planners["timebill_k5"], items, prompts, task, budgets[min(1, len(budgets) - 1)], recorder)
+        # 5. live check of the replay under real Kill
         confirm = live_check(recorder_engine, planners["timebill_cal"], items[: p["confirm"]], prompts, task, budgets, recorder)
         report["tasks"][tname] = {"items": len(items), "context_cap": task.context_cap, "max_new_tokens": task.max_new_tokens,
                                   "score": task.score_name, "budgets": budgets, "table": table, "fidelity_rouge_l": fidelity,
                                   "score_without_deadline": quality_uncapped, "time_model": tm_acc, "live_check": confirm,
+                                  "k_sweep": sweep, "calibration": {"prefill_scale": calibration.prefill_scale,
+                                                                    "decode_scale": calibration.decode_scale},
                                   "no_eviction_time_median": float(median(none_durations))}
         print_task(tname, report["tasks"][tname])
     (out / f"results-{preset}.json").write_text(json.dumps(report, indent=1))
     plot(report, out, preset)
     return report
+
+
+def alpha_counts(alphas: list[float], alpha_max: float) -> dict:
+    """How often the planner kept everything, evicted the most it may, or chose a ratio between."""
+    top = [a >= alpha_max - 1e-9 for a in alphas]
+    return {"none": sum(a == 0 for a in alphas), "alpha_max": sum(top),
+            "between": sum(0 < a and not t for a, t in zip(alphas, top))}
+
+
+def k_sweep(planner: Estimator, items, prompts, task, budget: float, recorder) -> list[dict]:
+    """TimeBill with the paper's bound k * N_hat for several k, at one budget, under Kill."""
+    from tqdm import tqdm
+
+    rlp, k_was = planner.length_predictor, planner.length_predictor.k
+    rows = []
+    bar = tqdm(total=len(items) * len(K_SWEEP), desc=f"{task.name}: k sweep at {budget:.1f} s", dynamic_ncols=True)
+    try:
+        for k in K_SWEEP:
+            rlp.k = k
+            done, scores, alphas, bounds = [], [], [], []
+            for it in items:
+                req = Request(prompts[it.id], budget=budget, system_prompt=task.system, max_new_tokens=task.max_new_tokens)
+                e = planner.estimate(req)
+                rec = recorder.get(it.id, prompts[it.id], task.system, e.plan.alpha, task.max_new_tokens)
+                ok = e.predictor_latency + rec["total"] <= budget
+                done.append(ok)
+                scores.append(task.score(rec["text"], it) if ok else 0.0)
+                alphas.append(e.plan.alpha)
+                bounds.append(e.length.bound)
+                bar.update(1)
+            rows.append({"k": k, "budget": budget, "completion_rate": float(np.mean(done)), "avg_score": float(np.mean(scores)),
+                         "mean_alpha": float(np.mean(alphas)), "mean_bound": float(np.mean(bounds))})
+    finally:
+        rlp.k = k_was
+        bar.close()
+    return rows
 
 
 def live_check(engine, planner, items, prompts, task, budgets, recorder) -> dict:
@@ -261,6 +322,16 @@ def print_task(name: str, t: dict) -> None:
     for m, acc in t["time_model"].items():
         print(f"time model, {m}: MAPE {acc['mape_pct']:.1f} % over {acc['jobs']} jobs; measured > predicted worst case "
               f"in {100 * acc['over_worst_case']:.1f} %; length MAE {acc['length_mae']:.1f} tokens")
+    cal = t["calibration"]
+    print(f"online calibration after the run: prefill x{cal['prefill_scale']:.3f}, decode x{cal['decode_scale']:.3f}")
+    for m, acc in t["time_model"].items():
+        c = acc["alpha_counts"]
+        print(f"{m}: predicted length {acc['mean_predicted_tokens']:.1f} (bound {acc['mean_bound']:.1f}) vs generated "
+              f"{acc['mean_tokens']:.1f} tokens on average, bound covers {100 * acc['bound_covers']:.0f} %; "
+              f"alpha = 0 in {c['none']}, = alpha_max in {c['alpha_max']}, between in {c['between']} jobs")
+    if t["k_sweep"]:
+        print(f"k sweep (paper bound, Kill, budget {t['k_sweep'][0]['budget']:.1f} s): " + ", ".join(
+            f"k={r['k']:g}: {r['completion_rate']:.2f}/{r['avg_score']:.3f} (alpha {r['mean_alpha']:.2f})" for r in t["k_sweep"]))
     lc = t["live_check"]
     if lc.get("jobs"):
         print(f"live Kill check: {lc['jobs']} jobs, replay agrees with live in {100 * lc['agreement']:.0f} %")
@@ -307,6 +378,21 @@ def plot(report: dict, out: pathlib.Path, preset: str) -> None:
     ax.set_title("TimeBill: predicted vs measured time")
     fig.tight_layout()
     fig.savefig(out / f"predicted_vs_measured-{preset}.png", dpi=110)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for tname in tasks:
+        rows = report["tasks"][tname]["k_sweep"]
+        label = f"{tname} ({rows[0]['budget']:.1f} s)" if rows else tname
+        axes[0].plot([r["k"] for r in rows], [r["completion_rate"] for r in rows], "-o", label=label)
+        axes[1].plot([r["k"] for r in rows], [r["avg_score"] for r in rows], "-o", label=label)
+    axes[0].set_title("completion rate vs k (Kill)")
+    axes[1].set_title("average score vs k (Kill)")
+    for ax in axes:
+        ax.set_xlabel("k (worst case = k x predicted length)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / f"k_sweep-{preset}.png", dpi=110)
     plt.close(fig)
 
 
