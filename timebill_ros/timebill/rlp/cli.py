@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label cap the labels were made with (default: config default_max_new_tokens)")
     p.add_argument("--coverage", type=float, default=0.95, help="target coverage of the calibrated bound")
     p.add_argument("--max-input-tokens", type=int, default=512)
-    p.add_argument("--tolerance", type=float, default=0.02,
-                   help="choose the smallest L whose validation MAE is within this fraction of the best")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="choose the smallest L whose validation MAE is within this fraction of the best "
+                        "(default: within one standard error of the best's MAE)")
     p.add_argument("--work", default=str(DEFAULT_WORK), help="feature cache and sweep results")
     p.add_argument("--out", default=None, help="head file (default: the package's timebill/data/)")
     p = sub.add_parser("eval", help="test-split table, bounds, figure")
@@ -276,8 +277,16 @@ def cmd_train(args) -> int:
         print(json.dumps(row), flush=True)
         sweep.append(row)
         heads[L] = head
-    best = min(r["val_mae"] for r in sweep)
-    chosen = min(r["layers"] for r in sweep if r["val_mae"] <= best * (1 + args.tolerance))
+    # The one-standard-error rule: validation MAEs of neighbouring L differ by less than their noise,
+    # and every layer costs predictor time inside every budget, so take the cheapest L that is not
+    # measurably worse than the best.
+    errors = {L: np.abs(heads[L].predict_lengths(feats[L][va]) - y[va]) for L in layers}
+    best_layers = min(layers, key=lambda L: errors[L].mean())
+    best = float(errors[best_layers].mean())
+    se = float(errors[best_layers].std(ddof=1) / np.sqrt(len(va))) if len(va) > 1 else 0.0
+    slack = best * args.tolerance if args.tolerance is not None else se
+    rule = f"within {100 * args.tolerance:.0f} % of" if args.tolerance is not None else f"within one standard error ({se:.2f}) of"
+    chosen = min(L for L in layers if errors[L].mean() <= best + slack)
     head = heads[chosen]
     pred_val = head.predict_lengths(feats[chosen][va])
     q = calibrate_factor(y[va], pred_val, args.coverage)
@@ -287,10 +296,11 @@ def cmd_train(args) -> int:
                       "val_mae": float(np.mean(np.abs(pred_val - y[va]))), "val_coverage": cov_val}
     out = pathlib.Path(args.out) if args.out else default_head_path()
     head.save(out)
-    print(f"chose L={chosen} (smallest L with validation MAE within {100 * args.tolerance:.0f} % of the best {best:.2f}); "
+    print(f"chose L={chosen} (smallest L with validation MAE {rule} the best {best:.2f}, L={best_layers}); "
           f"calibrated factor q={q:.3f} (validation coverage {100 * cov_val:.1f} %)")
     print(f"saved {out} ({out.stat().st_size / 1024:.0f} KiB)")
-    (work / "sweep.json").write_text(json.dumps({"sweep": sweep, "chosen": chosen, "factor": q}, indent=1))
+    (work / "sweep.json").write_text(json.dumps({"sweep": sweep, "chosen": chosen, "factor": q,
+                                                      "rule": rule + f" the best (L={best_layers}, {best:.2f})"}, indent=1))
     return 0
 
 
