@@ -8,7 +8,8 @@ How it runs (and what is replayed):
   (greedy, chat template) and its real end-to-end time is recorded; the record is cached on disk
   (resumable). Fixed-ratio methods are replayed from these records against every budget.
 * TimeBill plans its ratio live, per (prompt, budget), with the trained RLP (paper bound k=5, or
-  the calibrated bound) and the machine's timing model; the generation at that ratio is the
+  the calibrated bound; and the calibrated one with alpha_max 0.5) and the machine's timing model
+  corrected online, as served, by the recorded runs of the prompts before; the generation at that ratio is the
   record for that ratio (recorded when first needed), and the job's time is the predictor's
   measured latency plus the record's time.
 * Kill: a job completes iff its time <= budget; a killed job scores as empty. Skip-Next: jobs are
@@ -16,6 +17,7 @@ How it runs (and what is replayed):
   empty) and the jobs released while it runs are skipped.
 * A live check re-runs a subset under real Kill (deadline enforced by the engine) and reports how
   often the live outcome agrees with the replayed one.
+* The paper's k is swept at one tight budget (replayed the same way).
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from . import datasets, metrics, schedule
 
 FIXED = (0.0, 0.25, 0.5, 0.75, 0.95)
 K_SWEEP = (1.0, 2.0, 3.0, 5.0, 8.0)
+LOW_ALPHA_MAX = 0.5
 
 
 @dataclass
@@ -143,9 +146,15 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
     # As served, TimeBill plans with the profiled model corrected online by the jobs already run:
     # here, before planning prompt i, the calibration has seen the recorded runs of prompts < i.
     calibration = OnlineCalibration(tm)
+    press = cfg.get("press", "snapkv")
+    calibrated_rlp = RLPPredictor(loaded, bound="calibrated")
     planners = {
-        "timebill_k5": Estimator(loaded, calibration, RLPPredictor(loaded, bound="paper", k=5.0), press=cfg.get("press", "snapkv")),
-        "timebill_cal": Estimator(loaded, calibration, RLPPredictor(loaded, bound="calibrated"), press=cfg.get("press", "snapkv")),
+        "timebill_k5": Estimator(loaded, calibration, RLPPredictor(loaded, bound="paper", k=5.0), press=press),
+        "timebill_cal": Estimator(loaded, calibration, calibrated_rlp, press=press),
+        # The same planner with a lower ceiling (config `alpha_max`): what an operator who has seen
+        # this small model lose the context at 0.95 would set.
+        f"timebill_cal_max{LOW_ALPHA_MAX:.2f}": Estimator(loaded, calibration, calibrated_rlp, press=press,
+                                                          alpha_max=LOW_ALPHA_MAX),
     }
     report = {"preset": preset, "model": loaded.name, "machine": platform.node(), "threads": threads,
               "date": time.strftime("%Y-%m-%d %H:%M"), "tasks": {}}
@@ -225,6 +234,8 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
                          "bound_covers": float(np.mean([j["tokens"] <= j["bound"] for j in jobs])),
                          "alpha_counts": alpha_counts([j["alpha"] for j in jobs], planners[m].alpha_max),
                          "points": [[j["predicted_total"], j["total"]] for j in jobs]}
+        timing = timing_of_records([recorder.records[(it.id, alpha_key(a))] for it in items for a in FIXED], tm,
+                                   task.max_new_tokens)
         # 4. the paper's k at one tight budget (the calibration as it stands after all prompts)
         sweep = k_sweep(planners["timebill_k5"], items, prompts, task, budgets[min(1, len(budgets) - 1)], recorder)
         # 5. live check of the replay under real Kill
@@ -232,13 +243,26 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
         report["tasks"][tname] = {"items": len(items), "context_cap": task.context_cap, "max_new_tokens": task.max_new_tokens,
                                   "score": task.score_name, "budgets": budgets, "table": table, "fidelity_rouge_l": fidelity,
                                   "score_without_deadline": quality_uncapped, "time_model": tm_acc, "live_check": confirm,
-                                  "k_sweep": sweep, "calibration": {"prefill_scale": calibration.prefill_scale,
+                                  "k_sweep": sweep, "timing": timing, "calibration": {"prefill_scale": calibration.prefill_scale,
                                                                     "decode_scale": calibration.decode_scale},
                                   "no_eviction_time_median": float(median(none_durations))}
         print_task(tname, report["tasks"][tname])
     (out / f"results-{preset}.json").write_text(json.dumps(report, indent=1))
     plot(report, out, preset)
     return report
+
+
+def timing_of_records(records: list[dict], tm, max_new_tokens: int) -> dict:
+    """How well the profiled timing model (no online correction) predicts the recorded runs, given
+    their real lengths; and how much time eviction can buy at all on this machine."""
+    from ..time_model import kept_positions
+
+    ratios = [r["total"] / tm.end_to_end(r["prompt_tokens"], r["tokens"], r["alpha"]) for r in records]
+    n = int(median(r["prompt_tokens"] for r in records))
+    full = tm.end_to_end(n, max_new_tokens, 0.0)
+    saved = tm.decode(n, max_new_tokens) - tm.decode(kept_positions(n, 0.95), max_new_tokens)
+    return {"runs": len(records), "ratio_median": float(median(ratios)), "ratio_p90": float(np.percentile(ratios, 90)),
+            "median_prompt_tokens": n, "full_time_s": full, "saved_at_0.95_s": saved}
 
 
 def alpha_counts(alphas: list[float], alpha_max: float) -> dict:
@@ -322,6 +346,11 @@ def print_task(name: str, t: dict) -> None:
     for m, acc in t["time_model"].items():
         print(f"time model, {m}: MAPE {acc['mape_pct']:.1f} % over {acc['jobs']} jobs; measured > predicted worst case "
               f"in {100 * acc['over_worst_case']:.1f} %; length MAE {acc['length_mae']:.1f} tokens")
+    tg = t["timing"]
+    print(f"timing model on the {tg['runs']} recorded runs (their real lengths): measured/predicted median "
+          f"{tg['ratio_median']:.3f}, p90 {tg['ratio_p90']:.3f}; at the median prompt ({tg['median_prompt_tokens']} tokens) "
+          f"a {t['max_new_tokens']}-token answer takes {tg['full_time_s']:.2f} s and evicting 95 % of the cache saves "
+          f"{tg['saved_at_0.95_s']:.2f} s of it")
     cal = t["calibration"]
     print(f"online calibration after the run: prefill x{cal['prefill_scale']:.3f}, decode x{cal['decode_scale']:.3f}")
     for m, acc in t["time_model"].items():
