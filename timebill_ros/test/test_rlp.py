@@ -255,3 +255,15 @@ def test_shipped_head_is_small_and_calibrated():
     cfg = LengthHead.load(path).cfg
     assert cfg.model_name == "SmolLM2-135M-Instruct" and cfg.max_tokens == 256 and cfg.width == 16
     assert cfg.bound_factor >= 1.0 and 1 <= cfg.layers <= 30
+
+
+def test_layers_are_chosen_by_the_one_standard_error_rule():
+    from timebill.rlp.cli import choose_layers
+
+    noisy_best = [0.0, 20.0] * 50          # MAE 10, standard error ~1.0
+    errors = {2: [11.5] * 100, 8: [10.8] * 100, 16: noisy_best}
+    chosen, best_layers, best, _ = choose_layers(errors)
+    assert (best_layers, best) == (16, 10.0)
+    assert chosen == 8                      # 2 is more than one standard error worse; 8 is not
+    assert choose_layers(errors, tolerance=0.2)[0] == 2
+    assert choose_layers({4: [1.0, 1.0]})[0] == 4

@@ -241,6 +241,27 @@ def _splits(recs):
 
 
 # --- train ----------------------------------------------------------------------------------------
+def choose_layers(errors: dict, tolerance: float | None = None) -> tuple[int, int, float, str]:
+    """The smallest L not measurably worse than the best: within one standard error of the best
+    validation MAE (or within ``tolerance`` x the best). Validation MAEs of neighbouring L differ by
+    less than their noise, and every layer costs predictor time inside every budget.
+
+    ``errors``: L -> absolute errors on the validation split. Returns (chosen, best L, best MAE, rule).
+    """
+    import numpy as np
+
+    best_layers = min(errors, key=lambda L: float(np.mean(errors[L])))
+    e = np.asarray(errors[best_layers], dtype=float)
+    best = float(e.mean())
+    se = float(e.std(ddof=1) / np.sqrt(len(e))) if len(e) > 1 else 0.0
+    if tolerance is None:
+        slack, rule = se, f"within one standard error ({se:.2f}) of"
+    else:
+        slack, rule = best * tolerance, f"within {100 * tolerance:.0f} % of"
+    chosen = min(L for L in errors if float(np.mean(errors[L])) <= best + slack)
+    return chosen, best_layers, best, rule
+
+
 def cmd_train(args) -> int:
     import numpy as np
 
@@ -277,16 +298,8 @@ def cmd_train(args) -> int:
         print(json.dumps(row), flush=True)
         sweep.append(row)
         heads[L] = head
-    # The one-standard-error rule: validation MAEs of neighbouring L differ by less than their noise,
-    # and every layer costs predictor time inside every budget, so take the cheapest L that is not
-    # measurably worse than the best.
     errors = {L: np.abs(heads[L].predict_lengths(feats[L][va]) - y[va]) for L in layers}
-    best_layers = min(layers, key=lambda L: errors[L].mean())
-    best = float(errors[best_layers].mean())
-    se = float(errors[best_layers].std(ddof=1) / np.sqrt(len(va))) if len(va) > 1 else 0.0
-    slack = best * args.tolerance if args.tolerance is not None else se
-    rule = f"within {100 * args.tolerance:.0f} % of" if args.tolerance is not None else f"within one standard error ({se:.2f}) of"
-    chosen = min(L for L in layers if errors[L].mean() <= best + slack)
+    chosen, best_layers, best, rule = choose_layers(errors, args.tolerance)
     head = heads[chosen]
     pred_val = head.predict_lengths(feats[chosen][va])
     q = calibrate_factor(y[va], pred_val, args.coverage)
