@@ -37,8 +37,9 @@ import numpy as np
 from ..engine import BudgetedEngine
 from ..estimator import Estimator
 from ..length_predictor import ConstantLengthPredictor
+from ..profiler import mape
 from ..request import Outcome, Request
-from ..time_model import OnlineCalibration
+from ..time_model import OnlineCalibration, kept_positions
 from . import datasets, metrics, schedule
 
 FIXED = (0.0, 0.25, 0.5, 0.75, 0.95)
@@ -57,6 +58,9 @@ class Task:
     score_name: str
     score: Callable[[str, "datasets.Item"], float]
     extra_score: tuple[str, Callable] | None = None
+
+    def request(self, prompt: str, budget: float, **kw) -> Request:
+        return Request(prompt, budget=budget, system_prompt=self.system, max_new_tokens=self.max_new_tokens, **kw)
 
     def prompt(self, item, tokenizer) -> str:
         ids = tokenizer(item.context, add_special_tokens=False)["input_ids"]
@@ -182,15 +186,13 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
                     observe_record(calibration, recorder.records[(items[i - 1].id, alpha_key(a))])
             for m, est in planners.items():
                 for b in budgets:
-                    req = Request(prompts[it.id], budget=b, system_prompt=task.system, max_new_tokens=task.max_new_tokens)
-                    e = est.estimate(req)
+                    e = est.estimate(task.request(prompts[it.id], b))
                     rec = recorder.get(it.id, prompts[it.id], task.system, e.plan.alpha, task.max_new_tokens)
                     tb_jobs[m][b].append({"item": it.id, "alpha": rec["alpha"], "total": e.predictor_latency + rec["total"],
                                           "text": rec["text"], "predicted_total": e.plan.predicted_total,
                                           "predicted_worst": e.plan.predicted_worst_case, "feasible": e.plan.feasible,
                                           "predicted_tokens": e.length.expected, "bound": e.length.bound,
-                                          "tokens": rec["tokens"], "decode_scale": calibration.decode_scale,
-                                          "prefill_scale": calibration.prefill_scale})
+                                          "tokens": rec["tokens"]})
                     bar.update(1)
         bar.close()
         # 3. scores, fidelity, replay under both strategies
@@ -225,7 +227,7 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
         for m in planners:
             jobs = [j for b in budgets for j in tb_jobs[m][b]]
             tm_acc[m] = {"jobs": len(jobs),
-                         "mape_pct": float(100 * np.mean([abs(j["predicted_total"] - j["total"]) / j["total"] for j in jobs])),
+                         "mape_pct": mape([j["predicted_total"] for j in jobs], [j["total"] for j in jobs]),
                          "over_worst_case": float(np.mean([j["total"] > j["predicted_worst"] for j in jobs])),
                          "length_mae": float(np.mean([abs(j["predicted_tokens"] - j["tokens"]) for j in jobs])),
                          "mean_predicted_tokens": float(np.mean([j["predicted_tokens"] for j in jobs])),
@@ -236,7 +238,7 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
                          "points": [[j["predicted_total"], j["total"]] for j in jobs]}
         timing = timing_of_records([recorder.records[(it.id, alpha_key(a))] for it in items for a in FIXED], tm,
                                    task.max_new_tokens)
-        # 4. the paper's k at one tight budget (the calibration as it stands after all prompts)
+        # 4. the paper's k at one tight budget (the calibration as it stands after the last prompt's planning)
         sweep = k_sweep(planners["timebill_k5"], items, prompts, task, budgets[min(1, len(budgets) - 1)], recorder)
         # 5. live check of the replay under real Kill
         confirm = live_check(recorder_engine, planners["timebill_cal"], items[: p["confirm"]], prompts, task, budgets, recorder)
@@ -255,8 +257,6 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
 def timing_of_records(records: list[dict], tm, max_new_tokens: int) -> dict:
     """How well the profiled timing model (no online correction) predicts the recorded runs, given
     their real lengths; and how much time eviction can buy at all on this machine."""
-    from ..time_model import kept_positions
-
     ratios = [r["total"] / tm.end_to_end(r["prompt_tokens"], r["tokens"], r["alpha"]) for r in records]
     n = int(median(r["prompt_tokens"] for r in records))
     full = tm.end_to_end(n, max_new_tokens, 0.0)
@@ -284,8 +284,7 @@ def k_sweep(planner: Estimator, items, prompts, task, budget: float, recorder) -
             rlp.k = k
             done, scores, alphas, bounds = [], [], [], []
             for it in items:
-                req = Request(prompts[it.id], budget=budget, system_prompt=task.system, max_new_tokens=task.max_new_tokens)
-                e = planner.estimate(req)
+                e = planner.estimate(task.request(prompts[it.id], budget))
                 rec = recorder.get(it.id, prompts[it.id], task.system, e.plan.alpha, task.max_new_tokens)
                 ok = e.predictor_latency + rec["total"] <= budget
                 done.append(ok)
@@ -312,7 +311,7 @@ def live_check(engine, planner, items, prompts, task, budgets, recorder) -> dict
     for it in items:
         for b in check_budgets:
             for kind in ("none", "fixed_0.50", "timebill_cal"):
-                req = Request(prompts[it.id], budget=b, system_prompt=task.system, max_new_tokens=task.max_new_tokens, policy="kill")
+                req = task.request(prompts[it.id], b, policy="kill")
                 if kind == "timebill_cal":
                     est = planner.estimate(req)
                     rec = recorder.get(it.id, prompts[it.id], task.system, est.plan.alpha, task.max_new_tokens)

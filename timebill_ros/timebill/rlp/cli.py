@@ -298,10 +298,10 @@ def cmd_train(args) -> int:
         print(json.dumps(row), flush=True)
         sweep.append(row)
         heads[L] = head
-    errors = {L: np.abs(heads[L].predict_lengths(feats[L][va]) - y[va]) for L in layers}
-    chosen, best_layers, best, rule = choose_layers(errors, args.tolerance)
+    val_predictions = {L: heads[L].predict_lengths(feats[L][va]) for L in layers}
+    chosen, best_layers, best, rule = choose_layers({L: np.abs(p - y[va]) for L, p in val_predictions.items()}, args.tolerance)
     head = heads[chosen]
-    pred_val = head.predict_lengths(feats[chosen][va])
+    pred_val = val_predictions[chosen]
     q = calibrate_factor(y[va], pred_val, args.coverage)
     head.cfg.bound_factor = q
     cov_val = coverage_of(y[va], [calibrated_bound(p, cap, q) for p in pred_val])
