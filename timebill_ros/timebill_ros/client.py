@@ -288,6 +288,10 @@ class TimeBillClient:
     def close(self):
         if self._executor is not None:
             self._executor.shutdown(timeout_sec=2.0)
+            # Join the spin thread before the node and the context go: a thread still inside
+            # rclpy's wait when the interpreter exits aborts the process ("terminate called
+            # without an active exception", exit -6).
+            self._thread.join(timeout=2.0)
         self._action.destroy()
         self.node.destroy_client(self._estimate)
         self.node.destroy_subscription(self._feedback_sub)
