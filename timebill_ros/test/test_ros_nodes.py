@@ -253,13 +253,15 @@ def test_every_invalid_goal_kind_is_answered_invalid(system):
 
 def test_infeasible_goal_is_answered_at_once(system):
     # A budget shorter than the predicted prefill plus the expected tokens cannot be met at any ratio.
-    t0 = time.monotonic()
     h = system.send("Where is the cup?", 0.001, max_new_tokens=64)
     r = _result(h)
     assert r.outcome in (INFEASIBLE, KILLED), r.message
     if r.outcome == INFEASIBLE:
         assert "infeasible" in r.message and r.generated_tokens == 0
-    assert time.monotonic() - t0 < 3.0
+    # "At once" as the node measured it, from acceptance to answer: the round trip through the
+    # middleware is not the node's to promise (in one CI run it took 4.2 s while the node's log
+    # showed the goal answered 4 ms after acceptance).
+    assert r.elapsed.sec + r.elapsed.nanosec * 1e-9 < 3.0
 
 
 # --- queue ----------------------------------------------------------------------------------------
