@@ -161,6 +161,18 @@ def test_tokens_stream_in_order_and_add_up_to_the_result(system):
     assert rep.measured_total.sec + rep.measured_total.nanosec * 1e-9 > 0
 
 
+def test_a_fast_models_whole_stream_reaches_the_client(system):
+    # The tiny model streams about 800 tokens a second, and a 1,500-token answer is longer than the
+    # feedback queue (depth 1,000): a client that falls behind loses pieces (benchmarks/feedback_bench.py).
+    h = system.send("Say as much as you can.", budget=30.0, max_new_tokens=LONG, policy="kill")
+    r = _result(h)
+    assert r.outcome == COMPLETED, r.message
+    counts = [fb.tokens_generated for fb in h.fbs]
+    missing = sorted(set(range(1, r.generated_tokens + 1)) - set(counts))
+    assert len(missing) <= 1, f"{len(missing)} of {r.generated_tokens} tokens' feedback never arrived"
+    assert "".join(fb.text for fb in h.fbs) == r.text == h.text
+
+
 def test_kill_ends_by_the_deadline_with_partial_text(system):
     budget = 0.4
     h = system.send("Describe everything you see.", budget=budget, max_new_tokens=LONG, policy="kill")

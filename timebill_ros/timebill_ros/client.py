@@ -135,10 +135,11 @@ class QueryHandle:
         result = wrapped.result
 
         def finish():
-            # Feedback and result travel on different channels: give the last feedback a moment
-            # to land, so `text` is the whole stream when the future completes. Not on the spin
-            # thread, which may be the one that delivers that feedback.
-            end = time.monotonic() + 1.0
+            # Feedback and result travel on different channels: give the last feedback time to land,
+            # so `text` is the whole stream when the future completes (up to 5 s: on a loaded
+            # machine a client can be seconds behind a fast model). Not on the spin thread, which
+            # is the one that delivers that feedback.
+            end = time.monotonic() + 5.0
             while self._tokens < result.generated_tokens and time.monotonic() < end:
                 time.sleep(0.005)
             self.future.set_result(result)
@@ -160,7 +161,7 @@ class TimeBillClient:
         import rclpy
         from rclpy.action import ActionClient
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile
         from timebill_msgs.action import BudgetedQuery
         from timebill_msgs.srv import EstimateCompletion
@@ -186,8 +187,9 @@ class TimeBillClient:
                                     callback_group=MutuallyExclusiveCallbackGroup())
         # Our own feedback subscription: rclpy's ActionClient drops a goal's feedback once its
         # result is in, and the last feedback (the tail of the answer) may arrive after the result.
-        # One callback at a time, or two threads could append a goal's pieces out of order; depth
-        # 1000 because the default of 10 loses tokens when this process falls behind a fast model.
+        # One callback at a time, or two threads (a caller's own multi-threaded executor) could
+        # append a goal's pieces out of order; depth 1000 because the default of 10 loses tokens
+        # when this process falls behind a fast model.
         self._handles: dict[bytes, QueryHandle] = {}
         self._handles_lock = threading.Lock()
         self._feedback_sub = node.create_subscription(
@@ -200,7 +202,11 @@ class TimeBillClient:
         self._executor = None
         self._thread = None
         if self._own_node:
-            self._executor = MultiThreadedExecutor(num_threads=2, context=node.context)
+            # One thread: no callback here blocks, and rclpy's multi-threaded executor takes
+            # feedback at about half the rate (benchmarks/feedback_bench.py: 466 vs 857 messages/s),
+            # slower than a fast model streams (the tiny test model: ~820 tokens/s), so a client fell
+            # behind and lost tokens past the queue's depth.
+            self._executor = SingleThreadedExecutor(context=node.context)
             self._executor.add_node(node)
             self._thread = threading.Thread(target=self._spin, daemon=True, name="timebill_client_spin")
             self._thread.start()
