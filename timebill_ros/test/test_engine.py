@@ -147,6 +147,28 @@ def test_an_unknown_press_is_refused_at_construction(tiny, tiny_time_model):
         Estimator(tiny, tiny_time_model, press="squeeze")
 
 
+def test_a_worst_case_quantile_outside_its_range_is_refused_at_construction(tiny, tiny_time_model):
+    for q in (0.3, 1.0, math.nan):
+        with pytest.raises(ValueError, match="worst_case_quantile"):
+            Estimator(tiny, tiny_time_model, worst_case_quantile=q)
+
+
+def test_a_timing_margin_plans_the_worst_case_with_the_slow_tail_of_served_jobs(tiny):
+    from timebill.time_model import OnlineCalibration, TimeModel
+
+    tm = TimeModel(a=0.0, b=1e-4, c=0.0, p=1e-6, q=0.01)
+    cal = OnlineCalibration(tm)
+    for k in (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.5, 1.5, 1.5):  # 3 slow jobs in 10
+        cal.observe(100, k * tm.prefill(100), 100, [k * tm.decode_step(100 + i) for i in range(10)])
+    req = Request(PROMPT, budget=30, max_new_tokens=40)
+    median = Estimator(tiny, cal).estimate(req).plan
+    margin = Estimator(tiny, cal, worst_case_quantile=0.9).estimate(req).plan
+    extra = margin.predicted_worst_case - margin.predictor_time
+    assert extra == pytest.approx(1.5 * (median.predicted_worst_case - median.predictor_time), rel=1e-6)
+    assert margin.predicted_total - margin.predictor_time == pytest.approx(
+        median.predicted_total - median.predictor_time, rel=1e-6)
+
+
 def test_lateness_under_kill_is_small_over_many_runs(tiny, tiny_time_model):
     # Real timing model of the tiny model; budgets that cut the answer short.
     eng = engine_for(tiny, tiny_time_model, reject_infeasible=False)

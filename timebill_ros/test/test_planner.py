@@ -93,3 +93,15 @@ def test_a_feasible_plan_fits_its_modelled_worst_case_in_the_budget(job, budget)
         assert plan.reason
         # Infeasible means even the largest allowed ratio does not fit.
         assert t_pred + CPU.end_to_end(n, nw, a_max) > budget
+
+
+def test_a_slower_worst_case_model_evicts_more_and_keeps_the_expected_time_on_the_median_model():
+    slow = CPU.scaled(1.05, 1.05)
+    plain = plan_eviction(CPU, 2000, 40, 64, 7.0)
+    margin = plan_eviction(CPU, 2000, 40, 64, 7.0, worst_tm=slow)
+    assert plain.feasible and margin.feasible and margin.alpha > plain.alpha
+    assert margin.predicted_worst_case == pytest.approx(slow.end_to_end(2000, 64, margin.alpha)) and margin.predicted_worst_case <= 7.0
+    assert margin.predicted_total == pytest.approx(CPU.end_to_end(2000, 40, margin.alpha))
+    # A budget the median model fits but the slower one cannot, even at alpha_max.
+    tight = plan_eviction(CPU, 2000, 40, 64, CPU.end_to_end(2000, 64, 0.5), worst_tm=slow)
+    assert not tight.feasible and tight.alpha == pytest.approx(0.95) and "64 tokens" in tight.reason

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from timebill.profiler import fit, fit_decode, fit_prefill, fit_warning
-from timebill.time_model import OnlineCalibration, TimeModel, kept_positions
+from timebill.time_model import MIN_JOBS_FOR_QUANTILE, OnlineCalibration, TimeModel, kept_positions, quantile
 
 TRUE = TimeModel(a=3e-7, b=1.2e-3, c=0.03, p=5e-6, q=0.04)
 
@@ -77,6 +77,29 @@ def test_one_outlier_job_moves_nothing_and_memory_is_bounded():
     for _ in range(100):
         cal.observe(600, TRUE.prefill(600), 300, [TRUE.decode_step(300)])
     assert cal.errors()["jobs"] == 8
+
+
+def test_a_quantile_model_plans_with_the_slow_tail_of_recent_jobs():
+    cal = OnlineCalibration(TRUE, window=32)
+    speeds = [0.9, 1.0, 1.1, 1.0, 1.3, 0.95, 1.05, 1.2, 1.0, 1.4]
+    for i, k in enumerate(speeds[:MIN_JOBS_FOR_QUANTILE - 1]):
+        cal.observe(600, k * TRUE.prefill(600), 300, [k * TRUE.decode_step(300 + j) for j in range(20)])
+    # Too few jobs to measure a spread: the median correction.
+    assert cal.model_at(0.9).decode_step(400) == pytest.approx(cal.model.decode_step(400))
+    for k in speeds[MIN_JOBS_FOR_QUANTILE - 1:]:
+        cal.observe(600, k * TRUE.prefill(600), 300, [k * TRUE.decode_step(300 + j) for j in range(20)])
+    p90 = float(np.quantile(speeds, 0.9))
+    assert cal.model_at(0.9).decode_step(400) == pytest.approx(p90 * TRUE.decode_step(400))
+    assert cal.model_at(0.9).prefill(1000) == pytest.approx(p90 * TRUE.prefill(1000))
+    assert cal.model_at(0.5) is cal.model
+    with pytest.raises(ValueError):
+        cal.model_at(1.0)
+
+
+def test_quantile_interpolates_like_numpy():
+    xs = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6]
+    for q in (0.0, 0.1, 0.5, 0.9, 1.0):
+        assert quantile(xs, q) == pytest.approx(float(np.quantile(xs, q)))
 
 
 def test_a_poor_fit_is_flagged_and_a_good_one_is_not():

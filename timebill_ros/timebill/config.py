@@ -22,6 +22,7 @@ DEFAULTS = {
     "rlp_k": 5.0,
     "press": "snapkv",
     "alpha_max": 0.95,
+    "worst_case_quantile": 0.5,
     "reject_infeasible": True,
     "default_max_new_tokens": 256,
     "default_policy": "kill",

@@ -32,12 +32,18 @@ class Estimator:
         default_max_new_tokens: int = 256,
         alpha_max: float = DEFAULT_ALPHA_MAX,
         press: str = DEFAULT_PRESS,
+        worst_case_quantile: float = 0.5,
     ):
         self.loaded = loaded
         self.calibration = time_model if isinstance(time_model, OnlineCalibration) else OnlineCalibration(time_model)
         self.length_predictor = length_predictor or ConstantLengthPredictor()
         self.default_max_new_tokens = int(default_max_new_tokens)
         self.alpha_max = float(alpha_max)
+        # The timing model's quantile that plans the worst case: 0.5 is the paper (its median
+        # correction), higher keeps a margin for timing noise (see OnlineCalibration.model_at).
+        if not 0.5 <= worst_case_quantile < 1.0:
+            raise ValueError(f"worst_case_quantile must be in [0.5, 1), got {worst_case_quantile}")
+        self.worst_case_quantile = float(worst_case_quantile)
         press_class(press)  # fail at start-up, not at the first goal
         self.press = press
 
@@ -82,6 +88,7 @@ class Estimator:
             self.time_model, len(ids), length.expected, length.bound, float(req.budget) - already_elapsed,
             alpha_max=self.alpha_ceiling(req), predictor_time=latency,
             press_applies=press_applies(len(ids)), fixed_alpha=req.fixed_alpha,
+            worst_tm=self.calibration.model_at(self.worst_case_quantile),
         )
         return Estimate(prompt_ids=ids, length=length, plan=plan, predictor_latency=latency)
 

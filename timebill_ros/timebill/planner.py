@@ -61,25 +61,30 @@ def plan_eviction(
     predictor_time: float = 0.0,
     press_applies: bool = True,
     fixed_alpha: float | None = None,
+    worst_tm: TimeModel | None = None,
 ) -> Plan:
     """Choose alpha for one job (or take ``fixed_alpha``, for baselines) and predict its times.
 
     ``press_applies`` is False when the prompt is too short to compress: alpha is then 0.
+    ``worst_tm``: a slower timing model for the worst case (a margin for timing noise, e.g.
+    OnlineCalibration.model_at(0.9)); alpha is chosen so that the worst case fits under it,
+    and the expected time is still predicted with ``tm``.
     """
+    wt = worst_tm or tm
     if not 0.0 <= alpha_max < 1.0:
         raise ValueError(f"alpha_max must be in [0, 1), got {alpha_max}")
     ceiling = (alpha_max if fixed_alpha is None else fixed_alpha) if press_applies else 0.0
     if fixed_alpha is None:
-        alpha = min(max(optimal_alpha(tm, prompt_tokens, bound_tokens, budget, predictor_time), 0.0), ceiling)
+        alpha = min(max(optimal_alpha(wt, prompt_tokens, bound_tokens, budget, predictor_time), 0.0), ceiling)
     else:
         alpha = ceiling
     prefill = tm.prefill(prompt_tokens)
-    worst = predictor_time + tm.end_to_end(prompt_tokens, bound_tokens, alpha)
+    worst = predictor_time + wt.end_to_end(prompt_tokens, bound_tokens, alpha)
     # The closed form is continuous; kvpress keeps whole positions (rounding up what is kept),
     # which can cost one position: then evict one position more.
     if worst > budget and alpha < ceiling:
         alpha = min(ceiling, alpha + 1.0 / prompt_tokens)
-        worst = predictor_time + tm.end_to_end(prompt_tokens, bound_tokens, alpha)
+        worst = predictor_time + wt.end_to_end(prompt_tokens, bound_tokens, alpha)
     total = predictor_time + tm.end_to_end(prompt_tokens, predicted_tokens, alpha)
     feasible = worst <= budget
     reason = ""

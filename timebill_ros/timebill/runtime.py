@@ -67,6 +67,7 @@ def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info)
         loaded, tm, make_length_predictor(cfg, loaded),
         default_max_new_tokens=int(cfg.get("default_max_new_tokens", 256)),
         alpha_max=float(cfg.get("alpha_max", 0.95)), press=str(cfg.get("press", "snapkv")),
+        worst_case_quantile=float(cfg.get("worst_case_quantile", 0.5)),
     )
 
 

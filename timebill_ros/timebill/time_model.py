@@ -124,6 +124,18 @@ def default_time_model_path(model_name: str, threads: int, cache_dir: str | os.P
     return base / "time_models" / f"{model_name}-{host}-{threads}t.yaml"
 
 
+MIN_JOBS_FOR_QUANTILE = 8
+
+
+def quantile(xs, q: float) -> float:
+    """The q-quantile of ``xs`` with linear interpolation (numpy's default), without numpy."""
+    v = sorted(xs)
+    pos = q * (len(v) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
 class OnlineCalibration:
     """Follows the machine's real speed from served jobs, with bounded memory.
 
@@ -178,6 +190,25 @@ class OnlineCalibration:
             self._decode_ratios.append(median(ratios))
             self._decode_errors.append(median(errors))
         self._current = self.base.scaled(self.prefill_scale, self.decode_scale)
+
+    def model_at(self, q: float) -> TimeModel:
+        """The profiled model scaled by the q-quantile of the recent jobs' measured/predicted ratios.
+
+        ``model_at(0.5)`` is ``model``. A worst case planned with ``model_at(0.9)`` would have held
+        for 9 in 10 of the recent jobs' speeds; the median alone leaves about half of the answers
+        that run to the length bound over their "worst case". Until ``MIN_JOBS_FOR_QUANTILE`` jobs
+        are in, there is no measure of the spread and the median correction is used.
+        """
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"the quantile must be in (0, 1), got {q}")
+
+        def scale(ratios, median_scale):
+            return quantile(ratios, q) if len(ratios) >= MIN_JOBS_FOR_QUANTILE else median_scale
+
+        if q == 0.5:
+            return self._current
+        return self.base.scaled(scale(self._prefill_ratios, self.prefill_scale),
+                                scale(self._decode_ratios, self.decode_scale))
 
     def errors(self) -> dict:
         """Recent mean absolute percentage errors (%) of the predictions that were in force."""

@@ -8,7 +8,8 @@ How it runs (and what is replayed):
   (greedy, chat template) and its real end-to-end time is recorded; the record is cached on disk
   (resumable). Fixed-ratio methods are replayed from these records against every budget.
 * TimeBill plans its ratio live, per (prompt, budget), with the trained RLP (paper bound k=5, or
-  the calibrated bound; and the calibrated one with alpha_max 0.5) and the machine's timing model
+  the calibrated bound; the calibrated one with alpha_max 0.5; and the calibrated one whose worst
+  case is planned with the p90 of recent speeds, a timing margin) and the machine's timing model
   corrected online, as served, by the recorded runs of the prompts before; the generation at that ratio is the
   record for that ratio (recorded when first needed), and the job's time is the predictor's
   measured latency plus the record's time.
@@ -45,6 +46,7 @@ from . import datasets, metrics, schedule
 FIXED = (0.0, 0.25, 0.5, 0.75, 0.95)
 K_SWEEP = (1.0, 2.0, 3.0, 5.0, 8.0)
 LOW_ALPHA_MAX = 0.5
+MARGIN_QUANTILE = 0.9
 
 
 @dataclass
@@ -159,6 +161,10 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
         # this small model lose the context at 0.95 would set.
         f"timebill_cal_max{LOW_ALPHA_MAX:.2f}": Estimator(loaded, calibration, calibrated_rlp, press=press,
                                                           alpha_max=LOW_ALPHA_MAX),
+        # The worst case planned with the slow tail (p90) of the recent jobs' speeds, not their
+        # median (config `worst_case_quantile`): a margin for timing noise.
+        f"timebill_cal_q{MARGIN_QUANTILE:.2f}": Estimator(loaded, calibration, calibrated_rlp, press=press,
+                                                          worst_case_quantile=MARGIN_QUANTILE),
     }
     report = {"preset": preset, "model": loaded.name, "machine": platform.node(), "threads": threads,
               "date": time.strftime("%Y-%m-%d %H:%M"), "tasks": {}}
