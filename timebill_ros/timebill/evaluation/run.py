@@ -127,6 +127,12 @@ def observe_record(calibration: OnlineCalibration, rec: dict) -> None:
         calibration.observe(rec["prompt_tokens"], rec["prefill"], rec["cached"], rec["steps"])
 
 
+def timebill_time(estimate, rec: dict) -> float:
+    """A replayed TimeBill job's end-to-end time: its own measured length-prediction latency (it
+    runs inside the budget) plus the recorded run at the ratio it chose."""
+    return estimate.predictor_latency + rec["total"]
+
+
 def choose_budgets(durations: list[float], count: int) -> list[float]:
     """From where no eviction completes almost nothing to where it completes almost everything."""
     qs = np.linspace(0.05, 0.95, count) if count > 2 else np.array([0.3, 0.7])
@@ -146,13 +152,13 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
     cfg = load_config(cfg_path)
     loaded = load_model(cfg.get("model") or "embedded", cfg.get("cache_dir") or None, threads=threads)
     tm = load_or_profile_time_model(cfg, loaded, say=lambda m: print(f"[eval] {m}", flush=True))
-    recorder_engine = BudgetedEngine(Estimator(loaded, tm, ConstantLengthPredictor(), press=cfg.get("press", "snapkv")),
+    press = cfg.get("press", "snapkv")
+    recorder_engine = BudgetedEngine(Estimator(loaded, tm, ConstantLengthPredictor(), press=press),
                                      reject_infeasible=False, learn_online=False)
     recorder_engine.warm_up()
     # As served, TimeBill plans with the profiled model corrected online by the jobs already run:
     # here, before planning prompt i, the calibration has seen the recorded runs of prompts < i.
     calibration = OnlineCalibration(tm)
-    press = cfg.get("press", "snapkv")
     calibrated_rlp = RLPPredictor(loaded, bound="calibrated")
     planners = {
         "timebill_k5": Estimator(loaded, calibration, RLPPredictor(loaded, bound="paper", k=5.0), press=press),
@@ -194,7 +200,7 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
                 for b in budgets:
                     e = est.estimate(task.request(prompts[it.id], b))
                     rec = recorder.get(it.id, prompts[it.id], task.system, e.plan.alpha, task.max_new_tokens)
-                    tb_jobs[m][b].append({"item": it.id, "alpha": rec["alpha"], "total": e.predictor_latency + rec["total"],
+                    tb_jobs[m][b].append({"item": it.id, "alpha": rec["alpha"], "total": timebill_time(e, rec),
                                           "text": rec["text"], "predicted_total": e.plan.predicted_total,
                                           "predicted_worst": e.plan.predicted_worst_case, "feasible": e.plan.feasible,
                                           "predicted_tokens": e.length.expected, "bound": e.length.bound,
@@ -288,16 +294,17 @@ def k_sweep(planner: Estimator, items, prompts, task, budget: float, recorder) -
     try:
         for k in K_SWEEP:
             rlp.k = k
-            done, scores, alphas, bounds = [], [], [], []
+            totals, texts, alphas, bounds = [], [], [], []
             for it in items:
                 e = planner.estimate(task.request(prompts[it.id], budget))
                 rec = recorder.get(it.id, prompts[it.id], task.system, e.plan.alpha, task.max_new_tokens)
-                ok = e.predictor_latency + rec["total"] <= budget
-                done.append(ok)
-                scores.append(task.score(rec["text"], it) if ok else 0.0)
+                totals.append(timebill_time(e, rec))
+                texts.append(rec["text"])
                 alphas.append(e.plan.alpha)
                 bounds.append(e.length.bound)
                 bar.update(1)
+            done = [o.completed for o in schedule.kill(totals, budget)]
+            scores = [task.score(text, it) if ok else 0.0 for text, it, ok in zip(texts, items, done)]
             rows.append({"k": k, "budget": budget, "completion_rate": float(np.mean(done)), "avg_score": float(np.mean(scores)),
                          "mean_alpha": float(np.mean(alphas)), "mean_bound": float(np.mean(bounds))})
     finally:
@@ -321,7 +328,7 @@ def live_check(engine, planner, items, prompts, task, budgets, recorder) -> dict
                 if kind == "timebill_cal":
                     est = planner.estimate(req)
                     rec = recorder.get(it.id, prompts[it.id], task.system, est.plan.alpha, task.max_new_tokens)
-                    replay_done = est.predictor_latency + rec["total"] <= b
+                    replay_done = timebill_time(est, rec) <= b
                     live = timebill.generate(req)
                 else:
                     req.fixed_alpha = 0.0 if kind == "none" else 0.5
