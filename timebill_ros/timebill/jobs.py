@@ -7,8 +7,8 @@ run one at a time, idle gaps skipped. Both apply the same two rules:
 * a job whose deadline passes while it waits is answered at once (KILLED under Kill, SKIPPED
   under Skip-Next), never run;
 * under Skip-Next, when a job finishes after its deadline, every job released before that
-  moment and still waiting is SKIPPED (the paper's Skip-Next: the overrunning job finishes, the
-  jobs behind it are dropped).
+  moment and still waiting is SKIPPED (``timebill.overrun.SkipNext``, the one statement of the
+  rule, also used by the evaluation's replay).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from typing import Any, Callable
 from .engine import BudgetedEngine, Result, TokenCallback
 from .estimator import Estimate
 from .length_predictor import LengthEstimate
+from .overrun import SKIPPED_MESSAGE, SkipNext
 from .request import Outcome, Policy, Request
 
 
@@ -63,11 +64,6 @@ def expired(job: Job, now: float) -> Result | None:
     return unrun(job, Outcome.KILLED, "killed: the deadline passed while the job waited in the queue", now)
 
 
-def overran(result: Result, job: Job) -> bool:
-    """A Skip-Next job that ended after its deadline makes the jobs waiting behind it skipped."""
-    return job.policy is Policy.SKIP_NEXT and result.outcome is Outcome.COMPLETED and not result.deadline_met
-
-
 class Scheduler:
     """Live EDF scheduling of jobs onto one engine. Thread-safe; ``run`` blocks until the job's result."""
 
@@ -79,8 +75,7 @@ class Scheduler:
         self._pending: dict[int, Job] = {}
         self._seq = itertools.count()
         self._busy = False
-        self._skip_before = float("-inf")  # jobs released before this are skipped (Skip-Next overrun)
-        self.running: Job | None = None
+        self._skip_next = SkipNext()
 
     @property
     def pending(self) -> int:
@@ -99,8 +94,8 @@ class Scheduler:
             try:
                 while True:
                     now = time.monotonic()
-                    if job.release < self._skip_before:
-                        return unrun(job, Outcome.SKIPPED, "skipped: an earlier Skip-Next job overran its deadline", now)
+                    if self._skip_next.skips(job.release):
+                        return unrun(job, Outcome.SKIPPED, SKIPPED_MESSAGE, now)
                     if job.cancel is not None and job.cancel.is_set():
                         return unrun(job, Outcome.CANCELED, "canceled while waiting in the queue", now)
                     gone = expired(job, now)
@@ -114,7 +109,6 @@ class Scheduler:
                 self._pending.pop(key, None)
                 self._cond.notify_all()
             self._busy = True
-            self.running = job
         result = None
         try:
             if self.on_start:
@@ -124,10 +118,9 @@ class Scheduler:
         finally:
             with self._cond:
                 # Set before the next job can start, so it sees the overrun.
-                if result is not None and overran(result, job):
-                    self._skip_before = max(self._skip_before, time.monotonic())
+                if result is not None:
+                    self._skip_next.job_ended(job.policy, result.outcome, result.deadline_met, time.monotonic())
                 self._busy = False
-                self.running = None
                 self._cond.notify_all()
         return result
 
@@ -142,7 +135,7 @@ def run_sequence(engine: BudgetedEngine, jobs: list[Job], skip_idle: bool = True
     results: list[Result | None] = [None] * len(jobs)
     origin = time.monotonic()
     skipped = 0.0       # seconds of idle time skipped so far
-    skip_before = float("-inf")
+    skip_next = SkipNext()
     for i in order:
         job = jobs[i]
         now = time.monotonic() - origin + skipped  # virtual time
@@ -154,14 +147,13 @@ def run_sequence(engine: BudgetedEngine, jobs: list[Job], skip_idle: bool = True
             now = job.release
         real_release = origin + job.release - skipped
         live = dataclasses.replace(job, release=real_release)
-        if job.release < skip_before:
-            res = unrun(live, Outcome.SKIPPED, "skipped: an earlier Skip-Next job overran its deadline")
+        if skip_next.skips(job.release):
+            res = unrun(live, Outcome.SKIPPED, SKIPPED_MESSAGE)
         else:
             res = expired(live, time.monotonic()) or engine.generate(
                 live.request, on_token=live.on_token, cancel=live.cancel, accepted_at=real_release,
                 length=live.length, on_plan=live.on_plan)
-            if overran(res, live):
-                skip_before = time.monotonic() - origin + skipped
+            skip_next.job_ended(live.policy, res.outcome, res.deadline_met, time.monotonic() - origin + skipped)
         results[i] = res
         if progress:
             progress(i, res)

@@ -17,9 +17,8 @@ class LengthEstimate:
 
 
 class LengthPredictor(Protocol):
+    # The estimator measures each prediction's time itself and counts it in the budget.
     name: str
-    # Seconds one prediction takes on this machine (counted in the budget by the planner).
-    latency: float
 
     def predict(self, prompt_ids: Sequence[int], max_new_tokens: int) -> LengthEstimate: ...
 
@@ -30,7 +29,6 @@ class ConstantLengthPredictor:
 
     expected: int = 64
     name: str = "constant"
-    latency: float = 0.0
 
     def predict(self, prompt_ids: Sequence[int], max_new_tokens: int) -> LengthEstimate:
         return LengthEstimate(expected=min(self.expected, max_new_tokens), bound=max_new_tokens)

@@ -59,7 +59,6 @@ class Task:
     context_cap: int                         # context tokens kept (QASPER papers are long)
     score_name: str
     score: Callable[[str, "datasets.Item"], float]
-    extra_score: tuple[str, Callable] | None = None
 
     def request(self, prompt: str, budget: float, **kw) -> Request:
         return Request(prompt, budget=budget, system_prompt=self.system, max_new_tokens=self.max_new_tokens, **kw)
@@ -74,8 +73,7 @@ TASKS = {
     "narrativeqa": Task(
         "narrativeqa", datasets.narrativeqa, "Answer the question about the story in one short sentence.", "",
         max_new_tokens=64, context_cap=1536, score_name="rouge_l",
-        score=lambda pred, it: metrics.best(metrics.rouge_l, pred, list(it.references)),
-        extra_score=("token_f1", lambda pred, it: metrics.best(metrics.token_f1, pred, list(it.references)))),
+        score=lambda pred, it: metrics.best(metrics.rouge_l, pred, list(it.references))),
     "qasper": Task(
         "qasper", datasets.qasper_yesno, "Answer the question about the paper with yes or no.",
         "\nAnswer yes or no.", max_new_tokens=32, context_cap=1536, score_name="accuracy",

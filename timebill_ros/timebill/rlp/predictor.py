@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import importlib.resources
 import pathlib
-import statistics
-import time
 from typing import Sequence
-
 
 from ..length_predictor import LengthEstimate
 from .bounds import calibrated_bound, paper_bound
@@ -31,7 +28,7 @@ class RLPPredictor:
     name = "rlp"
 
     def __init__(self, loaded, head: LengthHead | str | pathlib.Path | None = None, bound: str = "calibrated",
-                 k: float | None = None, measure_latency: bool = True):
+                 k: float | None = None):
         if head is None or isinstance(head, (str, pathlib.Path)):
             path = pathlib.Path(head) if head else default_head_path()
             if not path.is_file():
@@ -53,7 +50,6 @@ class RLPPredictor:
         self.bound = bound
         self.k = float(k if k is not None else cfg.paper_k)
         self.name = f"rlp(L={cfg.layers},B={cfg.width},{bound})"
-        self.latency = self.measure_latency() if measure_latency else 0.0
 
     def expected_length(self, prompt_ids: Sequence[int]) -> int:
         cfg = self.head.cfg
@@ -71,16 +67,3 @@ class RLPPredictor:
         else:
             nw = calibrated_bound(n_hat, cap, cfg.bound_factor)
         return LengthEstimate(expected=min(n_hat, cap), bound=max(nw, min(n_hat, cap)))
-
-    def measure_latency(self, repeats: int = 3) -> float:
-        """Median seconds of one prediction at the longest input the predictor reads (its bound)."""
-        n = self.head.cfg.max_input_tokens
-        vocab = int(getattr(self.loaded.model.config, "vocab_size", n + 100))
-        ids = [(100 + i) % vocab for i in range(n)]
-        self.expected_length(ids[:16])  # warm-up
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            self.expected_length(ids)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
