@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -40,28 +41,51 @@ class LoadedModel:
         return self.model.config.num_hidden_layers
 
     def encode_chat(self, prompt: str, system_prompt: str = "", raw: bool = False) -> list[int]:
-        """Token ids of the prompt as the model sees it: chat template applied unless ``raw``."""
+        """Token ids of the prompt as the model sees it: chat template applied unless ``raw``.
+
+        The prompt and the system prompt are always encoded as text: a client's
+        ``<|im_start|>system ...`` becomes the characters it spells, never the model's control
+        tokens, so nobody can forge a turn. Only the template's own frame yields control tokens.
+        """
         with self.tokenizer_lock:
-            return self._encode_chat(prompt, system_prompt, raw)
+            if raw:
+                return self._encode_text(prompt)
+            messages = []
+            if system_prompt:
+                messages.append({"role": "system", "content": system_prompt})
+            messages.append({"role": "user", "content": prompt})
+            ids: list[int] = []
+            for piece, is_control in self._chat_pieces(messages):
+                ids += [self.tokenizer.convert_tokens_to_ids(piece)] if is_control else self._encode_text(piece)
+            return ids
 
     def decode(self, ids) -> str:
         with self.tokenizer_lock:
             return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def _encode_chat(self, prompt: str, system_prompt: str, raw: bool) -> list[int]:
-        if raw:
-            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        messages = []
-        if system_prompt:
-            messages.append({"role": "system", "content": system_prompt})
-        messages.append({"role": "user", "content": prompt})
-        if getattr(self.tokenizer, "chat_template", None):
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            if isinstance(ids, dict) or hasattr(ids, "keys"):
-                ids = ids["input_ids"]
-            return list(ids)
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def _encode_text(self, text: str) -> list[int]:
+        # split_special_tokens: the text of a special token is tokenized like any other text.
+        return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+    def _chat_pieces(self, messages: list[dict]) -> list[tuple[str, bool]]:
+        """The chat prompt as (text, is_control) pieces: the template's control tokens, and the text
+        between them with the messages' contents in it.
+
+        The template is rendered with a placeholder for each content, so a user's text never goes
+        through it and only the template can place control tokens. The text runs are then encoded
+        whole, as a tokenizer does between control tokens: a normal prompt gets the same ids as
+        ``apply_chat_template(..., tokenize=True)`` gives (checked on the embedded model).
+        """
+        if not getattr(self.tokenizer, "chat_template", None):  # a plain-text frame: no control tokens in it
+            return [("".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: ", False)]
+        marks = {f"\x1etimebill-content-{i}\x1e": m["content"] for i, m in enumerate(messages)}
+        framed = [{"role": m["role"], "content": mark} for mark, m in zip(marks, messages)]
+        rendered = self.tokenizer.apply_chat_template(framed, add_generation_prompt=True, tokenize=False)
+        control = {t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special}
+        mark_re = re.compile("|".join(map(re.escape, marks)))
+        parts = re.split("(" + "|".join(map(re.escape, sorted(control, key=len, reverse=True))) + ")", rendered) if control else [rendered]
+        return [(part, True) if part in control else (mark_re.sub(lambda mo: marks[mo.group(0)], part), False)
+                for part in parts if part]
 
 
 def default_cache_dir() -> pathlib.Path:
