@@ -42,6 +42,21 @@ def test_the_tiny_test_model_builds_in_under_a_second(tiny):
     assert m.name == "tiny-test-model" and m.eos_token_ids == [m.tokenizer.convert_tokens_to_ids("<|im_end|>")]
 
 
+def test_a_configuration_names_the_test_fixture_and_the_loader_does_not_know_it():
+    import ast
+    import inspect
+
+    import timebill.models
+    from timebill.runtime import load_configured_model
+
+    assert load_configured_model({"model": "test:tiny"}).name == "tiny-test-model"
+    # The dependency runs one way: the fixture builds on the loader, never the loader on the fixture.
+    tree = ast.parse(inspect.getsource(timebill.models))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
+        {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m and m.split(".")[-1] == "testing" for m in imported), imported
+
+
 def test_the_embedded_model_answers_and_stops_at_end_of_turn(tmp_path):
     """The real embedded model (converted once into the user cache; ~20 s the first time)."""
     from timebill.engine import BudgetedEngine

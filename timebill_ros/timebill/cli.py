@@ -90,13 +90,13 @@ def format_result(result, req) -> str:
 
 
 def cmd_profile(args) -> int:
-    from .models import ModelLoadError, load_model
+    from .models import ModelLoadError
     from .profiler import DEFAULT_LENGTHS, fit_warning, profile, summary
-    from .runtime import time_model_path
+    from .runtime import load_configured_model, time_model_path
 
     cfg = _config(args)
     try:
-        loaded = load_model(cfg["model"], cfg.get("cache_dir") or None, threads=cfg.get("threads"))
+        loaded = load_configured_model(cfg)
     except ModelLoadError as exc:
         _say(f"error: {exc}")
         return 1

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 EMBEDDED = "embedded"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-TEST_TINY = "test:tiny"  # timebill.testing.tiny_test_model: NOT a model, for tests only
 
 
 class ModelLoadError(RuntimeError):
@@ -122,9 +121,6 @@ def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None,
     if threads:
         torch.set_num_threads(int(threads))
     cache = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    if spec == TEST_TINY:  # random weights, for tests of the plumbing (nodes in subprocesses)
-        from .testing import tiny_test_model
-        return tiny_test_model()
     if spec in (EMBEDDED, "", None):
         model, tok = _load_gguf_cached(embedded_gguf_path(), cache)
         name = EMBEDDED_NAME

@@ -8,11 +8,21 @@ import pathlib
 from .engine import BudgetedEngine
 from .estimator import Estimator
 from .length_predictor import ConstantLengthPredictor
-from .models import load_model
+from .models import EMBEDDED, LoadedModel, load_model
 from .profiler import DEFAULT_LENGTHS, fit_warning, profile, summary
+from .testing import TEST_TINY, tiny_test_model
 from .time_model import TimeModel, default_time_model_path
 
 log = logging.getLogger("timebill")
+
+
+def load_configured_model(cfg: dict) -> LoadedModel:
+    """The model the configuration names: ``embedded``, a model file or folder, or the test fixture
+    ``test:tiny`` (random weights, for tests of the plumbing, e.g. nodes in subprocesses)."""
+    spec = cfg.get("model") or EMBEDDED
+    if spec == TEST_TINY:
+        return tiny_test_model()
+    return load_model(spec, cfg.get("cache_dir") or None, threads=cfg.get("threads"))
 
 
 def time_model_path(cfg: dict, loaded) -> pathlib.Path:
@@ -61,7 +71,7 @@ def make_length_predictor(cfg: dict, loaded):
 
 
 def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info) -> Estimator:
-    loaded = loaded or load_model(cfg.get("model") or "embedded", cfg.get("cache_dir") or None, threads=cfg.get("threads"))
+    loaded = loaded or load_configured_model(cfg)
     tm = load_or_profile_time_model(cfg, loaded, progress=progress, say=say)
     return Estimator(
         loaded, tm, make_length_predictor(cfg, loaded),

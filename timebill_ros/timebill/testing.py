@@ -3,13 +3,16 @@
 ``tiny_test_model()`` builds, in well under a second and offline, a 2-layer Llama with random
 weights and a byte-level BPE tokenizer trained on a few lines of local text, with the same
 ChatML template and end-of-turn token as the embedded model. Its output is gibberish and its
-timings say nothing about a real model.
+timings say nothing about a real model. A configuration names it ``model: "test:tiny"``
+(``timebill.runtime.load_configured_model``), so nodes started in subprocesses can use it.
 """
 from __future__ import annotations
 
 import functools
 
 from .models import LoadedModel, _finish
+
+TEST_TINY = "test:tiny"  # the configuration's name for tiny_test_model()
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
