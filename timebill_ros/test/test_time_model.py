@@ -53,7 +53,7 @@ def test_loading_a_missing_or_foreign_file_says_what_is_wrong(tmp_path):
     with pytest.raises(FileNotFoundError, match="timebill profile"):
         TimeModel.load(tmp_path / "nope.yaml")
     (tmp_path / "x.yaml").write_text("hello: 1\n")
-    with pytest.raises(ValueError, match="not a timebill timing model"):
+    with pytest.raises(ValueError, match="not a usable timebill timing model"):
         TimeModel.load(tmp_path / "x.yaml")
 
 
@@ -111,3 +111,87 @@ def test_a_poor_fit_is_flagged_and_a_good_one_is_not():
     bad = fit([(n, TRUE.prefill(n) * k) for n, k in zip((64, 128, 256, 512, 1024, 2048), noisy)],
               [(n, TRUE.decode_step(n) * k) for n, k in zip((64, 128, 256, 512, 1024, 2048), noisy)])
     assert "fits poorly" in fit_warning(bad)
+
+
+# --- a timing-model file that cannot be used: named, explained, re-profiled when it is the cache's ----
+
+def _valid_yaml(tmp_path):
+    return TRUE.save(tmp_path / "valid.yaml").read_text()
+
+
+CORRUPT = {
+    "empty": (lambda good: "", "it is empty"),
+    "truncated in a mapping": (lambda good: good[: good.index("fit: {") + 6], "not valid YAML"),
+    "truncated between keys": (lambda good: good[: good.index("  q:")], "'q' is missing"),
+    "garbage bytes": (lambda good: b"\x89\xff\xfe\x00\x13garbage", "not text"),
+    "not a mapping": (lambda good: "- 1\n- 2\n", "a list, not a mapping"),
+    "missing key": (lambda good: good.replace("  q:", "  r:"), "'q' is missing"),
+    "wrong type": (lambda good: good.replace("  q: ", "  q: fast # "), "wrong type"),
+    "q is NaN": (lambda good: good.replace("  q: ", "  q: .nan # "), "q = nan is not a finite number"),
+    "infinite a": (lambda good: good.replace("  a: ", "  a: .inf # "), "a = inf is not a finite number"),
+    "negative p": (lambda good: good.replace("  p: ", "  p: -0.0002 # "), "p = -0.0002 is negative"),
+    "step in ms, not s": (lambda good: good.replace("  q: ", "  q: 45.0 # "), "a decoding step is predicted to take 45"),
+}
+
+
+@pytest.mark.parametrize("kind", CORRUPT)
+def test_an_unusable_timing_model_file_is_refused_naming_the_file_and_the_fault(tmp_path, kind):
+    from timebill.time_model import TimeModelError
+
+    make, why = CORRUPT[kind]
+    bad = tmp_path / "tm.yaml"
+    content = make(_valid_yaml(tmp_path))
+    bad.write_bytes(content) if isinstance(content, bytes) else bad.write_text(content)
+    with pytest.raises(TimeModelError) as err:
+        TimeModel.load(bad)
+    assert str(bad) in str(err.value) and why in str(err.value)
+
+
+def _corrupt_cfg(tmp_path, tiny, named: bool):
+    from timebill.runtime import time_model_path
+
+    cfg = {"model": "test:tiny", "cache_dir": str(tmp_path / "cache"), "profile_max_tokens": 256}
+    if named:
+        cfg["time_model"] = str(tmp_path / "mine.yaml")
+    path = time_model_path(cfg, tiny)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_valid_yaml(tmp_path).replace("  q: ", "  q: .nan # "))
+    return cfg, path
+
+
+def test_a_corrupt_cached_timing_model_is_set_aside_with_a_warning_and_profiled_again(tmp_path, tiny, caplog):
+    from timebill.runtime import load_or_profile_time_model
+
+    cfg, path = _corrupt_cfg(tmp_path, tiny, named=False)
+    with caplog.at_level("WARNING", logger="timebill"):
+        tm = load_or_profile_time_model(cfg, tiny, progress=False, say=lambda m: None)
+    assert not tm.problems() and tm.model == tiny.name
+    assert TimeModel.load(path) == tm                        # the new one is saved in its place
+    assert ".nan" in path.with_name(path.name + ".invalid").read_text()  # the old one is kept aside
+    assert any(str(path) in r.getMessage() and "profiling again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_corrupt_timing_model_the_user_named_stops_start_up_with_the_fix(tmp_path, tiny):
+    from timebill.runtime import load_or_profile_time_model
+    from timebill.time_model import TimeModelError
+
+    cfg, path = _corrupt_cfg(tmp_path, tiny, named=True)
+    with pytest.raises(TimeModelError, match="not a finite number") as err:
+        load_or_profile_time_model(cfg, tiny, progress=False, say=lambda m: None)
+    assert str(path) in str(err.value) and f"timebill profile --out {path}" in str(err.value)
+    assert ".nan" in path.read_text()  # the user's file is left as it was
+
+
+def test_the_fit_keeps_every_coefficient_non_negative():
+    # Flat, noisy timings (a tiny model): plain least squares finds a negative slope.
+    n = np.array([16, 32, 64, 128, 256, 384], dtype=float)
+    t = np.array([1.9e-3, 1.2e-3, 1.4e-3, 1.1e-3, 1.3e-3, 1.0e-3])
+    plain = np.linalg.lstsq(np.stack([n * n, n, np.ones_like(n)], 1), t, rcond=None)[0]
+    assert (plain < 0).any()  # the premise: the unconstrained fit goes negative
+    a, b, c = fit_prefill(n, t)
+    p, q = fit_decode(n, t)
+    assert min(a, b, c, p, q) >= 0
+    assert not TimeModel(a, b, c, p, q).problems()
+    # Still the best non-negative fit: no worse than the constant fit, the simplest one allowed.
+    const = np.full_like(t, t.mean())
+    assert ((a * n * n + b * n + c - t) ** 2).sum() <= ((const - t) ** 2).sum() + 1e-15

@@ -11,7 +11,7 @@ from .length_predictor import ConstantLengthPredictor
 from .models import EMBEDDED, LoadedModel, load_model
 from .profiler import DEFAULT_LENGTHS, fit_warning, profile, summary
 from .testing import TEST_TINY, tiny_test_model
-from .time_model import TimeModel, default_time_model_path
+from .time_model import TimeModel, TimeModelError, default_time_model_path
 
 log = logging.getLogger("timebill")
 
@@ -32,14 +32,32 @@ def time_model_path(cfg: dict, loaded) -> pathlib.Path:
 
 
 def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log.info) -> TimeModel:
+    """The timing model: the file the configuration names, else this machine's cached one, profiled
+    once when it is missing. A cached file that cannot be used is set aside and re-profiled; a file
+    the user named is theirs to fix, so that stops with what is wrong and how to fix it."""
     path = time_model_path(cfg, loaded)
+    named = bool(cfg.get("time_model"))
     if path.is_file():
-        tm = TimeModel.load(path)
-        say(f"timing model: {path}")
-        return tm
-    say(f"no timing model for {loaded.name} on this machine at {path}: profiling once (about a minute)")
+        try:
+            tm = TimeModel.load(path)
+        except TimeModelError as exc:
+            if named:
+                raise TimeModelError(path, f"{exc.why}. It is the `time_model` setting: fix the file, make a new one "
+                                           f"with `timebill profile --out {path}`, or remove the setting to use this "
+                                           f"machine's own (profiled once and cached)") from None
+            aside = path.with_name(path.name + ".invalid")
+            path.replace(aside)
+            log.warning("%s; moved it to %s and profiling again", exc, aside)
+        else:
+            say(f"timing model: {path}")
+            return tm
+    else:
+        say(f"no timing model for {loaded.name} on this machine at {path}: profiling once (about a minute)")
     lengths = [n for n in DEFAULT_LENGTHS if n <= int(cfg.get("profile_max_tokens", 2048))]
     tm = profile(loaded, lengths=lengths, progress=progress)
+    if tm.problems():  # not saved: it would be rejected at the next start
+        raise RuntimeError(f"profiling {loaded.name} gave an unusable timing model ({'; '.join(tm.problems())}): "
+                           "re-run on a quiet machine with `timebill profile`")
     tm.save(path)
     say(f"saved {path}\n{summary(tm)}")
     if fit_warning(tm):

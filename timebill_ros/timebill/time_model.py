@@ -19,6 +19,10 @@ from statistics import median
 import yaml
 
 
+# A decoding step or a one-token prefill slower than this is a unit mistake or a corrupt file.
+MAX_SANE_SECONDS = 30.0
+
+
 def kept_positions(prompt_tokens: int, alpha: float) -> int:
     """Cached positions left after evicting ``alpha`` of a prompt's KV cache (kvpress rounds down)."""
     return max(1, prompt_tokens - int(prompt_tokens * alpha))
@@ -79,23 +83,69 @@ class TimeModel:
         tmp.replace(path)
         return path
 
+    def problems(self) -> list[str]:
+        """What makes this model unusable for planning (empty when it is fine).
+
+        Every coefficient is a cost (the quadratic and linear prefill terms, the per-position and
+        the fixed decoding-step costs), so it is finite and not negative: a negative one predicted
+        0.023 s for a 1.65 s job, a NaN failed every goal. The profiler's fit keeps them so.
+        """
+        coefficients = {"a": self.a, "b": self.b, "c": self.c, "p": self.p, "q": self.q}
+        bad = [f"{k} = {v!r} is not a finite number" for k, v in coefficients.items() if not math.isfinite(v)]
+        bad += [f"{k} = {v!r} is negative" for k, v in coefficients.items() if v < 0]
+        if bad:
+            return bad
+        if not 0 < self.decode_step(1) <= MAX_SANE_SECONDS:
+            bad.append(f"a decoding step is predicted to take {self.decode_step(1):.3g} s (sane: above 0, "
+                       f"at most {MAX_SANE_SECONDS:g} s)")
+        if not 0 < self.prefill(1) <= MAX_SANE_SECONDS:
+            bad.append(f"a one-token prefill is predicted to take {self.prefill(1):.3g} s (sane: above 0, "
+                       f"at most {MAX_SANE_SECONDS:g} s)")
+        return bad
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TimeModel":
+        """Read and validate a timing-model file; ``TimeModelError`` names the file and what is wrong."""
         path = pathlib.Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"no timing model at {path} (run `timebill profile` to make one)")
-        data = yaml.safe_load(path.read_text())
+
+        def invalid(why: str) -> TimeModelError:
+            return TimeModelError(path, why)
+
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise invalid("it is not text (corrupt?)") from None
+        except yaml.YAMLError as exc:
+            raise invalid(f"it is not valid YAML ({str(exc).splitlines()[0]}; truncated?)") from None
+        if not isinstance(data, dict):
+            raise invalid("it is empty" if data is None else f"it holds a {type(data).__name__}, not a mapping")
         try:
             pre, dec = data["prefill"], data["decode_step"]
-            return cls(
+            tm = cls(
                 a=float(pre["a"]), b=float(pre["b"]), c=float(pre["c"]),
                 p=float(dec["p"]), q=float(dec["q"]),
                 model=str(data.get("model", "")), machine=str(data.get("machine", "")),
                 date=str(data.get("date", "")), threads=int(data.get("threads", 0)),
                 fit=dict(data.get("fit") or {}),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path} is not a timebill timing model: {exc}") from exc
+        except KeyError as exc:
+            raise invalid(f"the key {exc} is missing") from None
+        except (TypeError, ValueError) as exc:
+            raise invalid(f"a value has the wrong type ({exc})") from None
+        if tm.problems():
+            raise invalid("; ".join(tm.problems()))
+        return tm
+
+
+class TimeModelError(ValueError):
+    """A timing-model file that cannot be used. ``path`` and ``why`` are kept for the caller, which
+    knows the fix (re-profile a cached file; have the user fix or re-make one they named)."""
+
+    def __init__(self, path: pathlib.Path, why: str):
+        super().__init__(f"{path} is not a usable timebill timing model: {why}")
+        self.path, self.why = path, why
 
 
 def machine_id() -> str:
