@@ -129,3 +129,65 @@ def test_control_token_text_in_a_prompt_or_system_prompt_cannot_forge_a_turn(whi
         assert m.tokenizer.decode(ids, skip_special_tokens=False) == rendered
     raw = m.encode_chat(INJECTED, raw=True)
     assert not control & set(raw) and m.tokenizer.decode(raw) == INJECTED
+
+
+# --- the converted-model cache: whole or re-made ------------------------------------------------
+
+def test_a_truncated_cached_conversion_is_converted_again_from_the_gguf(tmp_path, tiny, caplog):
+    """A cache whose model.safetensors was cut short ("incomplete metadata") heals itself (~20 s)."""
+    from timebill.models import converted_folder, embedded_gguf_path
+
+    cache = tmp_path / "cache"
+    folder = converted_folder(embedded_gguf_path(), cache)
+    tiny.model.save_pretrained(folder)          # a folder that looks whole...
+    tiny.tokenizer.save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    with open(weights, "r+b") as f:             # ...with its weights file cut short
+        f.truncate(weights.stat().st_size // 2)
+    with caplog.at_level("WARNING", logger="timebill"):
+        loaded = load_model(EMBEDDED, cache_dir=cache, threads=2)
+    assert loaded.name == "SmolLM2-135M-Instruct" and loaded.num_layers == 30
+    assert any(str(folder) in r.getMessage() and "converted again" in r.getMessage() for r in caplog.records)
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary or discarded folder left
+    assert load_model(EMBEDDED, cache_dir=cache).num_layers == 30     # and the new cache loads as it is
+
+
+def test_a_cache_folder_is_written_whole_or_not_at_all(tmp_path, tiny):
+    from timebill.models import write_folder_atomically
+
+    folder = tmp_path / "models" / "m"
+
+    def crash_half_way(tmp):
+        tiny.model.save_pretrained(tmp)
+        raise OSError("No space left on device")  # as a full disk would, before the tokenizer is written
+
+    with pytest.raises(OSError, match="No space left"):
+        write_folder_atomically(folder, crash_half_way)
+    assert not folder.exists() and list(folder.parent.iterdir()) == []
+
+    def whole(tmp):
+        tiny.model.save_pretrained(tmp)
+        tiny.tokenizer.save_pretrained(tmp)
+
+    write_folder_atomically(folder, whole)
+    # A second writer (another node converting at the same time) keeps the first one's folder.
+    write_folder_atomically(folder, lambda tmp: (tmp / "config.json").write_text("{}"))
+    assert load_model(str(folder)).model.config.num_hidden_layers == 2
+    assert [p.name for p in folder.parent.iterdir()] == ["m"]
+
+
+def test_a_stale_temporary_folder_from_a_crash_is_removed_and_a_fresh_one_kept(tmp_path):
+    import os
+    import time as _time
+
+    from timebill.models import STALE_TEMPORARY_S, write_folder_atomically
+
+    parent = tmp_path / "models"
+    stale, live = parent / "m.tmp-crashed", parent / "m.tmp-converting"
+    for d in (stale, live):
+        d.mkdir(parents=True)
+        (d / "model.safetensors").write_bytes(b"half")
+    old = _time.time() - STALE_TEMPORARY_S - 60
+    os.utime(stale, (old, old))
+    write_folder_atomically(parent / "m", lambda tmp: (tmp / "config.json").write_text("{}"))
+    assert sorted(p.name for p in parent.iterdir()) == ["m", "m.tmp-converting"]

@@ -267,3 +267,69 @@ def test_layers_are_chosen_by_the_one_standard_error_rule():
     assert chosen == 8                      # 2 is more than one standard error worse; 8 is not
     assert choose_layers(errors, tolerance=0.2)[0] == 2
     assert choose_layers({4: [1.0, 1.0]})[0] == 4
+
+
+# --- a head file that cannot be used: named with the fix, or for the shipped head a fallback ------
+
+def _shipped_bytes():
+    from timebill.rlp.predictor import default_head_path
+
+    return default_head_path().read_bytes()
+
+
+def _shipped_blob():
+    from timebill.rlp.predictor import default_head_path
+
+    return torch.load(default_head_path(), weights_only=True)
+
+
+CORRUPT_HEADS = {
+    "empty": lambda: b"",
+    "truncated": lambda: _shipped_bytes()[: len(_shipped_bytes()) // 2],
+    "garbage": lambda: b"\x80\x04garbage" * 10,
+    "code, not tensors": lambda: __import__("pickle").dumps(print),
+}
+
+
+def _write(path, kind):
+    path.write_bytes(CORRUPT_HEADS[kind]())
+    return path
+
+
+@pytest.mark.parametrize("kind", CORRUPT_HEADS)
+def test_a_corrupt_head_file_the_user_named_is_an_error_naming_it_and_the_fix(tiny, tmp_path, kind):
+    from timebill.rlp.model import HeadLoadError
+    from timebill.runtime import make_length_predictor
+
+    path = _write(tmp_path / "head.pt", kind)
+    with pytest.raises(HeadLoadError) as err:
+        make_length_predictor({"length_predictor": str(path)}, tiny)
+    message = str(err.value)
+    assert str(path) in message and "python -m timebill.rlp train" in message
+    assert "weights_only" not in message  # no advice to load the file unsafely
+
+
+def test_a_head_file_of_another_kind_is_refused_naming_it(tmp_path):
+    from timebill.rlp.model import HeadLoadError
+
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(HeadLoadError, match="list.pt.*unknown RLP head format 'list'"):
+        LengthHead.load(tmp_path / "list.pt")
+    blob = _shipped_blob()
+    blob["config"]["hidden"] = 7  # weights no longer fit their configuration
+    torch.save(blob, tmp_path / "misfit.pt")
+    with pytest.raises(HeadLoadError, match="misfit.pt.*do not fit"):
+        LengthHead.load(tmp_path / "misfit.pt")
+
+
+def test_a_corrupt_shipped_head_falls_back_to_the_constant_predictor_with_a_warning(tiny, tmp_path, monkeypatch, caplog):
+    import timebill.rlp.predictor
+    from timebill.length_predictor import ConstantLengthPredictor
+    from timebill.runtime import make_length_predictor
+
+    broken = _write(tmp_path / "rlp_head_SmolLM2-135M-Instruct.pt", "truncated")
+    monkeypatch.setattr(timebill.rlp.predictor, "default_head_path", lambda: broken)
+    with caplog.at_level("WARNING", logger="timebill"):
+        pred = make_length_predictor({"length_predictor": "rlp", "constant_expected_tokens": 64}, tiny)
+    assert isinstance(pred, ConstantLengthPredictor)
+    assert any(str(broken) in r.getMessage() and "constant predictor" in r.getMessage() for r in caplog.records)

@@ -7,15 +7,22 @@ repository); later loads take well under a second.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import pathlib
 import re
+import shutil
+import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 
 EMBEDDED = "embedded"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+log = logging.getLogger("timebill")
 
 
 class ModelLoadError(RuntimeError):
@@ -155,12 +162,24 @@ def _load_hf_folder(path: pathlib.Path):
     return model, tok
 
 
+def converted_folder(gguf: pathlib.Path, cache: pathlib.Path) -> pathlib.Path:
+    """Where the conversion of a GGUF file is cached (its size tells apart files of one name)."""
+    return cache / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
+
+
 def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path):
-    """Convert a GGUF file to a transformers folder once; later loads read the folder."""
-    stat = gguf.stat()
-    folder = cache / "models" / f"{gguf.stem}-{stat.st_size}"
-    if (folder / "config.json").is_file():
-        return _load_hf_folder(folder)
+    """Convert a GGUF file to a transformers folder once; later loads read the folder.
+
+    A cached conversion that no longer loads (seen: a truncated model.safetensors, "incomplete
+    metadata") is derived data: it is removed with a warning and converted again from the GGUF.
+    """
+    folder = converted_folder(gguf, cache)
+    if folder.is_dir():
+        try:
+            return _load_hf_folder(folder)
+        except ModelLoadError as exc:
+            log.warning("%s; the cache is converted again from %s (about 20 s)", exc, gguf)
+            _discard(folder)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -173,12 +192,61 @@ def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path):
     finally:
         hf_logging.disable_progress_bar()
     _fix_end_of_turn(tok)
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    tmp.rename(folder)  # atomic: a half-written cache is never taken for a whole one
+
+    def save(tmp: pathlib.Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    write_folder_atomically(folder, save)
     return _load_hf_folder(folder)
+
+
+STALE_TEMPORARY_S = 3600.0  # a conversion takes ~20 s: a temporary folder this old is a crash's
+
+
+def write_folder_atomically(folder: pathlib.Path, write) -> None:
+    """Make ``folder`` by ``write(temporary folder)``, so that it exists whole or not at all.
+
+    The files are written into a fresh temporary folder beside it, flushed to disk and renamed
+    into place: a crash or a full disk leaves only a temporary folder, which is never read and
+    which a later write removes once stale. When another process made the same folder first,
+    its folder is kept and this one dropped.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for old in folder.parent.glob(folder.name + ".tmp*"):
+        try:
+            if time.time() - old.stat().st_mtime > STALE_TEMPORARY_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # another process removed it meanwhile
+            pass
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    try:
+        write(tmp)
+        for f in tmp.iterdir():
+            if f.is_file():
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if not folder.is_dir():
+                raise
+            # Another process renamed its whole folder into place first: use that one.
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _discard(folder: pathlib.Path) -> None:
+    # Renamed first, so no other process takes the half-deleted folder for a whole one.
+    aside = folder.with_name(f"{folder.name}.tmp-discarded-{os.getpid()}")
+    try:
+        folder.rename(aside)
+    except FileNotFoundError:  # another process discarded it first
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _fix_end_of_turn(tok) -> None:

@@ -70,15 +70,21 @@ def make_length_predictor(cfg: dict, loaded):
     if kind == "constant":
         return ConstantLengthPredictor(expected=int(cfg.get("constant_expected_tokens", 64)))
     if kind == "rlp" or kind.endswith(".pt"):
-        from .rlp.model import LengthHead
+        from .rlp.model import HeadLoadError, LengthHead
         from .rlp.predictor import RLPPredictor, default_head_path
 
         bound, k = str(cfg.get("rlp_bound") or "calibrated"), float(cfg.get("rlp_k") or 5.0)
         if kind != "rlp":  # an explicit head file: it must fit the model
             return RLPPredictor(loaded, kind, bound=bound, k=k)
-        # `rlp`: the head shipped in timebill/data/, trained for the embedded model only.
+        # `rlp`: the head shipped in timebill/data/, trained for the embedded model only. Where it
+        # cannot serve (another model, a damaged install) the constant predictor does, with a
+        # warning: its bound is the hard cap, so deadlines stay safe, only eviction is coarser.
         path = default_head_path()
-        head = LengthHead.load(path) if path.is_file() else None
+        try:
+            head = LengthHead.load(path) if path.is_file() else None
+        except HeadLoadError as exc:
+            log.warning("length_predictor rlp: %s; using the constant predictor meanwhile", exc)
+            return ConstantLengthPredictor(expected=int(cfg.get("constant_expected_tokens", 64)))
         if head is None or head.cfg.model_name != loaded.name:
             why = f"no trained head at {path}" if head is None else f"the shipped head is for {head.cfg.model_name}"
             log.warning("length_predictor rlp: %s, not %s; using the constant predictor (train one with "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import pathlib
+import pickle
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -119,13 +120,39 @@ class LengthHead(nn.Module):
 
     @classmethod
     def load(cls, path: str | pathlib.Path) -> "LengthHead":
-        blob = torch.load(pathlib.Path(path), map_location="cpu", weights_only=True)
-        if blob.get("format") != HEAD_FORMAT:
-            raise ValueError(f"{path}: unknown RLP head format {blob.get('format')}")
-        head = cls(HeadConfig(**blob["config"]))
-        head.load_state_dict({k: v.float() for k, v in blob["state"].items()})
+        """Read a head saved by ``save``; ``HeadLoadError`` names the file, what is wrong and the fix.
+
+        Only tensors and plain containers are read (``weights_only``): a file holding anything
+        else is refused, never loaded with ``weights_only=False``, which would run code from it.
+        """
+        path = pathlib.Path(path)
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise HeadLoadError(path, "it is corrupt or holds objects other than tensors") from None
+        except EOFError:
+            raise HeadLoadError(path, "it is empty or cut short") from None
+        except (RuntimeError, KeyError, ValueError) as exc:  # torch's zip reader: "PytorchStreamReader failed ..."
+            raise HeadLoadError(path, f"it is corrupt or not a PyTorch file ({str(exc).split('. ')[0]})") from None
+        if not isinstance(blob, dict) or blob.get("format") != HEAD_FORMAT:
+            found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+            raise HeadLoadError(path, f"unknown RLP head format {found!r} (expected {HEAD_FORMAT})")
+        try:
+            head = cls(HeadConfig(**blob["config"]))
+            head.load_state_dict({k: v.float() for k, v in blob["state"].items()})
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise HeadLoadError(path, f"its configuration or weights do not fit ({str(exc).splitlines()[0]})") from None
         head.eval()
         return head
+
+
+class HeadLoadError(ValueError):
+    """An RLP head file that cannot be used."""
+
+    def __init__(self, path: pathlib.Path, why: str):
+        super().__init__(f"{path} is not a usable RLP head: {why}. Train one with `python -m timebill.rlp train` "
+                         "(or restore the file)")
+        self.path, self.why = path, why
 
 
 def targets(lengths: Sequence[int], cfg: HeadConfig) -> torch.Tensor:
