@@ -134,8 +134,9 @@ class TimeModel:
             raise invalid(f"the key {exc} is missing") from None
         except (TypeError, ValueError) as exc:
             raise invalid(f"a value has the wrong type ({exc})") from None
-        if tm.problems():
-            raise invalid("; ".join(tm.problems()))
+        problems = tm.problems()
+        if problems:
+            raise invalid("; ".join(problems))
         return tm
 
 
