@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass
 
 from .length_predictor import ConstantLengthPredictor, LengthEstimate, LengthPredictor
-from .planner import DEFAULT_ALPHA_MAX, DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER, PLANNERS, Plan, plan_eviction
+from .planner import (DEFAULT_ALPHA_MAX, DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER, Plan, check_planner_settings,
+                      plan_eviction)
 from .presses import DEFAULT_PRESS, press_applies, press_class
 from .request import InvalidRequest, Request, check_request
 from .time_model import OnlineCalibration, TimeModel
@@ -46,11 +47,8 @@ class Estimator:
         if not 0.5 <= worst_case_quantile < 1.0:
             raise ValueError(f"worst_case_quantile must be in [0.5, 1), got {worst_case_quantile}")
         self.worst_case_quantile = float(worst_case_quantile)
-        if planner not in PLANNERS:
-            raise ValueError(f"unknown planner '{planner}' (config key `planner`): use one of {', '.join(PLANNERS)}")
+        check_planner_settings(planner, min_useful_tokens)  # at start-up, not at the first goal
         self.planner = planner
-        if int(min_useful_tokens) < 1:
-            raise ValueError(f"min_useful_tokens must be at least 1 (config key `min_useful_tokens`), got {min_useful_tokens}")
         self.min_useful_tokens = int(min_useful_tokens)
         press_class(press)  # fail at start-up, not at the first goal
         self.press = press

@@ -39,6 +39,14 @@ DEFAULT_MIN_USEFUL_TOKENS = 8
 MIN_EVICTION_GAIN = 0.01
 
 
+def check_planner_settings(planner: str, min_useful_tokens: int) -> None:
+    """Refuse a planner name or a useful minimum that the configuration cannot mean."""
+    if planner not in PLANNERS:
+        raise ValueError(f"unknown planner '{planner}' (config key `planner`): use one of {', '.join(PLANNERS)}")
+    if int(min_useful_tokens) < 1:
+        raise ValueError(f"min_useful_tokens must be at least 1 (config key `min_useful_tokens`), got {min_useful_tokens}")
+
+
 @dataclass(frozen=True)
 class Plan:
     """What the planner decided for one job, and the times it predicts at that ratio."""
@@ -145,10 +153,7 @@ def plan_eviction(
     wt = worst_tm or tm
     if not 0.0 <= alpha_max < 1.0:
         raise ValueError(f"alpha_max must be in [0, 1), got {alpha_max}")
-    if planner not in PLANNERS:
-        raise ValueError(f"unknown planner '{planner}' (config key `planner`): use one of {', '.join(PLANNERS)}")
-    if min_useful_tokens < 1:
-        raise ValueError(f"min_useful_tokens must be at least 1, got {min_useful_tokens}")
+    check_planner_settings(planner, min_useful_tokens)
     ceiling = (alpha_max if fixed_alpha is None else fixed_alpha) if press_applies else 0.0
     if fixed_alpha is not None:
         alpha = ceiling
