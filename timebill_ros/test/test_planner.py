@@ -306,3 +306,20 @@ def test_the_configured_planner_and_useful_minimum_reach_the_estimator(tiny, tmp
     assert est.planner == "paper" and est.min_useful_tokens == 3
     with pytest.raises(ValueError, match="`planner`"):
         build_estimator({**cfg, "planner": "greedy"}, loaded=tiny, progress=False)
+
+
+def test_a_goals_max_eviction_ratio_caps_the_budget_planner(tiny):
+    from timebill.estimator import Estimator
+    from timebill.length_predictor import ConstantLengthPredictor
+    from timebill.request import Request
+
+    # A model whose decode steps are mostly cache reads: eviction buys a lot here.
+    est = Estimator(tiny, TimeModel(a=0.0, b=0.0, c=0.01, p=1e-4, q=1e-3), ConstantLengthPredictor(100))
+
+    def alpha(budget, cap=None):
+        return est.estimate(Request(PROMPT, budget=budget, max_new_tokens=100, max_eviction_ratio=cap)).plan.alpha
+
+    assert alpha(2.0) == 0.0                        # fits without eviction
+    # The smallest ratio that fits is within the goal's cap (the measured predictor latency moves it a hair).
+    assert alpha(1.7, 0.3) == pytest.approx(alpha(1.7), abs=1e-3) and 0.0 < alpha(1.7, 0.3) <= 0.3
+    assert alpha(1.2) > 0.3 and alpha(1.2, 0.3) == 0.0  # only more than the goal allows would fit: none
