@@ -1,7 +1,7 @@
 """How often a goal is answered INFEASIBLE: the old default against the new one (issue 11).
 
 24 short everyday requests of the kind a robot's user sends (written here, in no data set of the
-project; 40-250 prompt tokens with the chat template), at budgets of 3 s and 10 s, planned with the
+project; about 40-120 prompt tokens with the chat template), at budgets of 3 s and 10 s, planned with the
 real model, the shipped length predictor and this machine's timing model, through the `timebill`
 core API, as configured by default (config/timebill.yaml) except for the planner:
 
