@@ -12,7 +12,7 @@ core API, as configured by default (config/timebill.yaml) except for the planner
 With `--generate` the new default also serves every goal under Kill (the engine, for real) and the
 outcomes, tokens and ratios are reported.
 
-  python benchmarks/infeasible_bench.py [--generate] [--out /tmp/infeasible.json]
+  python benchmarks/infeasible_bench.py [--generate] [--prompts N] [--config my.yaml] [--out /tmp/infeasible.json]
 """
 from __future__ import annotations
 
@@ -65,12 +65,14 @@ def main(argv=None) -> int:
     ap.add_argument("--generate", action="store_true", help="also serve every goal with the new default under Kill")
     ap.add_argument("--config", help="configuration file (default: the shipped config/timebill.yaml)")
     ap.add_argument("--out", help="write the per-goal figures as JSON here")
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="only the first N prompts (a quick check)")
     args = ap.parse_args(argv)
+    prompts = PROMPTS[: max(1, args.prompts)]
     cfg = load_config(args.config)
     old = build_estimator({**cfg, "planner": "paper"})
     new = build_estimator({**cfg, "planner": "budget"}, loaded=old.loaded)
     rows = []
-    for prompt in PROMPTS:
+    for prompt in prompts:
         for budget in BUDGETS:
             req = Request(prompt, budget=budget, policy="kill")
             ids = new.encode(req)
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
                          "bound": n.predicted_tokens_bound, "old_alpha": o.alpha, "old_infeasible": not o.expected_fits,
                          "new_alpha": n.alpha, "new_infeasible": not n.useful_fits, "tokens_that_fit": n.tokens_that_fit,
                          "predicted_total": n.predicted_total})
-    print(f"{len(PROMPTS)} prompts, {min(r['prompt_tokens'] for r in rows)}-{max(r['prompt_tokens'] for r in rows)} "
+    print(f"{len(prompts)} prompts, {min(r['prompt_tokens'] for r in rows)}-{max(r['prompt_tokens'] for r in rows)} "
           f"prompt tokens; predicted length {mean(r['predicted_tokens'] for r in rows):.1f} tokens on average "
           f"(bound {mean(r['bound'] for r in rows):.1f}); length predictor: {getattr(new.length_predictor, 'name', '?')}")
     for b in BUDGETS:
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
     if args.generate:
         engine = BudgetedEngine(new, reject_infeasible=bool(cfg.get("reject_infeasible", True)))
         engine.warm_up()
-        for r, (prompt, budget) in zip(rows, [(p, b) for p in PROMPTS for b in BUDGETS]):
+        for r, (prompt, budget) in zip(rows, [(p, b) for p in prompts for b in BUDGETS]):
             res = engine.generate(Request(prompt, budget=budget, policy="kill"))
             r.update(outcome=res.outcome.value, tokens=res.generated_tokens, alpha=res.alpha,
                      late=max(0.0, res.total_time - budget), text=res.text[:120])
