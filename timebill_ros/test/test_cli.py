@@ -36,5 +36,5 @@ def test_profile_then_generate_streams_the_answer_and_reports_plan_and_outcome(t
     r = timebill("generate", "Where is the red cup?", "--budget", "5", "--model", "test:tiny", "--time-model", str(tm),
                  "--max-new-tokens", "12")
     assert r.returncode == 0, r.stderr
-    assert "plan     prompt" in r.stdout and "eviction ratio" in r.stdout
+    assert "plan     prompt" in r.stdout and "eviction ratio" in r.stdout and "12 tokens fit" in r.stdout
     assert "outcome  COMPLETED (max_tokens) | 12 tokens" in r.stdout and "deadline met" in r.stdout

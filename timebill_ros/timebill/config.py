@@ -10,6 +10,8 @@ import pathlib
 
 import yaml
 
+from .planner import DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER
+
 DEFAULTS = {
     "model": "embedded",
     "cache_dir": "",
@@ -23,6 +25,8 @@ DEFAULTS = {
     "press": "snapkv",
     "alpha_max": 0.95,
     "worst_case_quantile": 0.5,
+    "planner": DEFAULT_PLANNER,
+    "min_useful_tokens": DEFAULT_MIN_USEFUL_TOKENS,
     "reject_infeasible": True,
     "default_max_new_tokens": 256,
     "default_policy": "kill",

@@ -122,7 +122,7 @@ class BudgetedEngine:
                 queue_wait=queue_wait, total_time=now - accepted_at, stop_reason=stop, **kw,
             )
 
-        if self.reject_infeasible and not plan.expected_fits:
+        if self.reject_infeasible and not plan.useful_fits:
             return finish(Outcome.INFEASIBLE, f"infeasible: {plan.reason or 'the expected time does not fit'}", "infeasible")
         if cancel is not None and cancel.is_set():
             return finish(Outcome.CANCELED, "canceled before generation started", "cancel")

@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass
 
 from .length_predictor import ConstantLengthPredictor, LengthEstimate, LengthPredictor
-from .planner import DEFAULT_ALPHA_MAX, Plan, plan_eviction
+from .planner import (DEFAULT_ALPHA_MAX, DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER, Plan, check_planner_settings,
+                      plan_eviction)
 from .presses import DEFAULT_PRESS, press_applies, press_class
 from .request import InvalidRequest, Request, check_request
 from .time_model import OnlineCalibration, TimeModel
@@ -33,6 +34,8 @@ class Estimator:
         alpha_max: float = DEFAULT_ALPHA_MAX,
         press: str = DEFAULT_PRESS,
         worst_case_quantile: float = 0.5,
+        planner: str = DEFAULT_PLANNER,
+        min_useful_tokens: int = DEFAULT_MIN_USEFUL_TOKENS,
     ):
         self.loaded = loaded
         self.calibration = time_model if isinstance(time_model, OnlineCalibration) else OnlineCalibration(time_model)
@@ -44,6 +47,9 @@ class Estimator:
         if not 0.5 <= worst_case_quantile < 1.0:
             raise ValueError(f"worst_case_quantile must be in [0.5, 1), got {worst_case_quantile}")
         self.worst_case_quantile = float(worst_case_quantile)
+        check_planner_settings(planner, min_useful_tokens)  # at start-up, not at the first goal
+        self.planner = planner
+        self.min_useful_tokens = int(min_useful_tokens)
         press_class(press)  # fail at start-up, not at the first goal
         self.press = press
 
@@ -89,6 +95,7 @@ class Estimator:
             alpha_max=self.alpha_ceiling(req), predictor_time=latency,
             press_applies=press_applies(len(ids)), fixed_alpha=req.fixed_alpha,
             worst_tm=self.calibration.model_at(self.worst_case_quantile),
+            planner=self.planner, min_useful_tokens=self.min_useful_tokens, max_new_tokens=max_new,
         )
         return Estimate(prompt_ids=ids, length=length, plan=plan, predictor_latency=latency)
 

@@ -1,11 +1,25 @@
-"""Eviction planner: the smallest KV-cache eviction ratio whose worst case fits the budget.
+"""Eviction planner: which KV-cache eviction ratio a job runs at, and whether anything useful fits.
 
-TimeBill minimises alpha subject to  t_predict + t_prefill(N_x) + sum_{i=1}^{N_W-1} t_dec((1-alpha)N_x + i - 1) <= T.
-Because t_dec is linear, the sum is linear in alpha and
+Two planners (config ``planner``):
 
-    alpha* = 1 - (T - t_prefill - t_predict) / (p N_x (N_W - 1)) + (N_W - 2) / (2 N_x) + q / (p N_x)
+* ``paper`` (TimeBill as published): the smallest alpha whose *worst case* fits,
 
-clamped to [0, alpha_max] (see shared notes: the paper's middle term has a stray p).
+      alpha* = 1 - (T - t_prefill - t_predict) / (p N_x (N_W - 1)) + (N_W - 2) / (2 N_x) + q / (p N_x)
+
+  clamped to [0, alpha_max] (see shared notes: the paper's middle term has a stray p); when even
+  alpha_max does not fit, alpha_max.
+* ``budget`` (the default): evict only where eviction changes the predicted outcome of the
+  *expected* answer. On a CPU eviction saves a small share of each decoding step (docs/RESULTS.md:
+  0.3 s of a 5.8 s answer at 95 %), so the paper's fallback to alpha_max when the worst case cannot
+  fit destroys the context for almost no time. Here alpha is 0 when the expected answer fits
+  without eviction, 0 when no allowed ratio makes it fit, 0 when the most eviction allowed saves
+  less than ``MIN_EVICTION_GAIN`` of its time (short prompts), and otherwise the smallest ratio at
+  which the expected answer fits. Within the budgets where eviction can matter, alpha never rises
+  with the budget.
+
+Both planners give the same early verdict (``Plan.useful_fits``): whether at least
+``min_useful_tokens`` tokens of the answer (or the whole expected answer, if shorter) fit at the
+largest allowed ratio. Only when they do not is a job answered INFEASIBLE without generating.
 """
 from __future__ import annotations
 
@@ -15,6 +29,22 @@ from dataclasses import dataclass
 from .time_model import TimeModel, kept_positions
 
 DEFAULT_ALPHA_MAX = 0.95
+PLANNERS = ("budget", "paper")
+DEFAULT_PLANNER = "budget"
+DEFAULT_MIN_USEFUL_TOKENS = 8
+# The budget planner evicts only when the largest allowed ratio would save at least this share of
+# the expected answer's time: below it the saving is far inside the timing noise (measured/predicted
+# p90 1.14-1.17, docs/RESULTS.md), and eviction's damage to the answer is not. A 46-token prompt
+# saves ~0.4 % at 0.95 on this CPU; a 900-token one ~5 %.
+MIN_EVICTION_GAIN = 0.01
+
+
+def check_planner_settings(planner: str, min_useful_tokens: int) -> None:
+    """Refuse a planner name or a useful minimum that the configuration cannot mean."""
+    if planner not in PLANNERS:
+        raise ValueError(f"unknown planner '{planner}' (config key `planner`): use one of {', '.join(PLANNERS)}")
+    if int(min_useful_tokens) < 1:
+        raise ValueError(f"min_useful_tokens must be at least 1 (config key `min_useful_tokens`), got {min_useful_tokens}")
 
 
 @dataclass(frozen=True)
@@ -24,7 +54,7 @@ class Plan:
     alpha: float
     feasible: bool              # the modelled worst case fits the budget at ``alpha``
     expected_fits: bool         # the modelled expected case fits at ``alpha``
-    reason: str                 # why not feasible; empty when feasible
+    reason: str                 # why not feasible (or nothing useful fits); empty when feasible
     budget: float               # seconds available to this job when it was planned
     prompt_tokens: int
     predicted_tokens: int
@@ -33,6 +63,8 @@ class Plan:
     predicted_prefill: float
     predicted_total: float      # predictor + prefill + decode of predicted_tokens
     predicted_worst_case: float  # predictor + prefill + decode of predicted_tokens_bound
+    tokens_that_fit: int = 0    # answer tokens the expected speed fits in the budget at ``alpha`` (<= the job's token limit)
+    useful_fits: bool = True    # a useful answer fits at the largest allowed ratio; False: answer INFEASIBLE
 
     @property
     def cached_tokens(self) -> int:
@@ -51,6 +83,50 @@ def optimal_alpha(tm: TimeModel, prompt_tokens: int, bound_tokens: int, budget: 
     return 1.0 - slack / (tm.p * n * (nw - 1)) + (nw - 2) / (2 * n) + tm.q / (tm.p * n)
 
 
+def tokens_that_fit(tm: TimeModel, prompt_tokens: int, alpha: float, budget: float, predictor_time: float,
+                    limit: int) -> int:
+    """The most answer tokens (at most ``limit``) whose modelled end-to-end time fits the budget;
+    0 when not even the prefill (which brings the first token) fits."""
+    def fits(n_tokens: int) -> bool:
+        return predictor_time + tm.end_to_end(prompt_tokens, n_tokens, alpha) <= budget
+
+    if limit < 1 or not fits(1):
+        return 0
+    lo, hi = 1, int(limit)  # fits(lo) holds; find the largest such count by bisection
+    if fits(hi):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _smallest_fitting_alpha(tm: TimeModel, prompt_tokens: int, tokens: int, budget: float, predictor_time: float,
+                            ceiling: float) -> float:
+    """The closed form for ``tokens``, clamped to [0, ceiling], on kvpress's grid of whole positions."""
+    alpha = min(max(optimal_alpha(tm, prompt_tokens, tokens, budget, predictor_time), 0.0), ceiling)
+    # The closed form is continuous; kvpress keeps whole positions (rounding up what is kept),
+    # which can cost one position: then evict one position more.
+    if predictor_time + tm.end_to_end(prompt_tokens, tokens, alpha) > budget and alpha < ceiling:
+        alpha = min(ceiling, alpha + 1.0 / prompt_tokens)
+    return alpha
+
+
+def budget_alpha(tm: TimeModel, prompt_tokens: int, expected_tokens: int, budget: float, predictor_time: float,
+                 ceiling: float) -> float:
+    """The budget planner's ratio: the smallest that makes the expected answer fit, where eviction
+    changes that at all and saves a share of the time worth its damage; else 0."""
+    if ceiling <= 0.0:
+        return 0.0
+    without = predictor_time + tm.end_to_end(prompt_tokens, expected_tokens, 0.0)
+    at_ceiling = predictor_time + tm.end_to_end(prompt_tokens, expected_tokens, ceiling)
+    if without <= budget or at_ceiling > budget:
+        return 0.0  # it fits without eviction, or no allowed ratio makes it fit
+    if without - at_ceiling < MIN_EVICTION_GAIN * without:
+        return 0.0
+    return _smallest_fitting_alpha(tm, prompt_tokens, expected_tokens, budget, predictor_time, ceiling)
+
+
 def plan_eviction(
     tm: TimeModel,
     prompt_tokens: int,
@@ -62,40 +138,55 @@ def plan_eviction(
     press_applies: bool = True,
     fixed_alpha: float | None = None,
     worst_tm: TimeModel | None = None,
+    planner: str = "paper",
+    min_useful_tokens: int = DEFAULT_MIN_USEFUL_TOKENS,
+    max_new_tokens: int | None = None,
 ) -> Plan:
     """Choose alpha for one job (or take ``fixed_alpha``, for baselines) and predict its times.
 
     ``press_applies`` is False when the prompt is too short to compress: alpha is then 0.
-    ``worst_tm``: a slower timing model for the worst case (a margin for timing noise, e.g.
-    OnlineCalibration.model_at(0.9)); alpha is chosen so that the worst case fits under it,
-    and the expected time is still predicted with ``tm``.
+    ``worst_tm``: a slower timing model to plan with (a margin for timing noise, e.g.
+    OnlineCalibration.model_at(0.9)): the paper planner makes its worst case fit under it, the
+    budget planner its expected answer; expected times are still predicted with ``tm``.
+    ``max_new_tokens``: the job's token limit (default: the bound), the most ``tokens_that_fit`` says.
     """
     wt = worst_tm or tm
     if not 0.0 <= alpha_max < 1.0:
         raise ValueError(f"alpha_max must be in [0, 1), got {alpha_max}")
+    check_planner_settings(planner, min_useful_tokens)
     ceiling = (alpha_max if fixed_alpha is None else fixed_alpha) if press_applies else 0.0
-    if fixed_alpha is None:
-        alpha = min(max(optimal_alpha(wt, prompt_tokens, bound_tokens, budget, predictor_time), 0.0), ceiling)
-    else:
+    if fixed_alpha is not None:
         alpha = ceiling
+    elif planner == "budget":
+        alpha = budget_alpha(wt, prompt_tokens, predicted_tokens, budget, predictor_time, ceiling)
+    else:
+        alpha = _smallest_fitting_alpha(wt, prompt_tokens, bound_tokens, budget, predictor_time, ceiling)
     prefill = tm.prefill(prompt_tokens)
     worst = predictor_time + wt.end_to_end(prompt_tokens, bound_tokens, alpha)
-    # The closed form is continuous; kvpress keeps whole positions (rounding up what is kept),
-    # which can cost one position: then evict one position more.
-    if worst > budget and alpha < ceiling:
-        alpha = min(ceiling, alpha + 1.0 / prompt_tokens)
-        worst = predictor_time + wt.end_to_end(prompt_tokens, bound_tokens, alpha)
     total = predictor_time + tm.end_to_end(prompt_tokens, predicted_tokens, alpha)
     feasible = worst <= budget
+    limit = bound_tokens if max_new_tokens is None else max_new_tokens
+    fit = tokens_that_fit(tm, prompt_tokens, alpha, budget, predictor_time, limit)
+    # The early "no": judged at the largest allowed ratio, so that it does not depend on which
+    # planner chose alpha.
+    useful = min(min_useful_tokens, predicted_tokens, limit)
+    fit_at_ceiling = fit if ceiling == alpha else tokens_that_fit(tm, prompt_tokens, ceiling, budget, predictor_time, limit)
+    useful_fits = fit_at_ceiling >= useful
     reason = ""
     if predictor_time + prefill > budget:
         reason = (f"prefill alone exceeds the budget: predictor {predictor_time:.3f} s + prefill of "
                   f"{prompt_tokens} tokens {prefill:.3f} s > {budget:.3f} s")
+    elif not useful_fits:
+        need = predictor_time + tm.end_to_end(prompt_tokens, useful, ceiling)
+        reason = (f"not even {useful} tokens fit: they need {need:.3f} s at eviction ratio {ceiling:.2f} "
+                  f"> budget {budget:.3f} s")
     elif not feasible:
-        reason = (f"the length bound is too long: {bound_tokens} tokens need {worst:.3f} s even at "
-                  f"eviction ratio {alpha:.2f} > budget {budget:.3f} s")
+        reason = (f"the length bound is too long: {bound_tokens} tokens need {worst:.3f} s at "
+                  f"eviction ratio {alpha:.2f}{' (the largest allowed)' if alpha == ceiling else ''} "
+                  f"> budget {budget:.3f} s")
     return Plan(
         alpha=alpha, feasible=feasible, expected_fits=total <= budget, reason=reason, budget=budget,
         prompt_tokens=prompt_tokens, predicted_tokens=predicted_tokens, predicted_tokens_bound=bound_tokens,
         predictor_time=predictor_time, predicted_prefill=prefill, predicted_total=total, predicted_worst_case=worst,
+        tokens_that_fit=fit, useful_fits=useful_fits,
     )

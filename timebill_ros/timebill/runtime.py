@@ -9,6 +9,7 @@ from .engine import BudgetedEngine
 from .estimator import Estimator
 from .length_predictor import ConstantLengthPredictor
 from .models import EMBEDDED, LoadedModel, load_model
+from .planner import DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER
 from .profiler import DEFAULT_LENGTHS, fit_warning, profile, summary
 from .testing import TEST_TINY, tiny_test_model
 from .time_model import TimeModel, TimeModelError, default_time_model_path
@@ -102,6 +103,8 @@ def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info)
         default_max_new_tokens=int(cfg.get("default_max_new_tokens", 256)),
         alpha_max=float(cfg.get("alpha_max", 0.95)), press=str(cfg.get("press", "snapkv")),
         worst_case_quantile=float(cfg.get("worst_case_quantile", 0.5)),
+        planner=str(cfg.get("planner", DEFAULT_PLANNER)),
+        min_useful_tokens=int(cfg.get("min_useful_tokens", DEFAULT_MIN_USEFUL_TOKENS)),
     )
 
 

@@ -58,6 +58,7 @@ class EstimateView:
     predicted_worst_case: float
     feasible: bool
     reason: str
+    tokens_that_fit: int
 
 
 @dataclass
@@ -225,8 +226,12 @@ class GenerationNode(Node):
         log.info(f"goal {sid}: budget {req.budget:.3f} s, policy {policy.value}, {view.prompt_tokens} prompt tokens, "
                  f"expected {view.expected} (bound {view.bound}) tokens, alpha {view.alpha:.2f}, "
                  f"predicted {view.predicted_total:.3f} s [{view.source}]")
-        if self.engine.reject_infeasible and view.predicted_total > req.budget - elapsed:
-            why = view.reason or f"the expected time {view.predicted_total:.3f} s does not fit the budget"
+        # The engine's own verdict (the planner's), for the length predicted at acceptance: planning
+        # again costs a tokenization, not a prediction.
+        verdict = self.engine.estimator.estimate(req, already_elapsed=elapsed,
+                                                 length=LengthEstimate(expected=view.expected, bound=view.bound)).plan
+        if self.engine.reject_infeasible and not verdict.useful_fits:
+            why = verdict.reason
             return self._with_note(Result(outcome=Result.INFEASIBLE, message=f"infeasible: {why}",
                                           deadline_met=True, prompt_tokens=view.prompt_tokens,
                                           predicted_tokens=view.expected, predicted_tokens_bound=view.bound,
@@ -301,6 +306,7 @@ class GenerationNode(Node):
                         bound=r.predicted_tokens_bound, alpha=r.eviction_ratio,
                         predicted_prefill=seconds(r.predicted_prefill), predicted_total=seconds(r.predicted_total),
                         predicted_worst_case=seconds(r.predicted_worst_case), feasible=r.feasible, reason=r.reason,
+                        tokens_that_fit=r.tokens_that_fit,
                     ), ""
                 # Valid here but not there: the two nodes run different configurations.
                 problem = f"the predictor refused the goal ({r.message})"
@@ -314,6 +320,7 @@ class GenerationNode(Node):
             source="local", prompt_tokens=plan.prompt_tokens, expected=est.length.expected, bound=est.length.bound,
             alpha=plan.alpha, predicted_prefill=plan.predicted_prefill, predicted_total=plan.predicted_total,
             predicted_worst_case=plan.predicted_worst_case, feasible=plan.feasible, reason=plan.reason,
+            tokens_that_fit=plan.tokens_that_fit,
         )
         self._publish_local_estimate(handle, g, view, est.predictor_latency)
         note = f"predictor unreachable ({problem}): planned with the generation node's local estimate"
@@ -338,7 +345,7 @@ class GenerationNode(Node):
             time_budget=duration(g.budget), predicted_prefill=duration(v.predicted_prefill),
             predicted_total=duration(v.predicted_total), predicted_worst_case=duration(v.predicted_worst_case),
             predicted_completion=time_after(now, v.predicted_total), deadline=time_after(accepted, g.budget),
-            predictor_latency=duration(latency), source="local",
+            predictor_latency=duration(latency), source="local", tokens_that_fit=v.tokens_that_fit,
         )
         msg.header.stamp = time_after(now, 0.0)
         self.estimate_pub.publish(msg)
@@ -363,16 +370,16 @@ class GenerationNode(Node):
 
     def _send_feedback(self, g: GoalState, elapsed: float):
         est = g.plan
-        alpha, remaining = 0.0, 0.0
+        alpha, remaining, fit = 0.0, 0.0, 0
         if est is not None:
             plan = est.plan
-            alpha = plan.alpha
+            alpha, fit = plan.alpha, plan.tokens_that_fit
             k = g.tokens
             left = plan.predicted_tokens - k if k < plan.predicted_tokens else plan.predicted_tokens_bound - k
             tm = self.engine.estimator.time_model
             remaining = tm.decode(kept_positions(plan.prompt_tokens, alpha) + max(k - 1, 0), max(left, 0) + 1)
         fb = BudgetedQuery.Feedback(text=g.pending_text, tokens_generated=g.tokens, elapsed=duration(elapsed),
-                                    predicted_remaining=duration(remaining), eviction_ratio=alpha)
+                                    predicted_remaining=duration(remaining), eviction_ratio=alpha, tokens_that_fit=fit)
         g.sent_text += g.pending_text
         g.pending_text = ""
         g.sent_tokens = g.tokens

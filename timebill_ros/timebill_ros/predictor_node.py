@@ -45,6 +45,7 @@ class Tracked:
     accepted_ns: int
     predicted_prefill: float
     latency: float
+    tokens_that_fit: int = 0
     last_update: float = 0.0
 
 
@@ -123,10 +124,12 @@ class PredictorNode(Node):
         res.predicted_completion = time_after(now, plan.predicted_total)
         res.deadline = time_after(accepted, r.budget)
         res.predictor_latency = duration(est.predictor_latency)
+        res.tokens_that_fit = plan.tokens_that_fit
         if not is_zero_uuid(req.goal_id):
             t = Tracked(goal_id=req.goal_id, prompt_tokens=plan.prompt_tokens, expected=est.length.expected,
                         bound=est.length.bound, alpha=plan.alpha, budget=r.budget, accepted_ns=accepted,
-                        predicted_prefill=plan.predicted_prefill, latency=est.predictor_latency)
+                        predicted_prefill=plan.predicted_prefill, latency=est.predictor_latency,
+                        tokens_that_fit=plan.tokens_that_fit)
             self.tracked[goal_key(req.goal_id)] = t
             self.estimate_pub.publish(self._estimate_msg(
                 t, now, tokens=0, total=already + plan.predicted_total, worst=already + plan.predicted_worst_case,
@@ -143,6 +146,7 @@ class PredictorNode(Node):
             predicted_total=duration(total), predicted_worst_case=duration(worst),
             predicted_completion=time_after(t.accepted_ns, total),
             deadline=time_after(t.accepted_ns, t.budget), predictor_latency=duration(t.latency), source="predictor",
+            tokens_that_fit=t.tokens_that_fit,
         )
         m.header.stamp = time_after(now_ns, 0.0)
         return m
@@ -161,6 +165,7 @@ class PredictorNode(Node):
         k = int(fb.tokens_generated)
         elapsed = seconds(fb.elapsed)
         t.alpha = float(fb.eviction_ratio)  # the ratio the engine actually used (replanned after queueing)
+        t.tokens_that_fit = int(fb.tokens_that_fit)
         tm = self.estimator.time_model
         first_step_kv = kept_positions(t.prompt_tokens, t.alpha) + max(k - 1, 0)
         # Past the expected length, the bound is all that is left to predict with.

