@@ -23,8 +23,13 @@ from conftest import ROS_HOME, Processes, needs_ros, wait_for
 
 pytestmark = needs_ros
 
-COMPLETED, KILLED, SKIPPED, CANCELED, INFEASIBLE, INVALID, FAILED = 1, 2, 3, 4, 5, 6, 7
-SUCCEEDED, STATUS_CANCELED, ABORTED = 4, 5, 6
+from action_msgs.msg import GoalStatus  # noqa: E402
+from timebill_msgs.action import BudgetedQuery  # noqa: E402
+
+R = BudgetedQuery.Result
+COMPLETED, KILLED, SKIPPED, CANCELED, INFEASIBLE, INVALID, FAILED = (
+    R.COMPLETED, R.KILLED, R.SKIPPED, R.CANCELED, R.INFEASIBLE, R.INVALID, R.FAILED)
+SUCCEEDED, STATUS_CANCELED, ABORTED = GoalStatus.STATUS_SUCCEEDED, GoalStatus.STATUS_CANCELED, GoalStatus.STATUS_ABORTED
 LONG = 1500  # tokens: well over a second on the tiny model
 
 
@@ -225,30 +230,53 @@ def test_cancel_running_and_queued_goals(system):
 
 
 # --- invalid goals --------------------------------------------------------------------------------
-INVALID_GOALS = {
-    "empty prompt": (dict(prompt=""), "empty"),
-    "blank prompt": (dict(prompt="   \n"), "empty"),
+# Judged in the goal callback, before a goal takes a queue slot: rejected, the reason logged.
+REJECTED_GOALS = {
+    "empty prompt": (dict(prompt=""), "the prompt is empty"),
+    "blank prompt": (dict(prompt="   \n"), "the prompt is empty"),
     "zero budget": (dict(budget=0.0), "budget"),
     "negative budget": (dict(budget="negative"), "budget"),
-    "prompt over the context": (dict(prompt="kitchen cup robot " * 1500), "context"),
-    "no room to answer": (dict(max_new_tokens=5000), "context"),
-    "unknown policy": (dict(policy=7), "policy"),
+    "unknown policy": (dict(policy=7), "overrun_policy"),
     "eviction ratio 1.5": (dict(max_eviction_ratio=1.5), "max_eviction_ratio"),
     "eviction ratio NaN": (dict(max_eviction_ratio=math.nan), "max_eviction_ratio"),
+    "no room to answer": (dict(max_new_tokens=5000), "leaves no room for the prompt"),
+    "prompt of megabytes": (dict(prompt="kitchen " * 250_000), "characters: more than the model's context"),
+}
+# Judged by the tokenizer once the goal is taken: answered INVALID with the reason.
+INVALID_GOALS = {
+    "prompt over the context": (dict(prompt="kitchen cup robot " * 1500), "context"),
 }
 
 
-def test_every_invalid_goal_kind_is_answered_invalid(system):
+def _goal_kw(over):
     from builtin_interfaces.msg import Duration
 
+    kw = dict(prompt="Where is the cup?", budget=5.0, max_new_tokens=8)
+    kw.update(over)
+    if kw["budget"] == "negative":
+        kw["budget"] = Duration(sec=-2)
+    return kw.pop("prompt"), kw.pop("budget"), kw
+
+
+def test_goals_judged_invalid_before_queueing_are_rejected_with_the_reason_logged(system):
+    from timebill_ros.client import QueryRejected
+
+    for kind, (over, why) in REJECTED_GOALS.items():
+        prompt, budget, kw = _goal_kw(over)
+        h = system.client.query(prompt, budget, **kw)
+        with pytest.raises(QueryRejected):
+            h.wait_accepted(10)
+        wait_for(lambda: f"goal rejected: invalid goal: " in open(system.gen.log_path).read(), 5,
+                 what=f"the rejection of '{kind}' in the log")
+        with open(system.gen.log_path) as f:
+            assert why in f.read(), f"{kind}: no '{why}' in the generation node's log"
+    assert _result(system.send("Still there?", 10.0, max_new_tokens=5)).outcome == COMPLETED
+
+
+def test_goal_judged_invalid_by_the_tokenizer_is_answered_invalid(system):
     handles = {}
     for kind, (over, _) in INVALID_GOALS.items():
-        kw = dict(prompt="Where is the cup?", budget=5.0, max_new_tokens=8)
-        kw.update(over)
-        if kw["budget"] == "negative":
-            kw["budget"] = Duration(sec=-2)
-        prompt = kw.pop("prompt")
-        budget = kw.pop("budget")
+        prompt, budget, kw = _goal_kw(over)
         handles[kind] = system.send(prompt, budget, **kw)
     for kind, h in handles.items():
         r = _result(h)
@@ -256,11 +284,79 @@ def test_every_invalid_goal_kind_is_answered_invalid(system):
         assert h.status == ABORTED
         assert INVALID_GOALS[kind][1] in r.message, f"{kind}: {r.message!r}"
         assert r.generated_tokens == 0 and not h.fbs
-    # The node is still serving, and reported every invalid goal.
     assert _result(system.send("Still there?", 10.0, max_new_tokens=5)).outcome == COMPLETED
     for h in handles.values():
         wait_for(lambda: system.heard.of(system.heard.reports, h.goal_id), 5, what="a report of an invalid goal")
         assert system.heard.of(system.heard.reports, h.goal_id)[0].outcome == INVALID
+
+
+def test_a_flood_of_oversized_prompts_does_not_lock_out_a_normal_goal(system):
+    # Issue 12, failure 3: ten 2 MB prompts were queued and tokenized (~2.5 s each), so a normal
+    # goal sent meanwhile was rejected (queue full). Judged by length in characters, they never
+    # take a slot.
+    from timebill_ros.client import QueryRejected
+
+    t0 = time.monotonic()
+    flood = [system.client.query("x" * 2_000_000, 30.0, max_new_tokens=8) for _ in range(10)]
+    normal = system.send("Where is the red cup?", 30.0, max_new_tokens=5)
+    for h in flood:
+        with pytest.raises(QueryRejected):
+            h.wait_accepted(30)
+    r = _result(normal)
+    assert r.outcome == COMPLETED, r.message
+    assert time.monotonic() - t0 < 15.0
+
+
+# --- bursts ---------------------------------------------------------------------------------------
+def test_every_goal_of_a_burst_of_200_gets_a_response(system):
+    # Issue 12, failure 1: at rclpy's default service depth (10), a burst of more than ~10 goals
+    # lost goal requests: no accept, no reject, nothing logged. A plain rclpy ActionClient (no
+    # TimeBillClient), 200 goals at once: each is accepted or rejected, and the accepted complete.
+    # The client's side of the services needs the depth too (its request writer and response
+    # reader keep only `depth` messages): at the default, this client lost 155 of the 200
+    # responses the node sent.
+    import rclpy
+    from rclpy.action import ActionClient
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile
+
+    node = rclpy.create_node("burst_client", context=system.client.node.context)
+    ex = SingleThreadedExecutor(context=node.context)
+    ex.add_node(node)
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            ex.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        deep = QoSProfile(depth=1000)
+        ac = ActionClient(node, BudgetedQuery, "/timebill/budgeted_query", goal_service_qos_profile=deep,
+                          result_service_qos_profile=deep, cancel_service_qos_profile=deep)
+        assert ac.wait_for_server(timeout_sec=10)
+        goal = BudgetedQuery.Goal(prompt="Burst?", max_new_tokens=2, max_eviction_ratio=-1.0)
+        goal.time_budget.sec = 60
+        futures = [ac.send_goal_async(goal) for _ in range(200)]
+        try:
+            wait_for(lambda: all(f.done() for f in futures), 30, interval=0.1)
+        except AssertionError:
+            raise AssertionError(f"{sum(not f.done() for f in futures)} of 200 goals got no response") from None
+        handles = [f.result() for f in futures]
+        accepted = [h for h in handles if h.accepted]
+        assert len(accepted) >= 1 and len(accepted) + sum(not h.accepted for h in handles) == 200
+        results = [h.get_result_async() for h in accepted]
+        wait_for(lambda: all(f.done() for f in results), 60, interval=0.1, what="the accepted goals' results")
+        assert all(f.result().result.outcome == COMPLETED for f in results)
+    finally:
+        stop.set()
+        spinner.join(timeout=5)
+        ex.shutdown(timeout_sec=1)
+        node.destroy_node()
+    with open(system.gen.log_path) as f:
+        rejections = f.read().count("goal rejected: the queue is full")
+    assert rejections >= 200 - len(accepted)
 
 
 def test_infeasible_goal_is_answered_at_once(system):
