@@ -417,6 +417,36 @@ def test_what_if_estimate_service(system):
     assert not bad.valid and "empty" in bad.message
 
 
+def test_a_huge_budget_saturates_the_deadline_instead_of_wrapping(system):
+    # Issue 12, failure 7: builtin_interfaces/Time has int32 seconds; a deadline past 2038 wrapped
+    # around (budgets above ~3.5e8 s). It saturates at the largest representable time.
+    r = system.client.estimate("Where is the red cup?", budget=2.0e9, max_new_tokens=8)
+    assert r.valid, r.message
+    assert r.deadline.sec == 2**31 - 1
+    assert r.time_budget.sec == 2_000_000_000
+    now = time.time()
+    assert now - 60 < r.predicted_completion.sec < now + 60
+
+
+def test_nodes_print_no_progress_bars(system):
+    # Issue 12, failure 7: a GGUF conversion's "Loading weights" bar was hundreds of lines in the
+    # predictor node's log under launch. A node module silences tqdm, however transformers sets it.
+    code = ("import io, timebill_ros.predictor_node\n"
+            "from transformers.utils import logging as hf\n"
+            "hf.enable_progress_bar()\n"
+            "buf = io.StringIO()\n"
+            "with hf.tqdm(total=3, desc='Loading weights', file=buf) as bar:\n"
+            "    bar.update(3)\n"
+            "print(repr(buf.getvalue()))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "''", out.stdout
+    for p in (system.gen, system.pred):
+        with open(p.log_path) as f:
+            assert "it/s]" not in f.read()
+
+
 def test_diagnostics_and_marker(system):
     def status(suffix):
         with system.heard.lock:

@@ -8,6 +8,7 @@ Run: ``generation_node --ros-args -r __ns:=/timebill --params-file config/timebi
 """
 from __future__ import annotations
 
+from . import quiet  # noqa: F401  (first: before anything imports tqdm)
 import collections
 import math
 import sys

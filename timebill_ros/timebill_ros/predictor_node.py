@@ -10,6 +10,7 @@ Run: ``predictor_node --ros-args -r __ns:=/timebill --params-file config/timebil
 """
 from __future__ import annotations
 
+from . import quiet  # noqa: F401  (first: before anything imports tqdm)
 import sys
 import time
 from dataclasses import dataclass
