@@ -178,6 +178,49 @@ def test_a_fast_models_whole_stream_reaches_the_client(system):
     assert "".join(fb.text for fb in h.fbs) == r.text == h.text
 
 
+def test_a_plain_rclpy_client_gets_every_feedback_message_from_the_feedback_topic(system):
+    # The README's recipe for a third-party client: rclpy's ActionClient drops a goal's feedback
+    # once its result is in, so its feedback_callback can miss the stream's tail; a subscription
+    # to the action's feedback topic (depth 1000), filtered by goal id, gets every message, and
+    # the stream is whole once its token count reaches the result's generated_tokens.
+    import rclpy
+    from rclpy.action import ActionClient
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile
+
+    node = rclpy.create_node("third_party_client", context=system.client.node.context)
+    got, via_callback = [], []
+    ac = ActionClient(node, BudgetedQuery, "/timebill/budgeted_query")
+    node.create_subscription(BudgetedQuery.Impl.FeedbackMessage, "/timebill/budgeted_query/_action/feedback",
+                             lambda m: got.append(m), QoSProfile(depth=1000))
+    ex = SingleThreadedExecutor(context=node.context)
+    ex.add_node(node)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
+                               daemon=True)
+    spinner.start()
+    try:
+        assert ac.wait_for_server(timeout_sec=10)
+        goal = BudgetedQuery.Goal(prompt="Say as much as you can.", max_new_tokens=LONG, max_eviction_ratio=-1.0,
+                                  overrun_policy=BudgetedQuery.Goal.POLICY_KILL)
+        goal.time_budget.sec = 30
+        sent = ac.send_goal_async(goal, feedback_callback=via_callback.append)
+        handle = wait_for(lambda: sent.done() and sent.result(), 10, what="the goal response")
+        res = handle.get_result_async()
+        r = wait_for(lambda: res.done() and res.result(), 30, what="the result").result
+        assert r.outcome == COMPLETED, r.message
+        key = bytes(handle.goal_id.uuid)
+        mine = lambda: [m.feedback for m in got if bytes(m.goal_id.uuid) == key]  # noqa: E731
+        wait_for(lambda: mine() and mine()[-1].tokens_generated >= r.generated_tokens, 5,
+                 what="the stream to catch up with the result")
+        assert "".join(fb.text for fb in mine()) == r.text
+    finally:
+        stop.set()
+        spinner.join(timeout=5)
+        ex.shutdown(timeout_sec=1)
+        node.destroy_node()
+
+
 def test_kill_ends_by_the_deadline_with_partial_text(system):
     budget = 0.4
     h = system.send("Describe everything you see.", budget=budget, max_new_tokens=LONG, policy="kill")
@@ -531,7 +574,11 @@ def test_generation_node_shuts_down_cleanly_mid_goal(system):
     pgid = system.gen.pid
     t0 = time.monotonic()
     assert system.procs.stop(system.gen, timeout=10) == 0
-    assert time.monotonic() - t0 < 10
+    # Well within launch's 5 s before it escalates to SIGTERM (issue 12: once in three
+    # launch_testing runs it was not). The node itself stopped in 0.1 s; the interpreter's teardown
+    # with torch loaded took another 2.6 to 4.8 s, until the node skipped it.
+    stopped = time.monotonic() - t0
+    assert stopped < 3.0, f"the generation node took {stopped:.2f} s to stop on SIGINT"
     # The goal in progress was answered before the node went away.
     r = _result(h, timeout=5)
     assert r.outcome == CANCELED and h.status == ABORTED and "shutting down" in r.message
@@ -541,3 +588,4 @@ def test_generation_node_shuts_down_cleanly_mid_goal(system):
     with open(system.gen.log_path) as f:
         log = f.read()
     assert "Traceback" not in log, log[-3000:]
+    assert "exiting now" not in log, "the shutdown had to be cut short:\n" + log[-3000:]

@@ -8,6 +8,7 @@ import math
 import os
 import pathlib
 import threading
+import time
 
 from timebill.config import load_config
 
@@ -138,7 +139,7 @@ def parent_gone(expected: int) -> bool:
     return bool(expected) and os.getppid() != expected
 
 
-def run_node(make_node, make_executor, args=None, shutdown_timeout: float = 3.0) -> int:
+def run_node(make_node, make_executor, args=None, shutdown_timeout: float = 2.5, exit_process: bool = True) -> int:
     """Run a node: load (blocking), spin, and on SIGINT/SIGTERM/SIGHUP stop it gracefully.
 
     rclpy's own handlers shut the context down at the signal, after which a node can no longer
@@ -146,8 +147,11 @@ def run_node(make_node, make_executor, args=None, shutdown_timeout: float = 3.0)
     (``node.shutdown()``: cancel goals, wait for them to be answered) while the context is still up;
     a signal during loading interrupts the loading. Started by ``timebill_ros bringup``
     (``TIMEBILL_PARENT_PID`` set), the node also stops when bringup is gone, however it ended.
-    Stopping is bounded: whatever is still blocked ``shutdown_timeout`` + 2 s after the signal
-    (a join, a callback rclpy waits for) is cut short by exiting the process.
+    Stopping is bounded, within launch's 5 s before it escalates to SIGTERM: whatever is still
+    blocked ``shutdown_timeout`` + 1.5 s after the signal is cut short by exiting the process.
+    (MultiThreadedExecutor.shutdown joins its worker threads with no timeout, so a goal callback
+    still running at that point, e.g. one waiting for a predictor that stopped at the same
+    moment, held the whole process.) With ``exit_process`` it ends the process itself once done.
     """
     import signal
 
@@ -210,20 +214,38 @@ def run_node(make_node, make_executor, args=None, shutdown_timeout: float = 3.0)
         loaded.set()  # a second signal during shutdown only sets the flag again
 
         def hard_exit():
-            node.get_logger().error(f"still stopping {shutdown_timeout + 2.0:.0f} s after the signal: exiting now")
+            node.get_logger().error(f"still stopping {shutdown_timeout + 1.5:.1f} s after the signal: exiting now")
             os._exit(code or 1)
 
-        guard = threading.Timer(shutdown_timeout + 2.0, hard_exit)
+        guard = threading.Timer(shutdown_timeout + 1.5, hard_exit)
         guard.daemon = True
         guard.start()
+        t0 = time.monotonic()
+        log = node.get_logger()
         try:
             node.shutdown(timeout=shutdown_timeout)  # goals are still answered here: the spinner runs until halt
         finally:
+            log.debug(f"stopping: goals answered after {time.monotonic() - t0:.3f} s")
             halt.set()
             if spinner is not None:
                 spinner.join(timeout=1.0)
-            executor.shutdown(timeout_sec=1.0)
+            log.debug(f"stopping: spinner joined after {time.monotonic() - t0:.3f} s")
+            try:
+                executor.shutdown(timeout_sec=1.0, wait_for_threads=False)
+            except TypeError:  # a single-threaded executor has no threads to wait for
+                executor.shutdown(timeout_sec=1.0)
+            log.debug(f"stopping: executor shut down after {time.monotonic() - t0:.3f} s")
             node.destroy_node()
             rclpy.try_shutdown()
             guard.cancel()
+            log.debug(f"stopping: done after {time.monotonic() - t0:.3f} s")
+    if exit_process:
+        # Every goal is answered and the node torn down: skip the interpreter's own teardown,
+        # which with torch and transformers loaded took 2.6 to 4.8 s on a 2-core machine (the node
+        # itself stopped in 0.1 s), so launch's 5 s SIGTERM escalation sometimes fired.
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
