@@ -23,8 +23,8 @@ from conftest import ROS_HOME, Processes, needs_ros, wait_for
 
 pytestmark = needs_ros
 
-from action_msgs.msg import GoalStatus  # noqa: E402
-from timebill_msgs.action import BudgetedQuery  # noqa: E402
+BudgetedQuery = pytest.importorskip("timebill_msgs.action", reason="source scripts/env.sh").BudgetedQuery
+GoalStatus = pytest.importorskip("action_msgs.msg", reason="source scripts/env.sh").GoalStatus
 
 R = BudgetedQuery.Result
 COMPLETED, KILLED, SKIPPED, CANCELED, INFEASIBLE, INVALID, FAILED = (
