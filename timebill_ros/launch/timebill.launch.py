@@ -10,7 +10,7 @@ nodes from the same file with the same arguments.
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = "timebill_ros"
@@ -32,9 +32,13 @@ def _nodes(context, *args, **kwargs):
     common = dict(package=PACKAGE, namespace=namespace, parameters=params, output="screen", emulate_tty=True,
                   arguments=["--ros-args", "--log-level", log_level],
                   respawn=True, respawn_delay=RESPAWN_DELAY, respawn_max_retries=RESPAWN_MAX_RETRIES)
-    nodes = [Node(executable="generation_node", name="generation_node", **common)]
+    # Managed nodes (configure loads the model, activate serves). They take themselves to active
+    # (their `autostart` parameter, true by default), so a respawned node serves again without
+    # a manager; with autostart:=false, drive them with launch's ChangeState events, nav2's
+    # lifecycle manager or `ros2 lifecycle set`.
+    nodes = [LifecycleNode(executable="generation_node", name="generation_node", **common)]
     if with_predictor:
-        nodes.append(Node(executable="predictor_node", name="predictor_node", **common))
+        nodes.append(LifecycleNode(executable="predictor_node", name="predictor_node", **common))
     return nodes
 
 

@@ -17,6 +17,7 @@ ROS_DEFAULTS = {
     "diagnostics_window": 50,
     "estimate_update_period": 0.25,
     "predictor_probe_period": 1.0,  # generation node: seconds between probes of a predictor known to be gone
+    "autostart": True,  # a node takes itself through configure and activate; false: a lifecycle manager does
 }
 # Set by `timebill_ros bringup` for its nodes: the pid a node must not outlive.
 PARENT_ENV = "TIMEBILL_PARENT_PID"
@@ -134,13 +135,20 @@ def diagnostic_status(name: str, hardware_id: str, level: int, message: str, val
                             values=[KeyValue(key=k, value=fmt(v)) for k, v in values.items()])
 
 
+class NodeStartError(RuntimeError):
+    """A node could not be configured or activated (its load error says why)."""
+
+
 def parent_gone(expected: int) -> bool:
     """True once the process that started this one (``expected``) has ended: we were re-parented."""
     return bool(expected) and os.getppid() != expected
 
 
 def run_node(make_node, make_executor, args=None, shutdown_timeout: float = 2.5, exit_process: bool = True) -> int:
-    """Run a node: load (blocking), spin, and on SIGINT/SIGTERM/SIGHUP stop it gracefully.
+    """Run a managed node: with its ``autostart`` parameter, configure (load, blocking) and
+    activate it; spin; and on SIGINT/SIGTERM/SIGHUP stop it gracefully. Without ``autostart`` it
+    spins unconfigured until a lifecycle manager (launch, nav2's lifecycle manager,
+    ``ros2 lifecycle set``) drives it.
 
     rclpy's own handlers shut the context down at the signal, after which a node can no longer
     answer its goals or publish their reports. Here the signal only asks the node to stop
@@ -196,7 +204,12 @@ def run_node(make_node, make_executor, args=None, shutdown_timeout: float = 2.5,
     if parent:
         threading.Thread(target=watch_parent, daemon=True, name="parent_watch").start()
     try:
-        node.load()
+        if node.cfg["autostart"]:
+            from rclpy.lifecycle import TransitionCallbackReturn
+
+            for step in (node.trigger_configure, node.trigger_activate):
+                if step() != TransitionCallbackReturn.SUCCESS:
+                    raise NodeStartError(node.load_error or f"{step.__name__} failed")
         loaded.set()
         spinner = threading.Thread(target=spin, daemon=True, name="spin")
         spinner.start()
@@ -207,6 +220,9 @@ def run_node(make_node, make_executor, args=None, shutdown_timeout: float = 2.5,
                 break
     except KeyboardInterrupt:
         pass
+    except NodeStartError as exc:
+        node.get_logger().fatal(str(exc))
+        code = 1
     except Exception as exc:
         node.get_logger().fatal(f"{type(exc).__name__}: {exc}")
         code = 1

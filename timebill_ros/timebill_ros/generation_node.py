@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -86,7 +86,11 @@ class _WithPromptIds:
         return self.engine.generate(req, prompt_ids=self.ids.get(id(req)), **kw)
 
 
-class GenerationNode(Node):
+class GenerationNode(LifecycleNode):
+    """A managed node: configure loads the model, activate serves the action, deactivate stops
+    serving (goals answered first), cleanup drops the model. With ``autostart`` (the default) it
+    takes itself to active at start-up; otherwise a lifecycle manager drives it."""
+
     def __init__(self, **kwargs):
         super().__init__("generation_node", **kwargs)
         self.cfg = declare_config(self)
@@ -102,7 +106,7 @@ class GenerationNode(Node):
         self.admission = None
         self.scheduler = None
         self.action = None
-        self.load_state = "loading"    # loading | ready | failed
+        self.load_state = "unconfigured"  # unconfigured | loading | ready | failed
         self.load_error = ""
         self.goals: dict[bytes, GoalState] = {}
         self.reserved: list[float] = []  # admitted goals not yet handed over (times admitted)
@@ -116,21 +120,33 @@ class GenerationNode(Node):
         self.predictor_problem = ""
         self.fallbacks = 0
         self.probe = None                # (future, sent at) of the probe in flight
+        self.probe_timer = None
+        # From construction, so /diagnostics also says "loading", "failed" or "inactive".
+        self.create_timer(float(c["diagnostics_period"]), self._publish_diagnostics, callback_group=self.group)
 
-    # --- start-up ---------------------------------------------------------------------------------
-    def load(self):
-        """Load the model, timing model and length predictor (blocking), then serve the action."""
+    # --- lifecycle ------------------------------------------------------------------------------
+    def on_configure(self, state):
+        """Load the model, timing model and length predictor (blocking)."""
         from timebill.runtime import build_engine
 
         log = self.get_logger()
         log.info(f"loading model '{self.cfg['model']}'")
+        self.load_state = "loading"
         t0 = time.monotonic()
-        # No progress bars: under launch (emulate_tty) they are hundreds of log lines.
-        self.engine = load_while_reporting(self, lambda: build_engine(self.cfg, progress=False, say=log.info))
+        try:
+            self.engine = load_while_reporting(self, lambda: build_engine(self.cfg, progress=False, say=log.info))
+        except Exception:  # load_while_reporting recorded and published it; run_node reports it
+            return TransitionCallbackReturn.FAILURE
         log.info(f"model {self.engine.loaded.name} ready in {time.monotonic() - t0:.1f} s")
         self.admission = Admission.of_estimator(self.engine.estimator)
         self.tokenized = _WithPromptIds(self.engine)
         self.scheduler = Scheduler(self.tokenized, max_pending=int(self.cfg["queue_size"]), on_start=self._on_start)
+        self.load_state = "ready"
+        self._publish_diagnostics()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state):
+        self.closing = False
         self.action = ActionServer(
             self, BudgetedQuery, self.cfg["action_name"],
             execute_callback=self._execute, goal_callback=self._on_goal,
@@ -139,12 +155,27 @@ class GenerationNode(Node):
             goal_service_qos_profile=SERVICE_QOS, cancel_service_qos_profile=SERVICE_QOS,
             result_service_qos_profile=SERVICE_QOS,
         )
-        self.create_timer(float(self.cfg["diagnostics_period"]), self._publish_diagnostics, callback_group=self.group)
-        self.create_timer(float(self.cfg["predictor_probe_period"]), self._probe_predictor, callback_group=self.group)
-        self.load_state = "ready"
+        self.probe_timer = self.create_timer(float(self.cfg["predictor_probe_period"]), self._probe_predictor,
+                                             callback_group=self.group)
         self._publish_diagnostics()
-        log.info(f"serving action '{self.action_path()}' (queue {self.cfg['queue_size']}, "
-                 f"default policy {self.cfg['default_policy']}, predictor service '{self.predictor.srv_name}')")
+        self.get_logger().info(
+            f"serving action '{self.action_path()}' (queue {self.cfg['queue_size']}, default policy "
+            f"{self.cfg['default_policy']}, predictor service '{self.predictor.srv_name}')")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state):
+        self.shutdown()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state):
+        self.engine = self.admission = self.tokenized = self.scheduler = None
+        self.load_state = "unconfigured"
+        self._publish_diagnostics()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state):
+        self.shutdown()
+        return TransitionCallbackReturn.SUCCESS
 
     def action_path(self) -> str:
         ns = self.get_namespace().rstrip("/")
@@ -152,9 +183,9 @@ class GenerationNode(Node):
         return name if name.startswith("/") else f"{ns}/{name}"
 
     def shutdown(self, timeout: float = 3.0):
-        """Stop every goal (queued ones at once, the running one within a decoding step, one
-        waiting for the predictor at once) and wait until each has been answered, so clients get a
-        result instead of a vanished server."""
+        """Stop serving: every goal stopped (queued ones at once, the running one within a
+        decoding step, one waiting for the predictor at once) and answered, so clients get a
+        result instead of a vanished server; then the action server goes."""
         self.closing = True
         with self.lock:
             goals = list(self.goals.values())
@@ -168,6 +199,13 @@ class GenerationNode(Node):
             self.get_logger().warning(f"{len(self.goals)} goal(s) not answered within {timeout:.1f} s of shutdown")
         if goals:
             self.get_logger().info(f"shut down; {len(goals)} goal(s) stopped")
+        if self.probe_timer is not None:
+            self.destroy_timer(self.probe_timer)
+            self.probe_timer = None
+        if self.action is not None:
+            self.action.destroy()
+            self.action = None
+        self.probe = None
 
     # --- action callbacks -------------------------------------------------------------------------
     def _reject(self, why: str):
@@ -493,6 +531,10 @@ class GenerationNode(Node):
             level, msg = error, f"model failed to load: {self.load_error}"
         elif self.load_state == "loading":
             level, msg = warn, "loading the model (and profiling it if this machine has no timing model)"
+        elif self.load_state == "unconfigured":
+            level, msg = warn, "unconfigured (lifecycle): no model loaded"
+        elif self.action is None:
+            level, msg = warn, "inactive (lifecycle): model loaded, not serving goals"
         else:
             rate = values["deadline_hit_rate"]
             msg = (f"serving; queue {values['queue_length']}; deadline hit rate "

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -44,7 +44,11 @@ class Tracked:
     last_update: float = 0.0
 
 
-class PredictorNode(Node):
+class PredictorNode(LifecycleNode):
+    """A managed node: configure loads the estimator, activate serves the service and follows the
+    goals, deactivate withdraws them, cleanup drops the estimator. With ``autostart`` (the
+    default) it takes itself to active at start-up; otherwise a lifecycle manager drives it."""
+
     def __init__(self, **kwargs):
         super().__init__("predictor_node", **kwargs)
         self.cfg = declare_config(self)
@@ -53,33 +57,60 @@ class PredictorNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.estimator = None
         self.service = None
-        self.load_state, self.load_error = "loading", ""
+        self.load_state, self.load_error = "unconfigured", ""  # unconfigured | loading | ready | failed
+        self.subscriptions_ = []
+        # From construction, so /diagnostics also says "loading", "failed" or "inactive".
+        self.create_timer(float(c["diagnostics_period"]), self._publish_diagnostics)
         self.tracked: dict[bytes, Tracked] = {}
         self.served = 0
         self.invalid = 0
         self.reports = 0
         self.updates = 0
 
-    def load(self):
+    def on_configure(self, state):
         from timebill.runtime import build_estimator
 
         log = self.get_logger()
+        self.load_state = "loading"
         t0 = time.monotonic()
-        # No progress bars: under launch (emulate_tty) they are hundreds of log lines.
-        self.estimator = load_while_reporting(self, lambda: build_estimator(self.cfg, progress=False, say=log.info))
+        try:
+            self.estimator = load_while_reporting(
+                self, lambda: build_estimator(self.cfg, progress=False, say=log.info))
+        except Exception:  # load_while_reporting recorded and published it; run_node reports it
+            return TransitionCallbackReturn.FAILURE
         log.info(f"estimator for {self.estimator.loaded.name} ready in {time.monotonic() - t0:.1f} s "
                  f"(length predictor: {getattr(self.estimator.length_predictor, 'name', '?')})")
-        c = self.cfg
-        self.service = self.create_service(EstimateCompletion, c["estimate_service"], self._on_request)
-        self.create_subscription(JobReport, c["reports_topic"], self._on_report, EVENT_QOS)
-        # Progress of running goals comes from the action's own feedback topic (what
-        # `ros2 action send_goal --feedback` shows), so the generation node publishes nothing extra.
-        self.create_subscription(BudgetedQuery.Impl.FeedbackMessage, f"{c['action_name']}/_action/feedback",
-                                 self._on_feedback, QoSProfile(depth=100))
-        self.create_timer(float(c["diagnostics_period"]), self._publish_diagnostics)
         self.load_state = "ready"
         self._publish_diagnostics()
-        log.info(f"serving '{self.service.srv_name}', publishing estimates on '{c['estimates_topic']}'")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state):
+        c = self.cfg
+        self.service = self.create_service(EstimateCompletion, c["estimate_service"], self._on_request)
+        self.subscriptions_ = [
+            self.create_subscription(JobReport, c["reports_topic"], self._on_report, EVENT_QOS),
+            # Progress of running goals comes from the action's own feedback topic (what
+            # `ros2 action send_goal --feedback` shows), so the generation node publishes nothing extra.
+            self.create_subscription(BudgetedQuery.Impl.FeedbackMessage, f"{c['action_name']}/_action/feedback",
+                                     self._on_feedback, QoSProfile(depth=100)),
+        ]
+        self._publish_diagnostics()
+        self.get_logger().info(f"serving '{self.service.srv_name}', publishing estimates on '{c['estimates_topic']}'")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state):
+        self.shutdown()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state):
+        self.estimator = None
+        self.load_state = "unconfigured"
+        self._publish_diagnostics()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state):
+        self.shutdown()
+        return TransitionCallbackReturn.SUCCESS
 
     def shutdown(self, timeout: float = 0.0):
         """Withdraw the service first: a generation node then sees it gone at once and estimates
@@ -87,8 +118,12 @@ class PredictorNode(Node):
         if self.service is not None:
             self.destroy_service(self.service)
             self.service = None
+        for sub in self.subscriptions_:
+            self.destroy_subscription(sub)
+        self.subscriptions_ = []
         if self.tracked:
             self.get_logger().info(f"shut down; {len(self.tracked)} running goal(s) no longer tracked")
+        self.tracked.clear()
 
     # --- the service ------------------------------------------------------------------------------
     def _on_request(self, req, res):
@@ -167,6 +202,8 @@ class PredictorNode(Node):
             level, msg = DiagnosticStatus.ERROR[0], f"failed to load: {self.load_error}"
         elif self.load_state == "loading":
             level, msg = DiagnosticStatus.WARN[0], "loading the model and timing model"
+        elif self.load_state == "unconfigured" or self.service is None:
+            level, msg = DiagnosticStatus.WARN[0], f"{'unconfigured' if self.estimator is None else 'inactive'} (lifecycle)"
         else:
             level, msg = DiagnosticStatus.OK[0], f"serving; {self.served} estimates, refitted from {self.reports} reports"
         arr = DiagnosticArray(status=[diagnostic_status(
