@@ -341,6 +341,7 @@ class GenerationNode(LifecycleNode):
         """Ask the predictor node; when it is known to be gone, or does not answer in time,
         estimate here and say so. None when the goal was canceled meanwhile."""
         timeout = float(self.cfg["predictor_timeout"])
+        gone = True  # False when the predictor answered but refused the goal
         if self.predictor_ok is False:
             # Known to be gone: no goal waits for it; the probe finds out when it is back.
             problem = self.predictor_problem
@@ -364,7 +365,7 @@ class GenerationNode(LifecycleNode):
                 if r.valid:
                     return EstimateView.of_response(r), ""
                 # Valid here but not there: the two nodes run different configurations.
-                problem = f"the predictor refused the goal ({r.message})"
+                problem, gone = f"the predictor refused the goal ({r.message})", False
             else:
                 self.predictor.remove_pending_request(fut)
                 if g.cancel.is_set():
@@ -372,12 +373,13 @@ class GenerationNode(LifecycleNode):
                 problem = f"no answer from '{self.predictor.srv_name}' within {timeout:.2f} s"
         with self.lock:
             self.fallbacks += 1
-        if self.predictor_ok is not False:
+        if gone and self.predictor_ok is not False:
             self._predictor_state(False, problem)
         view = self._local_estimate(handle, g, req, ids)
         if view is None:
             return None, ""
-        note = f"predictor unreachable ({problem}): planned with the generation node's local estimate"
+        note = (f"{'predictor unreachable (' + problem + ')' if gone else problem}: "
+                f"planned with the generation node's local estimate")
         self.get_logger().warning(f"goal {short_id(handle.goal_id)}: {note}")
         return view, note
 
