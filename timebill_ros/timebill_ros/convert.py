@@ -116,6 +116,16 @@ def to_request(msg, default_policy: str = "kill") -> Request:
     return req
 
 
+def estimate_request(goal, goal_id, already_elapsed: float):
+    """The EstimateCompletion request for an accepted goal (the predictor then tracks it)."""
+    from timebill_msgs.srv import EstimateCompletion
+
+    return EstimateCompletion.Request(
+        prompt=goal.prompt, system_prompt=goal.system_prompt, time_budget=goal.time_budget,
+        max_new_tokens=goal.max_new_tokens, max_eviction_ratio=goal.max_eviction_ratio,
+        already_elapsed=duration(already_elapsed), goal_id=goal_id)
+
+
 # --- estimates ------------------------------------------------------------------------------------
 @dataclass
 class EstimateView:

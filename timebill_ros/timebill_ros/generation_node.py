@@ -25,7 +25,6 @@ from rclpy.qos import QoSProfile
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from timebill_msgs.action import BudgetedQuery
 from timebill_msgs.msg import CompletionEstimate, JobReport
-from timebill_msgs.srv import EstimateCompletion
 from visualization_msgs.msg import Marker
 
 from timebill.jobs import Job, QueueFull, Scheduler
@@ -34,8 +33,9 @@ from timebill.request import InvalidRequest, Outcome
 
 from .admission import Admission
 from .common import calibration_values, declare_config, diagnostic_status, load_while_reporting, run_node
-from .convert import (NOT_SCORED, OUTCOME_NAMES, EstimateView, duration, estimate_msg, goal_key, job_report, remaining,
-                      result_msg, seconds, short_id, to_request, unrun_result)
+from .convert import (NOT_SCORED, OUTCOME_NAMES, EstimateView, duration, estimate_msg, estimate_request, goal_key,
+                      job_report, remaining, result_msg, seconds, short_id, to_request, unrun_result)
+from .predictor_link import PredictorLink
 
 Result = BudgetedQuery.Result
 # rclpy's default depth of 10 drops feedback (= lost tokens) when a client falls behind a fast
@@ -51,9 +51,6 @@ SERVICE_QOS = QoSProfile(depth=1000)
 # over (milliseconds); a slot whose hand-over never came (rclpy failed to create the goal handle)
 # is freed after this many seconds.
 RESERVATION_TIMEOUT = 10.0
-# The probe that asks a predictor known to be gone whether it is back (a what-if, nothing tracked).
-PROBE = EstimateCompletion.Request(prompt="probe", time_budget=duration(1.0), max_new_tokens=1,
-                                   max_eviction_ratio=-1.0)
 
 
 @dataclass
@@ -100,7 +97,8 @@ class GenerationNode(LifecycleNode):
         self.report_pub = self.create_publisher(JobReport, c["reports_topic"], EVENT_QOS)
         self.estimate_pub = self.create_publisher(CompletionEstimate, c["estimates_topic"], EVENT_QOS)
         self.marker_pub = self.create_publisher(Marker, c["marker_topic"], 10)
-        self.predictor = self.create_client(EstimateCompletion, c["estimate_service"], callback_group=self.group)
+        self.predictor = PredictorLink(self, c["estimate_service"], c["predictor_timeout"], c["predictor_probe_period"],
+                                       callback_group=self.group)
         self.engine = None
         self.tokenized = None
         self.admission = None
@@ -116,11 +114,6 @@ class GenerationNode(LifecycleNode):
         self.finished = 0
         self.rejected = 0
         self.last_rejection = ""
-        self.predictor_ok: bool | None = None
-        self.predictor_problem = ""
-        self.fallbacks = 0
-        self.probe = None                # (future, sent at) of the probe in flight
-        self.probe_timer = None
         # From construction, so /diagnostics also says "loading", "failed" or "inactive".
         self.create_timer(float(c["diagnostics_period"]), self._publish_diagnostics, callback_group=self.group)
 
@@ -155,12 +148,11 @@ class GenerationNode(LifecycleNode):
             goal_service_qos_profile=SERVICE_QOS, cancel_service_qos_profile=SERVICE_QOS,
             result_service_qos_profile=SERVICE_QOS,
         )
-        self.probe_timer = self.create_timer(float(self.cfg["predictor_probe_period"]), self._probe_predictor,
-                                             callback_group=self.group)
+        self.predictor.start()
         self._publish_diagnostics()
         self.get_logger().info(
             f"serving action '{self.action_path()}' (queue {self.cfg['queue_size']}, default policy "
-            f"{self.cfg['default_policy']}, predictor service '{self.predictor.srv_name}')")
+            f"{self.cfg['default_policy']}, predictor service '{self.predictor.name}')")
         return super().on_activate(state)
 
     def on_deactivate(self, state):
@@ -199,13 +191,10 @@ class GenerationNode(LifecycleNode):
             self.get_logger().warning(f"{len(self.goals)} goal(s) not answered within {timeout:.1f} s of shutdown")
         if goals:
             self.get_logger().info(f"shut down; {len(goals)} goal(s) stopped")
-        if self.probe_timer is not None:
-            self.destroy_timer(self.probe_timer)
-            self.probe_timer = None
+        self.predictor.stop()
         if self.action is not None:
             self.action.destroy()
             self.action = None
-        self.probe = None
 
     # --- action callbacks -------------------------------------------------------------------------
     def _reject(self, why: str):
@@ -340,46 +329,16 @@ class GenerationNode(LifecycleNode):
     def _estimate(self, handle, g: GoalState, req, ids):
         """Ask the predictor node; when it is known to be gone, or does not answer in time,
         estimate here and say so. None when the goal was canceled meanwhile."""
-        timeout = float(self.cfg["predictor_timeout"])
-        gone = True  # False when the predictor answered but refused the goal
-        if self.predictor_ok is False:
-            # Known to be gone: no goal waits for it; the probe finds out when it is back.
-            problem = self.predictor_problem
-        elif not self.predictor.service_is_ready():
-            problem = f"service '{self.predictor.srv_name}' not available"
-        else:
-            srv = EstimateCompletion.Request(
-                prompt=req.prompt, system_prompt=req.system_prompt, time_budget=handle.request.time_budget,
-                max_new_tokens=handle.request.max_new_tokens, max_eviction_ratio=handle.request.max_eviction_ratio,
-                already_elapsed=duration(time.monotonic() - g.accepted_at), goal_id=handle.goal_id,
-            )
-            fut = self.predictor.call_async(srv)
-            end = time.monotonic() + timeout
-            done = threading.Event()
-            fut.add_done_callback(lambda _f: done.set())
-            while not fut.done() and time.monotonic() < end and not g.cancel.is_set():
-                done.wait(min(0.02, max(0.0, end - time.monotonic())))
-            if fut.done() and fut.exception() is None and fut.result() is not None:
-                r = fut.result()
-                self._predictor_state(True)
-                if r.valid:
-                    return EstimateView.of_response(r), ""
-                # Valid here but not there: the two nodes run different configurations.
-                problem, gone = f"the predictor refused the goal ({r.message})", False
-            else:
-                self.predictor.remove_pending_request(fut)
-                if g.cancel.is_set():
-                    return None, ""
-                problem = f"no answer from '{self.predictor.srv_name}' within {timeout:.2f} s"
-        with self.lock:
-            self.fallbacks += 1
-        if gone and self.predictor_ok is not False:
-            self._predictor_state(False, problem)
+        answer = self.predictor.ask(estimate_request(handle.request, handle.goal_id, time.monotonic() - g.accepted_at),
+                                    g.cancel)
+        if answer is None:
+            return None, ""
+        if isinstance(answer, EstimateView):
+            return answer, ""
         view = self._local_estimate(handle, g, req, ids)
         if view is None:
             return None, ""
-        note = (f"{'predictor unreachable (' + problem + ')' if gone else problem}: "
-                f"planned with the generation node's local estimate")
+        note = f"{answer}: planned with the generation node's local estimate"
         self.get_logger().warning(f"goal {short_id(handle.goal_id)}: {note}")
         return view, note
 
@@ -399,32 +358,6 @@ class GenerationNode(LifecycleNode):
         # The predictor publishes an estimate for every goal; when it is down, this node does.
         self.estimate_pub.publish(estimate_msg(handle.goal_id, view, now, accepted, g.budget))
         return view
-
-    def _predictor_state(self, ok: bool, problem: str = ""):
-        with self.lock:
-            changed = ok != self.predictor_ok
-            self.predictor_ok, self.predictor_problem = ok, problem
-        if changed:
-            self.get_logger().info("predictor reachable" if ok else
-                                   f"predictor unreachable: {problem}; probing it in the background")
-
-    def _probe_predictor(self):
-        """While the predictor is known to be gone, ask it a what-if now and then; its answer
-        brings goals back to it."""
-        if self.predictor_ok is not False or self.closing:
-            return
-        if self.probe is not None:
-            fut, sent = self.probe
-            if fut.done():
-                self.probe = None
-                if fut.exception() is None and fut.result() is not None:
-                    self._predictor_state(True)
-            elif time.monotonic() - sent > float(self.cfg["predictor_timeout"]):
-                self.predictor.remove_pending_request(fut)
-                self.probe = None
-            return
-        if self.predictor.service_is_ready():
-            self.probe = (self.predictor.call_async(PROBE), time.monotonic())
 
     # --- while generating -------------------------------------------------------------------------
     def _on_start(self, job: Job):
@@ -521,9 +454,7 @@ class GenerationNode(LifecycleNode):
                 "goals_finished": self.finished,
                 "deadline_hit_rate": (sum(scored) / len(scored)) if scored else float("nan"),
                 "deadline_window_goals": len(scored),
-                "predictor_reachable": {None: "unknown (no goal yet)", True: "yes", False: "no"}[self.predictor_ok],
-                "predictor_problem": self.predictor_problem,
-                "predictor_fallbacks": self.fallbacks,
+                **self.predictor.diagnostics(),
                 "goals_rejected": self.rejected,
                 "last_rejection": self.last_rejection,
             }
@@ -542,8 +473,8 @@ class GenerationNode(LifecycleNode):
             msg = (f"serving; queue {values['queue_length']}; deadline hit rate "
                    + ("n/a" if math.isnan(rate) else f"{100 * rate:.0f} % of {len(scored)}"))
             level = ok
-            if self.predictor_ok is False:
-                level, msg = warn, msg + f"; predictor unreachable ({self.predictor_problem}), using local estimates"
+            if self.predictor.ok is False:
+                level, msg = warn, msg + f"; predictor unreachable ({self.predictor.problem}), using local estimates"
         arr = DiagnosticArray(status=[diagnostic_status(
             f"{self.get_fully_qualified_name()}: budgeted generation", str(values["model"]), level, msg, values)])
         arr.header.stamp = self.get_clock().now().to_msg()
