@@ -48,15 +48,17 @@ def test_times_saturate_at_int32_seconds_instead_of_wrapping():
 
 def test_admission_refuses_prompts_the_context_cannot_hold_by_characters(tiny):
     from timebill.request import InvalidRequest, Request
-    from timebill_ros.admission import NORMALIZER_MARGIN, Admission, max_chars_per_token
+    from timebill_ros.admission import Admission, has_normalizer, max_chars_per_token
 
     per_token = max_chars_per_token(tiny.tokenizer)
-    # The bound is sound: no prompt's token count is below its characters over per_token.
-    for text in ("kitchen " * 200, "0123456789" * 50, "The robot moves to the kitchen."):
+    # The bound is sound: no prompt's token count is below its characters over per_token (the
+    # tiny tokenizer has no normalizer, so no margin is needed).
+    assert not has_normalizer(tiny.tokenizer)
+    for text in ("kitchen " * 200, "0123456789" * 50, "The robot moves to the kitchen.", "日本語のロボット" * 20):
         assert len(tiny.encode_chat(text)) >= len(text) / per_token
     adm = Admission(tiny.max_context, per_token, default_max_new_tokens=64)
     limit = adm.max_prompt_chars(64)
-    assert limit == (tiny.max_context - 64) * per_token * NORMALIZER_MARGIN
+    assert limit == (tiny.max_context - 64) * per_token
     adm.check(Request(prompt="x" * limit, budget=1.0))
     with pytest.raises(InvalidRequest, match="characters: more than the model's context"):
         adm.check(Request(prompt="x" * (limit + 1), budget=1.0))

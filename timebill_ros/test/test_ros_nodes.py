@@ -287,7 +287,8 @@ REJECTED_GOALS = {
 }
 # Judged by the tokenizer once the goal is taken: answered INVALID with the reason.
 INVALID_GOALS = {
-    "prompt over the context": (dict(prompt="kitchen cup robot " * 1500), "context"),
+    # 12,600 characters, about 4,900 tokens: under the character bound (13 x 2,040), over the context.
+    "prompt over the context": (dict(prompt="kitchen cup robot " * 700), "context"),
 }
 
 

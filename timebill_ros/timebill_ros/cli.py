@@ -263,14 +263,19 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _die_with_parent(parent: int):
-    """preexec_fn of a node: the kernel sends it SIGTERM when bringup ends, however it ends (also
-    SIGKILL, which bringup cannot catch). Runs in the child between fork and exec."""
+    """A node's preexec_fn: the kernel sends it SIGTERM when bringup ends, however it ends (also
+    SIGKILL, which bringup cannot catch). Made in the parent; the child (between fork and exec,
+    where taking a lock another thread held at the fork could hang) only calls prctl."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # bringup died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def in_child():
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # bringup died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
 
 
 class Bringup:
@@ -333,7 +338,7 @@ class Bringup:
         p = subprocess.Popen(self.command(name), env=env, start_new_session=True,
                              stdout=subprocess.PIPE if piped else None,
                              stderr=subprocess.STDOUT if piped else None, text=True, bufsize=1,
-                             preexec_fn=lambda: _die_with_parent(me))
+                             preexec_fn=_die_with_parent(me))
         self.procs[name] = p
         self.started[name] = time.monotonic()
         if piped:
