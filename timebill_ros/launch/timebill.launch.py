@@ -10,10 +10,12 @@ nodes from the same file with the same arguments.
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = "timebill_ros"
+RESPAWN_DELAY = 2.0         # seconds before a crashed node is started again
+RESPAWN_MAX_RETRIES = 5
 
 
 def _nodes(context, *args, **kwargs):
@@ -24,11 +26,19 @@ def _nodes(context, *args, **kwargs):
     with_predictor = LaunchConfiguration("predictor").perform(context).strip().lower() in ("true", "1", "yes")
     # An empty model argument keeps the file's value; only a given one overrides it.
     params = [config] + ([{"model": model}] if model else [])
+    # A crashed node is started again (as `timebill_ros bringup` does): the other keeps serving
+    # meanwhile (the generation node on its local estimates). respawn_max_retries needs launch
+    # from Jazzy on; a node that keeps crashing is given up on after it.
     common = dict(package=PACKAGE, namespace=namespace, parameters=params, output="screen", emulate_tty=True,
-                  arguments=["--ros-args", "--log-level", log_level])
-    nodes = [Node(executable="generation_node", name="generation_node", **common)]
+                  arguments=["--ros-args", "--log-level", log_level],
+                  respawn=True, respawn_delay=RESPAWN_DELAY, respawn_max_retries=RESPAWN_MAX_RETRIES)
+    # Managed nodes (configure loads the model, activate serves). They take themselves to active
+    # (their `autostart` parameter, true by default), so a respawned node serves again without
+    # a manager; with autostart:=false, drive them with launch's ChangeState events, nav2's
+    # lifecycle manager or `ros2 lifecycle set`.
+    nodes = [LifecycleNode(executable="generation_node", name="generation_node", **common)]
     if with_predictor:
-        nodes.append(Node(executable="predictor_node", name="predictor_node", **common))
+        nodes.append(LifecycleNode(executable="predictor_node", name="predictor_node", **common))
     return nodes
 
 

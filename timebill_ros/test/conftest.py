@@ -106,6 +106,22 @@ def processes(ros_env):
     procs.stop_all()
 
 
+def processes_with(marker: str) -> dict[int, list[str]]:
+    """Running processes with ``marker`` as one of their arguments: pid -> argv. Read from /proc,
+    because `ps` cuts command lines at its output width (the marker, often last, was cut off)."""
+    found = {}
+    for proc in pathlib.Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        except OSError:  # ended meanwhile
+            continue
+        if any(marker in a for a in argv):
+            found[int(proc.name)] = argv
+    return found
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
     end = time.monotonic() + timeout
     while time.monotonic() < end:

@@ -25,8 +25,16 @@ def test_launch_file_compiles_and_declares_its_arguments():
     assert any(isinstance(f, ast.FunctionDef) and f.name == "generate_launch_description" for f in tree.body)
     declared = {c.args[0].value for c in _calls(tree, "DeclareLaunchArgument")}
     assert {"config", "model", "namespace", "log_level"} <= declared
-    executables = {kw.value.value for c in _calls(tree, "Node") for kw in c.keywords if kw.arg == "executable"}
+    # Managed (lifecycle) nodes, as nav2 and llama_ros use.
+    assert not _calls(tree, "Node")
+    executables = {kw.value.value for c in _calls(tree, "LifecycleNode") for kw in c.keywords
+                   if kw.arg == "executable"}
     assert executables == {"generation_node", "predictor_node"}
+    # A crashed node is respawned (issue 12, failure 2): launch_ros's Node passes these to ExecuteProcess.
+    common = next(c for c in _calls(tree, "dict") if any(kw.arg == "package" for kw in c.keywords))
+    kws = {kw.arg: kw.value for kw in common.keywords}
+    assert isinstance(kws["respawn"], ast.Constant) and kws["respawn"].value is True
+    assert {"respawn_delay", "respawn_max_retries"} <= set(kws)
     # Both are console scripts of the package, installed where launch_ros looks (lib/<package>).
     setup_py = (PKG_DIR / "setup.py").read_text()
     for exe in executables:

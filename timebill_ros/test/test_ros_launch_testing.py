@@ -54,8 +54,11 @@ class TestBudgetedQuery(unittest.TestCase):
                 feedback = []
                 h = client.query("Where is the red cup?", 10.0, max_new_tokens=20, on_feedback=feedback.append)
                 r = h.result(timeout=60)
-                self.assertEqual(r.outcome, 1, r.message)  # COMPLETED
-                self.assertEqual(h.status, 4)  # SUCCEEDED
+                from action_msgs.msg import GoalStatus
+                from timebill_msgs.action import BudgetedQuery
+
+                self.assertEqual(r.outcome, BudgetedQuery.Result.COMPLETED, r.message)
+                self.assertEqual(h.status, GoalStatus.STATUS_SUCCEEDED)
                 self.assertTrue(feedback)
                 self.assertEqual("".join(fb.text for fb in feedback), r.text)
         finally:

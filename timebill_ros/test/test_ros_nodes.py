@@ -23,8 +23,13 @@ from conftest import ROS_HOME, Processes, needs_ros, wait_for
 
 pytestmark = needs_ros
 
-COMPLETED, KILLED, SKIPPED, CANCELED, INFEASIBLE, INVALID, FAILED = 1, 2, 3, 4, 5, 6, 7
-SUCCEEDED, STATUS_CANCELED, ABORTED = 4, 5, 6
+BudgetedQuery = pytest.importorskip("timebill_msgs.action", reason="source scripts/env.sh").BudgetedQuery
+GoalStatus = pytest.importorskip("action_msgs.msg", reason="source scripts/env.sh").GoalStatus
+
+R = BudgetedQuery.Result
+COMPLETED, KILLED, SKIPPED, CANCELED, INFEASIBLE, INVALID, FAILED = (
+    R.COMPLETED, R.KILLED, R.SKIPPED, R.CANCELED, R.INFEASIBLE, R.INVALID, R.FAILED)
+SUCCEEDED, STATUS_CANCELED, ABORTED = GoalStatus.STATUS_SUCCEEDED, GoalStatus.STATUS_CANCELED, GoalStatus.STATUS_ABORTED
 LONG = 1500  # tokens: well over a second on the tiny model
 
 
@@ -173,6 +178,49 @@ def test_a_fast_models_whole_stream_reaches_the_client(system):
     assert "".join(fb.text for fb in h.fbs) == r.text == h.text
 
 
+def test_a_plain_rclpy_client_gets_every_feedback_message_from_the_feedback_topic(system):
+    # The README's recipe for a third-party client: rclpy's ActionClient drops a goal's feedback
+    # once its result is in, so its feedback_callback can miss the stream's tail; a subscription
+    # to the action's feedback topic (depth 1000), filtered by goal id, gets every message, and
+    # the stream is whole once its token count reaches the result's generated_tokens.
+    import rclpy
+    from rclpy.action import ActionClient
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile
+
+    node = rclpy.create_node("third_party_client", context=system.client.node.context)
+    got, via_callback = [], []
+    ac = ActionClient(node, BudgetedQuery, "/timebill/budgeted_query")
+    node.create_subscription(BudgetedQuery.Impl.FeedbackMessage, "/timebill/budgeted_query/_action/feedback",
+                             lambda m: got.append(m), QoSProfile(depth=1000))
+    ex = SingleThreadedExecutor(context=node.context)
+    ex.add_node(node)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
+                               daemon=True)
+    spinner.start()
+    try:
+        assert ac.wait_for_server(timeout_sec=10)
+        goal = BudgetedQuery.Goal(prompt="Say as much as you can.", max_new_tokens=LONG, max_eviction_ratio=-1.0,
+                                  overrun_policy=BudgetedQuery.Goal.POLICY_KILL)
+        goal.time_budget.sec = 30
+        sent = ac.send_goal_async(goal, feedback_callback=via_callback.append)
+        handle = wait_for(lambda: sent.done() and sent.result(), 10, what="the goal response")
+        res = handle.get_result_async()
+        r = wait_for(lambda: res.done() and res.result(), 30, what="the result").result
+        assert r.outcome == COMPLETED, r.message
+        key = bytes(handle.goal_id.uuid)
+        mine = lambda: [m.feedback for m in got if bytes(m.goal_id.uuid) == key]  # noqa: E731
+        wait_for(lambda: mine() and mine()[-1].tokens_generated >= r.generated_tokens, 5,
+                 what="the stream to catch up with the result")
+        assert "".join(fb.text for fb in mine()) == r.text
+    finally:
+        stop.set()
+        spinner.join(timeout=5)
+        ex.shutdown(timeout_sec=1)
+        node.destroy_node()
+
+
 def test_kill_ends_by_the_deadline_with_partial_text(system):
     budget = 0.4
     h = system.send("Describe everything you see.", budget=budget, max_new_tokens=LONG, policy="kill")
@@ -227,30 +275,54 @@ def test_cancel_running_and_queued_goals(system):
 
 
 # --- invalid goals --------------------------------------------------------------------------------
-INVALID_GOALS = {
-    "empty prompt": (dict(prompt=""), "empty"),
-    "blank prompt": (dict(prompt="   \n"), "empty"),
+# Judged in the goal callback, before a goal takes a queue slot: rejected, the reason logged.
+REJECTED_GOALS = {
+    "empty prompt": (dict(prompt=""), "the prompt is empty"),
+    "blank prompt": (dict(prompt="   \n"), "the prompt is empty"),
     "zero budget": (dict(budget=0.0), "budget"),
     "negative budget": (dict(budget="negative"), "budget"),
-    "prompt over the context": (dict(prompt="kitchen cup robot " * 1500), "context"),
-    "no room to answer": (dict(max_new_tokens=5000), "context"),
-    "unknown policy": (dict(policy=7), "policy"),
+    "unknown policy": (dict(policy=7), "overrun_policy"),
     "eviction ratio 1.5": (dict(max_eviction_ratio=1.5), "max_eviction_ratio"),
     "eviction ratio NaN": (dict(max_eviction_ratio=math.nan), "max_eviction_ratio"),
+    "no room to answer": (dict(max_new_tokens=5000), "leaves no room for the prompt"),
+    "prompt of megabytes": (dict(prompt="kitchen " * 250_000), "characters: more than the model's context"),
+}
+# Judged by the tokenizer once the goal is taken: answered INVALID with the reason.
+INVALID_GOALS = {
+    # 12,600 characters, about 4,900 tokens: under the character bound (13 x 2,040), over the context.
+    "prompt over the context": (dict(prompt="kitchen cup robot " * 700), "context"),
 }
 
 
-def test_every_invalid_goal_kind_is_answered_invalid(system):
+def _goal_kw(over):
     from builtin_interfaces.msg import Duration
 
+    kw = dict(prompt="Where is the cup?", budget=5.0, max_new_tokens=8)
+    kw.update(over)
+    if kw["budget"] == "negative":
+        kw["budget"] = Duration(sec=-2)
+    return kw.pop("prompt"), kw.pop("budget"), kw
+
+
+def test_goals_judged_invalid_before_queueing_are_rejected_with_the_reason_logged(system):
+    from timebill_ros.client import QueryRejected
+
+    for kind, (over, why) in REJECTED_GOALS.items():
+        prompt, budget, kw = _goal_kw(over)
+        h = system.client.query(prompt, budget, **kw)
+        with pytest.raises(QueryRejected):
+            h.wait_accepted(10)
+        wait_for(lambda: f"goal rejected: invalid goal: " in open(system.gen.log_path).read(), 5,
+                 what=f"the rejection of '{kind}' in the log")
+        with open(system.gen.log_path) as f:
+            assert why in f.read(), f"{kind}: no '{why}' in the generation node's log"
+    assert _result(system.send("Still there?", 10.0, max_new_tokens=5)).outcome == COMPLETED
+
+
+def test_goal_judged_invalid_by_the_tokenizer_is_answered_invalid(system):
     handles = {}
     for kind, (over, _) in INVALID_GOALS.items():
-        kw = dict(prompt="Where is the cup?", budget=5.0, max_new_tokens=8)
-        kw.update(over)
-        if kw["budget"] == "negative":
-            kw["budget"] = Duration(sec=-2)
-        prompt = kw.pop("prompt")
-        budget = kw.pop("budget")
+        prompt, budget, kw = _goal_kw(over)
         handles[kind] = system.send(prompt, budget, **kw)
     for kind, h in handles.items():
         r = _result(h)
@@ -258,11 +330,79 @@ def test_every_invalid_goal_kind_is_answered_invalid(system):
         assert h.status == ABORTED
         assert INVALID_GOALS[kind][1] in r.message, f"{kind}: {r.message!r}"
         assert r.generated_tokens == 0 and not h.fbs
-    # The node is still serving, and reported every invalid goal.
     assert _result(system.send("Still there?", 10.0, max_new_tokens=5)).outcome == COMPLETED
     for h in handles.values():
         wait_for(lambda: system.heard.of(system.heard.reports, h.goal_id), 5, what="a report of an invalid goal")
         assert system.heard.of(system.heard.reports, h.goal_id)[0].outcome == INVALID
+
+
+def test_a_flood_of_oversized_prompts_does_not_lock_out_a_normal_goal(system):
+    # Issue 12, failure 3: ten 2 MB prompts were queued and tokenized (~2.5 s each), so a normal
+    # goal sent meanwhile was rejected (queue full). Judged by length in characters, they never
+    # take a slot.
+    from timebill_ros.client import QueryRejected
+
+    t0 = time.monotonic()
+    flood = [system.client.query("x" * 2_000_000, 30.0, max_new_tokens=8) for _ in range(10)]
+    normal = system.send("Where is the red cup?", 30.0, max_new_tokens=5)
+    for h in flood:
+        with pytest.raises(QueryRejected):
+            h.wait_accepted(30)
+    r = _result(normal)
+    assert r.outcome == COMPLETED, r.message
+    assert time.monotonic() - t0 < 15.0
+
+
+# --- bursts ---------------------------------------------------------------------------------------
+def test_every_goal_of_a_burst_of_200_gets_a_response(system):
+    # Issue 12, failure 1: at rclpy's default service depth (10), a burst of more than ~10 goals
+    # lost goal requests: no accept, no reject, nothing logged. A plain rclpy ActionClient (no
+    # TimeBillClient), 200 goals at once: each is accepted or rejected, and the accepted complete.
+    # The client's side of the services needs the depth too (its request writer and response
+    # reader keep only `depth` messages): at the default, this client lost 155 of the 200
+    # responses the node sent.
+    import rclpy
+    from rclpy.action import ActionClient
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile
+
+    node = rclpy.create_node("burst_client", context=system.client.node.context)
+    ex = SingleThreadedExecutor(context=node.context)
+    ex.add_node(node)
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            ex.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        deep = QoSProfile(depth=1000)
+        ac = ActionClient(node, BudgetedQuery, "/timebill/budgeted_query", goal_service_qos_profile=deep,
+                          result_service_qos_profile=deep, cancel_service_qos_profile=deep)
+        assert ac.wait_for_server(timeout_sec=10)
+        goal = BudgetedQuery.Goal(prompt="Burst?", max_new_tokens=2, max_eviction_ratio=-1.0)
+        goal.time_budget.sec = 60
+        futures = [ac.send_goal_async(goal) for _ in range(200)]
+        try:
+            wait_for(lambda: all(f.done() for f in futures), 30, interval=0.1)
+        except AssertionError:
+            raise AssertionError(f"{sum(not f.done() for f in futures)} of 200 goals got no response") from None
+        handles = [f.result() for f in futures]
+        accepted = [h for h in handles if h.accepted]
+        assert len(accepted) >= 1 and len(accepted) + sum(not h.accepted for h in handles) == 200
+        results = [h.get_result_async() for h in accepted]
+        wait_for(lambda: all(f.done() for f in results), 60, interval=0.1, what="the accepted goals' results")
+        assert all(f.result().result.outcome == COMPLETED for f in results)
+    finally:
+        stop.set()
+        spinner.join(timeout=5)
+        ex.shutdown(timeout_sec=1)
+        node.destroy_node()
+    with open(system.gen.log_path) as f:
+        rejections = f.read().count("goal rejected: the queue is full")
+    assert rejections >= 200 - len(accepted)
 
 
 def test_infeasible_goal_is_answered_at_once(system):
@@ -323,6 +463,36 @@ def test_what_if_estimate_service(system):
     assert 0.0 <= r.eviction_ratio < 1.0 and r.time_budget.sec == 2
     bad = system.client.estimate("", budget=2.5)
     assert not bad.valid and "empty" in bad.message
+
+
+def test_a_huge_budget_saturates_the_deadline_instead_of_wrapping(system):
+    # Issue 12, failure 7: builtin_interfaces/Time has int32 seconds; a deadline past 2038 wrapped
+    # around (budgets above ~3.5e8 s). It saturates at the largest representable time.
+    r = system.client.estimate("Where is the red cup?", budget=2.0e9, max_new_tokens=8)
+    assert r.valid, r.message
+    assert r.deadline.sec == 2**31 - 1
+    assert r.time_budget.sec == 2_000_000_000
+    now = time.time()
+    assert now - 60 < r.predicted_completion.sec < now + 60
+
+
+def test_nodes_print_no_progress_bars(system):
+    # Issue 12, failure 7: a GGUF conversion's "Loading weights" bar was hundreds of lines in the
+    # predictor node's log under launch. A node module silences tqdm, however transformers sets it.
+    code = ("import io, timebill_ros.predictor_node\n"
+            "from transformers.utils import logging as hf\n"
+            "hf.enable_progress_bar()\n"
+            "buf = io.StringIO()\n"
+            "with hf.tqdm(total=3, desc='Loading weights', file=buf) as bar:\n"
+            "    bar.update(3)\n"
+            "print(repr(buf.getvalue()))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "''", out.stdout
+    for p in (system.gen, system.pred):
+        with open(p.log_path) as f:
+            assert "it/s]" not in f.read()
 
 
 def test_diagnostics_and_marker(system):
@@ -409,7 +579,11 @@ def test_generation_node_shuts_down_cleanly_mid_goal(system):
     pgid = system.gen.pid
     t0 = time.monotonic()
     assert system.procs.stop(system.gen, timeout=10) == 0
-    assert time.monotonic() - t0 < 10
+    # Well within launch's 5 s before it escalates to SIGTERM (issue 12: once in three
+    # launch_testing runs it was not). The node itself stopped in 0.1 s; the interpreter's teardown
+    # with torch loaded took another 2.6 to 4.8 s, until the node skipped it.
+    stopped = time.monotonic() - t0
+    assert stopped < 3.0, f"the generation node took {stopped:.2f} s to stop on SIGINT"
     # The goal in progress was answered before the node went away.
     r = _result(h, timeout=5)
     assert r.outcome == CANCELED and h.status == ABORTED and "shutting down" in r.message
@@ -419,3 +593,4 @@ def test_generation_node_shuts_down_cleanly_mid_goal(system):
     with open(system.gen.log_path) as f:
         log = f.read()
     assert "Traceback" not in log, log[-3000:]
+    assert "exiting now" not in log, "the shutdown had to be cut short:\n" + log[-3000:]

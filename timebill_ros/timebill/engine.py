@@ -84,17 +84,19 @@ class BudgetedEngine:
         accepted_at: float | None = None,
         length: LengthEstimate | None = None,
         on_plan: Callable[[Estimate], None] | None = None,
+        prompt_ids: list | None = None,
     ) -> Result:
         """Run one job. ``accepted_at`` (time.monotonic()) is when its budget started; default now.
 
         ``length``: a length prediction already made for this job (not repeated in the budget).
         ``on_plan`` is called with the estimate once the ratio is planned, before the prefill.
+        ``prompt_ids``: the request's prompt already tokenized (and checked) by ``Estimator.encode``.
         Raises InvalidRequest for a bad request; every other problem is a Result.
         """
         accepted_at = time.monotonic() if accepted_at is None else accepted_at
         with self._lock:
             queue_wait = time.monotonic() - accepted_at
-            est = self.estimator.estimate(req, already_elapsed=queue_wait, length=length)
+            est = self.estimator.estimate(req, already_elapsed=queue_wait, length=length, prompt_ids=prompt_ids)
             if on_plan is not None:
                 on_plan(est)
             result = self._run(req, est, accepted_at, queue_wait, on_token, cancel)

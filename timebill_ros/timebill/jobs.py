@@ -38,6 +38,7 @@ class Job:
     on_token: TokenCallback | None = None
     cancel: threading.Event | None = None
     length: LengthEstimate | None = None       # predicted at acceptance; not predicted again
+    prompt_ids: list | None = None             # tokenized at acceptance; not tokenized again
     on_plan: Callable[[Estimate], None] | None = None
 
     @property
@@ -114,7 +115,7 @@ class Scheduler:
             if self.on_start:
                 self.on_start(job)
             result = self.engine.generate(job.request, on_token=job.on_token, cancel=job.cancel, accepted_at=job.release,
-                                          length=job.length, on_plan=job.on_plan)
+                                          length=job.length, on_plan=job.on_plan, prompt_ids=job.prompt_ids)
         finally:
             with self._cond:
                 # Set before the next job can start, so it sees the overrun.
@@ -152,7 +153,7 @@ def run_sequence(engine: BudgetedEngine, jobs: list[Job], skip_idle: bool = True
         else:
             res = expired(live, time.monotonic()) or engine.generate(
                 live.request, on_token=live.on_token, cancel=live.cancel, accepted_at=real_release,
-                length=live.length, on_plan=live.on_plan)
+                length=live.length, on_plan=live.on_plan, prompt_ids=live.prompt_ids)
             skip_next.job_ended(live.policy, res.outcome, res.deadline_met, time.monotonic() - origin + skipped)
         results[i] = res
         if progress:

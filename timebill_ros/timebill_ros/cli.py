@@ -20,8 +20,6 @@ import sys
 import threading
 import time
 
-from .common import OUTCOME_NAMES, seconds
-
 DEFAULT_PROMPT = "In two sentences: why should a robot's language model answer within a time budget?"
 EXIT_OK, EXIT_GOAL_FAILED, EXIT_NO_SYSTEM = 0, 1, 2
 
@@ -55,10 +53,31 @@ def _add_goal_args(p, prompt_required=True):
 
 def _add_ns(p):
     p.add_argument("--namespace", "-n", default="timebill", help="the nodes' namespace (default timebill)")
+    p.add_argument("--config", default=None,
+                   help="parameter file the nodes run with, for the action, service and topic names "
+                        "(default: the package's config/timebill.yaml)")
+
+
+def _names(args) -> dict:
+    """The action, service and topic names the nodes were configured with."""
+    from timebill.config import load_config
+
+    cfg = load_config(args.config)
+    return {k: cfg[k] for k in ("action_name", "estimate_service", "estimates_topic", "reports_topic")}
+
+
+def _client(args, **kw):
+    from .client import TimeBillClient
+
+    names = _names(args)
+    return TimeBillClient(namespace=args.namespace, action_name=names["action_name"],
+                          estimate_service=names["estimate_service"], **kw)
 
 
 # --- query / estimate -----------------------------------------------------------------------------
 def print_result(result, status_name: str, budget: float, out=sys.stdout):
+    from .convert import OUTCOME_NAMES, seconds
+
     name = OUTCOME_NAMES.get(result.outcome, str(result.outcome))
     print(f"\n--- {name} (goal status {status_name}) ---", file=out)
     print(f"deadline {'met' if result.deadline_met else 'MISSED'}: {seconds(result.elapsed):.3f} s of a "
@@ -92,13 +111,13 @@ def run_query(client, args, out=sys.stdout) -> int:
         h.cancel()
         result = h.result(timeout=10.0)
     print_result(result, h.status_name, args.budget, out)
-    return EXIT_GOAL_FAILED if result.outcome in (6, 7) else EXIT_OK
+    from .convert import ERROR_OUTCOMES
+
+    return EXIT_GOAL_FAILED if result.outcome in ERROR_OUTCOMES else EXIT_OK
 
 
 def cmd_query(args) -> int:
-    from .client import TimeBillClient
-
-    with TimeBillClient(namespace=args.namespace) as client:
+    with _client(args) as client:
         if not client.wait_until_ready(timeout=args.wait):
             print(f"no action server {client.action_name} within {args.wait} s: is the generation node running? "
                   f"(timebill_ros bringup)", file=sys.stderr)
@@ -107,9 +126,9 @@ def cmd_query(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .client import TimeBillClient
+    from .convert import seconds
 
-    with TimeBillClient(namespace=args.namespace) as client:
+    with _client(args) as client:
         try:
             r = client.estimate(args.prompt, args.budget, system_prompt=args.system,
                                 max_new_tokens=args.max_new_tokens, max_eviction_ratio=args.max_eviction_ratio,
@@ -134,23 +153,29 @@ class Monitor:
 
     COLUMNS = f"{'goal':8}  {'state':10} {'budget':>7} {'predict':>7} {'elapsed':>7} {'tokens':>6} {'tok/s':>6} {'alpha':>5}  note"
 
-    def __init__(self, node, namespace: str, plain: bool, out=sys.stdout):
+    def __init__(self, node, namespace: str, plain: bool, names: dict, out=sys.stdout):
+        """``names``: the configured action and topic names (relative ones resolve in ``namespace``)."""
         from rclpy.qos import QoSProfile
         from timebill_msgs.action import BudgetedQuery
         from timebill_msgs.msg import CompletionEstimate, JobReport
 
-        from .common import goal_key, short_id
+        from .convert import OUTCOME_NAMES, goal_key, seconds, short_id
 
-        self._key, self._short = goal_key, short_id
+        self._key, self._short, self._seconds, self._names = goal_key, short_id, seconds, OUTCOME_NAMES
         self.out, self.plain = out, plain
         self.jobs: dict[bytes, dict] = {}
         self.order: list[bytes] = []
         ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+
+        def resolve(name: str) -> str:
+            return name if name.startswith("/") else f"{ns}/{name}"
+
         qos = QoSProfile(depth=100)
-        node.create_subscription(CompletionEstimate, f"{ns}/estimates", self.on_estimate, qos)
-        node.create_subscription(JobReport, f"{ns}/job_reports", self.on_report, qos)
-        node.create_subscription(BudgetedQuery.Impl.FeedbackMessage, f"{ns}/budgeted_query/_action/feedback",
-                                 self.on_feedback, QoSProfile(depth=1000))
+        node.create_subscription(CompletionEstimate, resolve(names["estimates_topic"]), self.on_estimate, qos)
+        node.create_subscription(JobReport, resolve(names["reports_topic"]), self.on_report, qos)
+        node.create_subscription(BudgetedQuery.Impl.FeedbackMessage,
+                                 f"{resolve(names['action_name'])}/_action/feedback", self.on_feedback,
+                                 QoSProfile(depth=1000))
 
     def job(self, goal_id) -> dict:
         k = self._key(goal_id)
@@ -162,6 +187,7 @@ class Monitor:
         return self.jobs[k]
 
     def on_estimate(self, m):
+        seconds = self._seconds
         j = self.job(m.goal_id)
         j["budget"], j["predicted"], j["alpha"] = seconds(m.time_budget), seconds(m.predicted_total), m.eviction_ratio
         if m.tokens_generated == 0:
@@ -173,11 +199,12 @@ class Monitor:
         fb = m.feedback
         if j["state"] in ("accepted", "queued"):
             j["state"] = "running"
-        j["elapsed"], j["tokens"], j["alpha"] = seconds(fb.elapsed), fb.tokens_generated, fb.eviction_ratio
+        j["elapsed"], j["tokens"], j["alpha"] = self._seconds(fb.elapsed), fb.tokens_generated, fb.eviction_ratio
 
     def on_report(self, m):
+        seconds = self._seconds
         j = self.job(m.goal_id)
-        j["state"] = OUTCOME_NAMES.get(m.outcome, "?").lower()
+        j["state"] = self._names.get(m.outcome, "?").lower()
         j["budget"], j["elapsed"], j["tokens"] = seconds(m.time_budget), seconds(m.measured_total), m.generated_tokens
         j["predicted"], j["alpha"] = seconds(m.predicted_total), m.eviction_ratio
         j["note"] = ("deadline met" if m.deadline_met else "deadline MISSED") + (f"; {m.message}" if m.message else "")
@@ -210,7 +237,7 @@ def cmd_monitor(args) -> int:
     rclpy.init(args=[])
     node = rclpy.create_node("timebill_monitor")
     plain = args.plain or not sys.stdout.isatty()
-    mon = Monitor(node, args.namespace, plain)
+    mon = Monitor(node, args.namespace, plain, _names(args))
     if plain:
         print(Monitor.COLUMNS, flush=True)
     ex = SingleThreadedExecutor()
@@ -232,10 +259,37 @@ def cmd_monitor(args) -> int:
 
 
 # --- bringup / demo -------------------------------------------------------------------------------
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int):
+    """A node's preexec_fn: the kernel sends it SIGTERM when bringup ends, however it ends (also
+    SIGKILL, which bringup cannot catch). Made in the parent; the child (between fork and exec,
+    where taking a lock another thread held at the fork could hang) only calls prctl."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def in_child():
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # bringup died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
 class Bringup:
-    """Both nodes as child processes, from the same YAML and arguments as the launch file."""
+    """Both nodes as child processes, from the same YAML and arguments as the launch file.
+
+    A node never outlives bringup: it gets SIGTERM from the kernel when bringup's process ends
+    (Linux parent-death signal) and watches bringup's pid itself (``TIMEBILL_PARENT_PID``).
+    """
 
     NODES = ("generation_node", "predictor_node")
+    # Restarting a crashed node (``supervise``), as launch's respawn does: the delay doubles from
+    # RESTART_DELAY up to RESTART_DELAY_MAX; a node that crashes RESTART_LIMIT times, each within
+    # STABLE_AFTER seconds of its start, is given up on.
+    RESTART_DELAY, RESTART_DELAY_MAX, RESTART_LIMIT, STABLE_AFTER = 1.0, 30.0, 5, 60.0
 
     def __init__(self, config=None, model=None, namespace="timebill", log_level="info", params=(),
                  predictor=True, log_path=None, echo=True):
@@ -251,6 +305,9 @@ class Bringup:
         self.echo = echo            # copy the nodes' output to the terminal
         self.quiet_after_ready = False
         self.procs: dict[str, subprocess.Popen] = {}
+        self.started: dict[str, float] = {}
+        self.crashes: dict[str, int] = {}
+        self.restarts: dict[str, int] = {}
         self._log = None
 
     def command(self, node: str) -> list[str]:
@@ -265,19 +322,27 @@ class Bringup:
         return cmd
 
     def start(self):
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        piped = self.log_path is not None
-        if piped:
+        if self.log_path is not None:
             pathlib.Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "a")
         for name in self.nodes:
-            # Own session: a terminal's Ctrl-C reaches only us, and we stop the nodes in order.
-            p = subprocess.Popen(self.command(name), env=env, start_new_session=True,
-                                 stdout=subprocess.PIPE if piped else None,
-                                 stderr=subprocess.STDOUT if piped else None, text=True, bufsize=1)
-            self.procs[name] = p
-            if piped:
-                threading.Thread(target=self._pump, args=(name, p), daemon=True).start()
+            self.start_node(name)
+
+    def start_node(self, name: str):
+        from .common import PARENT_ENV
+
+        me = os.getpid()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(me)})
+        piped = self._log is not None
+        # Own session: a terminal's Ctrl-C reaches only us, and we stop the nodes in order.
+        p = subprocess.Popen(self.command(name), env=env, start_new_session=True,
+                             stdout=subprocess.PIPE if piped else None,
+                             stderr=subprocess.STDOUT if piped else None, text=True, bufsize=1,
+                             preexec_fn=_die_with_parent(me))
+        self.procs[name] = p
+        self.started[name] = time.monotonic()
+        if piped:
+            threading.Thread(target=self._pump, args=(name, p), daemon=True).start()
 
     def _pump(self, name, p):
         for line in p.stdout:
@@ -290,6 +355,35 @@ class Bringup:
 
     def dead(self) -> list[str]:
         return [f"{n} (exit code {p.returncode})" for n, p in self.procs.items() if p.poll() is not None]
+
+    def supervise(self, stop: threading.Event, say=None) -> bool:
+        """Restart crashed nodes until ``stop`` is set; False when a node crashed too often."""
+        say = say or (lambda msg: print(f"[bringup] {msg}", file=sys.stderr, flush=True))
+        due: dict[str, float] = {}  # node -> when to restart it
+        while not stop.wait(0.2):
+            now = time.monotonic()
+            for name, p in self.procs.items():
+                if name in due or p.poll() is None:
+                    continue
+                if now - self.started[name] >= self.STABLE_AFTER:
+                    self.crashes[name] = 0  # it ran long enough: a new failure, not the same one
+                self.crashes[name] = self.crashes.get(name, 0) + 1
+                n = self.crashes[name]
+                if n > self.RESTART_LIMIT:
+                    say(f"{name} ended (exit code {p.returncode}) {n} times in a row, each within "
+                        f"{self.STABLE_AFTER:.0f} s of its start: giving up; stopping the others")
+                    return False
+                delay = min(self.RESTART_DELAY * 2 ** (n - 1), self.RESTART_DELAY_MAX)
+                say(f"{name} ended (exit code {p.returncode}); restarting it in {delay:.0f} s "
+                    f"(restart {n} of at most {self.RESTART_LIMIT} in a row)")
+                due[name] = now + delay
+            for name, when in list(due.items()):
+                if now >= when:
+                    del due[name]
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    self.start_node(name)
+                    say(f"{name} restarted (pid {self.procs[name].pid})")
+        return True
 
     def stop(self, timeout: float = 10.0) -> bool:
         """SIGINT (as Ctrl-C would), then SIGKILL after ``timeout``. True when all ended on SIGINT."""
@@ -322,24 +416,25 @@ def _bringup_from_args(args, log_path=None, echo=True) -> Bringup:
                    params=args.param or [], predictor=not args.no_predictor, log_path=log_path, echo=echo)
 
 
+def _stop_on_signals(stop: threading.Event):
+    """SIGTERM (systemd, docker stop) and SIGHUP (the terminal closed) stop bringup as Ctrl-C does."""
+    def on_signal(signum, frame):
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+
 def cmd_bringup(args) -> int:
     if args.demo is not None:
         return run_demo(args, args.demo)
     b = _bringup_from_args(args)
-    print(f"starting {', '.join(b.nodes)} in /{b.namespace} (config {b.config or 'built-in defaults'}); Ctrl-C stops them",
-          file=sys.stderr)
+    print(f"starting {', '.join(b.nodes)} in /{b.namespace} (config {b.config or 'built-in defaults'}); "
+          f"Ctrl-C stops them", file=sys.stderr)
+    stop = threading.Event()
+    _stop_on_signals(stop)
     b.start()
-    code = EXIT_OK
-    try:
-        while True:
-            dead = b.dead()
-            if dead:
-                print(f"node ended: {', '.join(dead)}; stopping the others", file=sys.stderr)
-                code = EXIT_GOAL_FAILED
-                break
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
+    code = EXIT_OK if b.supervise(stop) else EXIT_GOAL_FAILED
     clean = b.stop()
     print("nodes stopped" + ("" if clean else " (some had to be killed)"), file=sys.stderr)
     return code
@@ -352,6 +447,12 @@ def run_demo(args, prompt: str) -> int:
     ros_home = pathlib.Path(os.environ.get("ROS_HOME") or pathlib.Path.home() / ".ros")
     log_path = ros_home / "log" / f"timebill_demo-{time.strftime('%Y%m%d-%H%M%S')}.log"
     b = _bringup_from_args(args, log_path=log_path, echo=True)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: stop the nodes, then exit
+        signal.signal(sig, interrupt)
     print(f"[demo] starting the nodes on model '{args.model or 'from ' + (b.config or 'defaults')}' "
           f"(node output: {log_path})", file=sys.stderr)
     print("[demo] the first run converts the embedded model and profiles this machine (a minute or two)",
@@ -397,7 +498,6 @@ def cmd_demo(args) -> int:
 
 
 def _add_bringup_args(p):
-    p.add_argument("--config", default=None, help="parameter file (default: the package's config/timebill.yaml)")
     p.add_argument("--model", default=None, help="model parameter: embedded, an HF folder or a .gguf file")
     _add_ns(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error", "fatal"])

@@ -20,14 +20,16 @@ import threading
 import time
 from typing import Callable
 
-from .common import POLICY_CODES, duration
+from .convert import duration, policy_code
 
 GOAL_STATUS_NAMES = {0: "UNKNOWN", 1: "ACCEPTED", 2: "EXECUTING", 3: "CANCELING", 4: "SUCCEEDED", 5: "CANCELED",
                      6: "ABORTED"}
 
 
 class QueryRejected(RuntimeError):
-    """The server refused the goal (queue full or shutting down)."""
+    """The server refused the goal: its queue is full, it is shutting down, or the goal is invalid
+    in a way judged before queueing (empty prompt, bad budget or policy, a prompt longer than the
+    context can hold). The generation node logs the reason and counts it in /diagnostics."""
 
 
 class QueryHandle:
@@ -46,7 +48,6 @@ class QueryHandle:
         self.status = 0               # action_msgs/GoalStatus code
         self.accepted = concurrent.futures.Future()   # -> True, or raises QueryRejected
         self.future = concurrent.futures.Future()     # -> BudgetedQuery.Result
-        self.sent_at = time.monotonic()
 
     # --- what a planner reads -----------------------------------------------------------------------
     @property
@@ -102,10 +103,21 @@ class QueryHandle:
             self._chunks.append(fb.text)
             self._tokens = fb.tokens_generated
             self.feedback = fb
+        # A caller's callback that raises must not end the spin thread (every later query would
+        # hang): log it with its traceback and go on.
         if self._on_token is not None and fb.text:
-            self._on_token(fb.text, fb)
+            self._call(self._on_token, fb.text, fb)
         if self._on_feedback is not None:
-            self._on_feedback(fb)
+            self._call(self._on_feedback, fb)
+
+    def _call(self, callback, *args):
+        try:
+            callback(*args)
+        except Exception:
+            import traceback
+
+            self._client.node.get_logger().error(
+                f"{getattr(callback, '__name__', 'callback')} raised (the query goes on):\n{traceback.format_exc()}")
 
     def _goal_response(self, fut):
         try:
@@ -117,7 +129,8 @@ class QueryHandle:
             return
         self.goal_handle = handle
         if not handle.accepted:
-            exc = QueryRejected("the generation node rejected the goal (queue full or shutting down)")
+            exc = QueryRejected("the generation node rejected the goal (queue full, shutting down, or an invalid "
+                                "goal; its log and /diagnostics 'last_rejection' say which)")
             self.accepted.set_exception(exc)
             self.future.set_exception(exc)
             self._client._forget(self)
@@ -183,8 +196,12 @@ class TimeBillClient:
 
         self.action_name = resolve(action_name)
         self.service_name = resolve(estimate_service)
+        # Deep service queues, as on the server: a burst of goals must not lose responses here.
+        services = QoSProfile(depth=1000)
         self._action = ActionClient(node, BudgetedQuery, self.action_name,
-                                    callback_group=MutuallyExclusiveCallbackGroup())
+                                    callback_group=MutuallyExclusiveCallbackGroup(),
+                                    goal_service_qos_profile=services, result_service_qos_profile=services,
+                                    cancel_service_qos_profile=services)
         # Our own feedback subscription: rclpy's ActionClient drops a goal's feedback once its
         # result is in, and the last feedback (the tail of the answer) may arrive after the result.
         # One callback at a time, or two threads (a caller's own multi-threaded executor) could
@@ -212,10 +229,20 @@ class TimeBillClient:
             self._thread.start()
 
     def _spin(self):
-        try:
-            self._executor.spin()
-        except Exception:  # context shut down under us: nothing left to spin
-            pass
+        from rclpy.executors import ExternalShutdownException
+
+        while self.node.context.ok():
+            try:
+                self._executor.spin()
+                return  # the executor was shut down (close())
+            except ExternalShutdownException:
+                return
+            except Exception:  # one callback's error must not stop every later query's delivery
+                if not self.node.context.ok():
+                    return
+                import traceback
+
+                self.node.get_logger().error(f"callback error on the client's spin thread:\n{traceback.format_exc()}")
 
     # --- readiness ---------------------------------------------------------------------------------
     def wait_until_ready(self, timeout: float = 30.0, estimator: bool = False) -> bool:
@@ -263,7 +290,7 @@ class TimeBillClient:
         goal = self._BudgetedQuery.Goal(prompt=prompt, system_prompt=system_prompt,
                                         max_new_tokens=int(max_new_tokens),
                                         max_eviction_ratio=float(max_eviction_ratio))
-        goal.overrun_policy = policy if isinstance(policy, int) else POLICY_CODES[str(policy).replace("-", "_")]
+        goal.overrun_policy = policy_code(policy)
         goal.time_budget = budget if hasattr(budget, "nanosec") else duration(float(budget))
         return goal
 

@@ -1,32 +1,26 @@
-"""What both nodes and the clients share: parameters from the one YAML, time conversions,
-outcome and policy mapping, and the start-up lock."""
+"""What both nodes share: parameters from the one YAML, diagnostics, the start-up lock, and how
+a node runs and stops. Message conversions live in convert.py."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import math
+import os
 import pathlib
 import threading
-import uuid as uuid_mod
+import time
 
 from timebill.config import load_config
-from timebill.request import Outcome, Policy
 
-# Parameters only the ROS layer reads; config/timebill.yaml carries them too.
+# Parameters only the ROS layer reads; config/timebill.yaml carries them too (or the default here).
 ROS_DEFAULTS = {
     "diagnostics_window": 50,
     "estimate_update_period": 0.25,
+    "predictor_probe_period": 1.0,  # generation node: seconds between probes of a predictor known to be gone
+    "autostart": True,  # a node takes itself through configure and activate; false: a lifecycle manager does
 }
-
-# BudgetedQuery.Result outcome constants, by core outcome.
-OUTCOME_CODES = {
-    Outcome.COMPLETED: 1, Outcome.KILLED: 2, Outcome.SKIPPED: 3, Outcome.CANCELED: 4,
-    Outcome.INFEASIBLE: 5, Outcome.INVALID: 6, Outcome.FAILED: 7,
-}
-OUTCOME_NAMES = {0: "UNKNOWN", **{code: o.name for o, code in OUTCOME_CODES.items()}}
-
-POLICY_DEFAULT, POLICY_KILL, POLICY_SKIP_NEXT = 0, 1, 2
-POLICY_CODES = {"default": POLICY_DEFAULT, "kill": POLICY_KILL, "skip_next": POLICY_SKIP_NEXT}
+# Set by `timebill_ros bringup` for its nodes: the pid a node must not outlive.
+PARENT_ENV = "TIMEBILL_PARENT_PID"
 
 
 def declare_config(node, overrides: dict | None = None) -> dict:
@@ -67,57 +61,6 @@ def coerce(value, default, name: str = "parameter"):
     return value
 
 
-def seconds(duration) -> float:
-    """builtin_interfaces/Duration to seconds."""
-    return float(duration.sec) + float(duration.nanosec) * 1e-9
-
-
-def duration(s: float):
-    """Seconds to builtin_interfaces/Duration (negative and non-finite values clamp to 0)."""
-    from builtin_interfaces.msg import Duration
-
-    if not math.isfinite(s) or s <= 0:
-        return Duration()
-    sec = int(s)
-    nsec = int(round((s - sec) * 1e9))
-    if nsec >= 1_000_000_000:
-        sec, nsec = sec + 1, nsec - 1_000_000_000
-    return Duration(sec=sec, nanosec=nsec)
-
-
-def time_after(stamp_ns: int, s: float):
-    """builtin_interfaces/Time ``s`` seconds after ``stamp_ns`` (a clock reading in nanoseconds)."""
-    from builtin_interfaces.msg import Time
-
-    ns = int(stamp_ns + (s * 1e9 if math.isfinite(s) else 0))
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-
-def goal_key(goal_id) -> bytes:
-    return bytes(bytearray(goal_id.uuid))
-
-
-def short_id(goal_id) -> str:
-    return uuid_mod.UUID(bytes=goal_key(goal_id)).hex[:8]
-
-
-def is_zero_uuid(goal_id) -> bool:
-    return not any(goal_key(goal_id))
-
-
-def policy_from_code(code: int, default: str) -> Policy:
-    """Goal ``overrun_policy`` to a core Policy; unknown codes raise InvalidRequest."""
-    from timebill.request import InvalidRequest
-
-    if code == POLICY_DEFAULT:
-        return Policy.parse(default)
-    if code == POLICY_KILL:
-        return Policy.KILL
-    if code == POLICY_SKIP_NEXT:
-        return Policy.SKIP_NEXT
-    raise InvalidRequest(f"unknown overrun_policy {code}: use 0 (node default), 1 (kill) or 2 (skip_next)")
-
-
 def cache_dir(cfg: dict) -> pathlib.Path:
     from timebill.models import default_cache_dir
 
@@ -150,8 +93,10 @@ def load_while_reporting(node, build):
         while not stop.is_set():
             try:
                 node._publish_diagnostics()
-            except Exception:  # context shut down while loading: nothing to report to
-                return
+            except Exception as exc:
+                if not node.context.ok():  # shut down while loading: nothing left to report to
+                    return
+                node.get_logger().warning(f"diagnostics not published: {type(exc).__name__}: {exc}")
             stop.wait(period)
 
     threading.Thread(target=tick, daemon=True).start()
@@ -169,6 +114,15 @@ def load_while_reporting(node, build):
         stop.set()
 
 
+def calibration_values(estimator) -> dict:
+    """The online calibration of the timing model, as diagnostic values (both nodes publish them)."""
+    errs = estimator.calibration.errors()
+    return {"time_model_prefill_mape_pct": errs["prefill_mape_pct"],
+            "time_model_decode_step_mape_pct": errs["decode_step_mape_pct"],
+            "time_model_jobs": errs["jobs"], "prefill_scale": errs["prefill_scale"],
+            "decode_scale": errs["decode_scale"]}
+
+
 def diagnostic_status(name: str, hardware_id: str, level: int, message: str, values: dict):
     from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
@@ -181,16 +135,33 @@ def diagnostic_status(name: str, hardware_id: str, level: int, message: str, val
                             values=[KeyValue(key=k, value=fmt(v)) for k, v in values.items()])
 
 
-def run_node(make_node, make_executor, args=None) -> int:
-    """Run a node: load (blocking), spin, and on SIGINT/SIGTERM stop it gracefully.
+class NodeStartError(RuntimeError):
+    """A node could not be configured or activated (its load error says why)."""
+
+
+def parent_gone(expected: int) -> bool:
+    """True once the process that started this one (``expected``) has ended: we were re-parented."""
+    return bool(expected) and os.getppid() != expected
+
+
+def run_node(make_node, make_executor, args=None, shutdown_timeout: float = 2.5, exit_process: bool = True) -> int:
+    """Run a managed node: with its ``autostart`` parameter, configure (load, blocking) and
+    activate it; spin; and on SIGINT/SIGTERM/SIGHUP stop it gracefully. Without ``autostart`` it
+    spins unconfigured until a lifecycle manager (launch, nav2's lifecycle manager,
+    ``ros2 lifecycle set``) drives it.
 
     rclpy's own handlers shut the context down at the signal, after which a node can no longer
     answer its goals or publish their reports. Here the signal only asks the node to stop
     (``node.shutdown()``: cancel goals, wait for them to be answered) while the context is still up;
-    a signal during loading interrupts the loading.
+    a signal during loading interrupts the loading. Started by ``timebill_ros bringup``
+    (``TIMEBILL_PARENT_PID`` set), the node also stops when bringup is gone, however it ended.
+    Stopping is bounded, within launch's 5 s before it escalates to SIGTERM: whatever is still
+    blocked ``shutdown_timeout`` + 1.5 s after the signal is cut short by exiting the process.
+    (MultiThreadedExecutor.shutdown joins its worker threads with no timeout, so a goal callback
+    still running at that point, e.g. one waiting for a predictor that stopped at the same
+    moment, held the whole process.) With ``exit_process`` it ends the process itself once done.
     """
     import signal
-    import threading
 
     import rclpy
     from rclpy.signals import SignalHandlerOptions
@@ -199,14 +170,15 @@ def run_node(make_node, make_executor, args=None) -> int:
     stop = threading.Event()
     loaded = threading.Event()
     halt = threading.Event()
+    parent = int(os.environ.get(PARENT_ENV) or 0)
 
     def on_signal(signum, frame):
         if not loaded.is_set():
             raise KeyboardInterrupt
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     node = make_node()
     executor = make_executor(node)
     executor.add_node(node)
@@ -219,8 +191,25 @@ def run_node(make_node, make_executor, args=None) -> int:
         while not halt.is_set() and node.context.ok():
             executor.spin_once(timeout_sec=0.1)
 
+    def watch_parent():
+        # Loading can take minutes: a bringup that dies meanwhile must not leave a node behind.
+        while not stop.wait(0.5):
+            if parent_gone(parent):
+                node.get_logger().warning(f"bringup (pid {parent}) is gone: stopping")
+                if not loaded.is_set():
+                    os.kill(os.getpid(), signal.SIGINT)  # interrupts the loading in the main thread
+                stop.set()
+                return
+
+    if parent:
+        threading.Thread(target=watch_parent, daemon=True, name="parent_watch").start()
     try:
-        node.load()
+        if node.cfg["autostart"]:
+            from rclpy.lifecycle import TransitionCallbackReturn
+
+            for step in (node.trigger_configure, node.trigger_activate):
+                if step() != TransitionCallbackReturn.SUCCESS:
+                    raise NodeStartError(node.load_error or f"{step.__name__} failed")
         loaded.set()
         spinner = threading.Thread(target=spin, daemon=True, name="spin")
         spinner.start()
@@ -231,18 +220,48 @@ def run_node(make_node, make_executor, args=None) -> int:
                 break
     except KeyboardInterrupt:
         pass
+    except NodeStartError as exc:
+        node.get_logger().fatal(str(exc))
+        code = 1
     except Exception as exc:
         node.get_logger().fatal(f"{type(exc).__name__}: {exc}")
         code = 1
     finally:
         loaded.set()  # a second signal during shutdown only sets the flag again
+
+        def hard_exit():
+            node.get_logger().error(f"still stopping {shutdown_timeout + 1.5:.1f} s after the signal: exiting now")
+            os._exit(code or 1)
+
+        guard = threading.Timer(shutdown_timeout + 1.5, hard_exit)
+        guard.daemon = True
+        guard.start()
+        t0 = time.monotonic()
+        log = node.get_logger()
         try:
-            node.shutdown()  # goals are still answered here: the spinner runs until halt
+            node.shutdown(timeout=shutdown_timeout)  # goals are still answered here: the spinner runs until halt
         finally:
+            log.debug(f"stopping: goals answered after {time.monotonic() - t0:.3f} s")
             halt.set()
             if spinner is not None:
-                spinner.join(timeout=5.0)
-            executor.shutdown(timeout_sec=5.0)
+                spinner.join(timeout=1.0)
+            log.debug(f"stopping: spinner joined after {time.monotonic() - t0:.3f} s")
+            try:
+                executor.shutdown(timeout_sec=1.0, wait_for_threads=False)
+            except TypeError:  # a single-threaded executor has no threads to wait for
+                executor.shutdown(timeout_sec=1.0)
+            log.debug(f"stopping: executor shut down after {time.monotonic() - t0:.3f} s")
             node.destroy_node()
             rclpy.try_shutdown()
+            guard.cancel()
+            log.debug(f"stopping: done after {time.monotonic() - t0:.3f} s")
+    if exit_process:
+        # Every goal is answered and the node torn down: skip the interpreter's own teardown,
+        # which with torch and transformers loaded took 2.6 to 4.8 s on a 2-core machine (the node
+        # itself stopped in 0.1 s), so launch's 5 s SIGTERM escalation sometimes fired.
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code

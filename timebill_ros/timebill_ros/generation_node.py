@@ -8,6 +8,7 @@ Run: ``generation_node --ros-args -r __ns:=/timebill --params-file config/timebi
 """
 from __future__ import annotations
 
+from . import quiet  # noqa: F401  (first: before anything imports tqdm)
 import collections
 import math
 import sys
@@ -18,47 +19,38 @@ from dataclasses import dataclass, field
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from timebill_msgs.action import BudgetedQuery
 from timebill_msgs.msg import CompletionEstimate, JobReport
-from timebill_msgs.srv import EstimateCompletion
 from visualization_msgs.msg import Marker
 
 from timebill.jobs import Job, QueueFull, Scheduler
 from timebill.length_predictor import LengthEstimate
-from timebill.request import InvalidRequest, Outcome, Request
-from timebill.time_model import kept_positions
+from timebill.request import InvalidRequest, Outcome
 
-from .common import (OUTCOME_CODES, OUTCOME_NAMES, declare_config, diagnostic_status, duration, goal_key, seconds,
-                     load_while_reporting, run_node, short_id, time_after, policy_from_code)
+from .admission import Admission
+from .common import calibration_values, declare_config, diagnostic_status, load_while_reporting, run_node
+from .convert import (NOT_SCORED, OUTCOME_NAMES, EstimateView, duration, estimate_msg, estimate_request, goal_key,
+                      job_report, remaining, result_msg, seconds, short_id, to_request, unrun_result)
+from .predictor_link import PredictorLink
 
 Result = BudgetedQuery.Result
-# Outcomes that say nothing about whether the system meets deadlines.
-NOT_SCORED = {Result.INVALID, Result.CANCELED, Result.FAILED}
 # rclpy's default depth of 10 drops feedback (= lost tokens) when a client falls behind a fast
 # model; a token stream needs every message.
 FEEDBACK_QOS = QoSProfile(depth=1000)
 EVENT_QOS = QoSProfile(depth=100)
-
-
-@dataclass
-class EstimateView:
-    """The estimate a goal was accepted with, from either source."""
-
-    source: str
-    prompt_tokens: int
-    expected: int
-    bound: int
-    alpha: float
-    predicted_prefill: float
-    predicted_total: float
-    predicted_worst_case: float
-    feasible: bool
-    reason: str
-    tokens_that_fit: int
+# The action's goal, cancel and result services. At rclpy's default (KEEP_LAST 10) a burst of
+# more than ~10 goals lost requests in the middleware: those goals got no response at all, not
+# even a rejection. Each request is taken and answered in microseconds, so the queue only holds a
+# burst; 1000 covers bursts of hundreds of goals from any number of clients.
+SERVICE_QOS = QoSProfile(depth=1000)
+# A goal admitted by the goal callback holds its queue slot until the action server hands it
+# over (milliseconds); a slot whose hand-over never came (rclpy failed to create the goal handle)
+# is freed after this many seconds.
+RESERVATION_TIMEOUT = 10.0
 
 
 @dataclass
@@ -78,7 +70,11 @@ class GoalState:
     plan: object = None                # the engine's Estimate once it planned the ratio (after queueing)
 
 
-class GenerationNode(Node):
+class GenerationNode(LifecycleNode):
+    """A managed node: configure loads the model, activate serves the action, deactivate stops
+    serving (goals answered first), cleanup drops the model. With ``autostart`` (the default) it
+    takes itself to active at start-up; otherwise a lifecycle manager drives it."""
+
     def __init__(self, **kwargs):
         super().__init__("generation_node", **kwargs)
         self.cfg = declare_config(self)
@@ -88,52 +84,85 @@ class GenerationNode(Node):
         self.report_pub = self.create_publisher(JobReport, c["reports_topic"], EVENT_QOS)
         self.estimate_pub = self.create_publisher(CompletionEstimate, c["estimates_topic"], EVENT_QOS)
         self.marker_pub = self.create_publisher(Marker, c["marker_topic"], 10)
-        self.predictor = self.create_client(EstimateCompletion, c["estimate_service"], callback_group=self.group)
+        self.predictor = PredictorLink(self, c["estimate_service"], c["predictor_timeout"], c["predictor_probe_period"],
+                                       callback_group=self.group)
         self.engine = None
+        self.admission = None
         self.scheduler = None
         self.action = None
-        self.load_state = "loading"    # loading | ready | failed
+        self.load_state = "unconfigured"  # unconfigured | loading | ready | failed
         self.load_error = ""
         self.goals: dict[bytes, GoalState] = {}
+        self.reserved: list[float] = []  # admitted goals not yet handed over (times admitted)
         self.lock = threading.Lock()
         self.closing = False
         self.scored = collections.deque(maxlen=max(1, int(c["diagnostics_window"])))
         self.finished = 0
-        self.predictor_ok: bool | None = None
-        self.predictor_problem = ""
-        self.fallbacks = 0
+        self.rejected = 0
+        self.last_rejection = ""
+        # From construction, so /diagnostics also says "loading", "failed" or "inactive".
+        self.create_timer(float(c["diagnostics_period"]), self._publish_diagnostics, callback_group=self.group)
 
-    # --- start-up ---------------------------------------------------------------------------------
-    def load(self):
-        """Load the model, timing model and length predictor (blocking), then serve the action."""
+    # --- lifecycle ------------------------------------------------------------------------------
+    def on_configure(self, state):
+        """Load the model, timing model and length predictor (blocking)."""
         from timebill.runtime import build_engine
 
         log = self.get_logger()
         log.info(f"loading model '{self.cfg['model']}'")
+        self.load_state = "loading"
         t0 = time.monotonic()
-        self.engine = load_while_reporting(self, lambda: build_engine(self.cfg, progress=sys.stderr.isatty(), say=log.info))
+        try:
+            self.engine = load_while_reporting(self, lambda: build_engine(self.cfg, progress=False, say=log.info))
+        except Exception:  # load_while_reporting recorded and published it; run_node reports it
+            return TransitionCallbackReturn.FAILURE
         log.info(f"model {self.engine.loaded.name} ready in {time.monotonic() - t0:.1f} s")
+        self.admission = Admission.of_estimator(self.engine.estimator)
         self.scheduler = Scheduler(self.engine, max_pending=int(self.cfg["queue_size"]), on_start=self._on_start)
+        self.load_state = "ready"
+        self._publish_diagnostics()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state):
+        self.closing = False
         self.action = ActionServer(
             self, BudgetedQuery, self.cfg["action_name"],
             execute_callback=self._execute, goal_callback=self._on_goal,
             handle_accepted_callback=self._on_accepted, cancel_callback=self._on_cancel,
             callback_group=self.group, feedback_pub_qos_profile=FEEDBACK_QOS,
+            goal_service_qos_profile=SERVICE_QOS, cancel_service_qos_profile=SERVICE_QOS,
+            result_service_qos_profile=SERVICE_QOS,
         )
-        self.create_timer(float(self.cfg["diagnostics_period"]), self._publish_diagnostics, callback_group=self.group)
-        self.load_state = "ready"
+        self.predictor.start()
         self._publish_diagnostics()
-        log.info(f"serving action '{self.action_path()}' (queue {self.cfg['queue_size']}, "
-                 f"default policy {self.cfg['default_policy']}, predictor service '{self.predictor.srv_name}')")
+        self.get_logger().info(
+            f"serving action '{self.action_path()}' (queue {self.cfg['queue_size']}, default policy "
+            f"{self.cfg['default_policy']}, predictor service '{self.predictor.name}')")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state):
+        self.shutdown()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state):
+        self.engine = self.admission = self.scheduler = None
+        self.load_state = "unconfigured"
+        self._publish_diagnostics()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state):
+        self.shutdown()
+        return TransitionCallbackReturn.SUCCESS
 
     def action_path(self) -> str:
         ns = self.get_namespace().rstrip("/")
         name = self.cfg["action_name"]
         return name if name.startswith("/") else f"{ns}/{name}"
 
-    def shutdown(self, timeout: float = 5.0):
-        """Stop every goal (queued ones at once, the running one within a decoding step) and wait
-        until each has been answered, so clients get a result instead of a vanished server."""
+    def shutdown(self, timeout: float = 3.0):
+        """Stop serving: every goal stopped (queued ones at once, the running one within a
+        decoding step, one waiting for the predictor at once) and answered, so clients get a
+        result instead of a vanished server; then the action server goes."""
         self.closing = True
         with self.lock:
             goals = list(self.goals.values())
@@ -143,24 +172,51 @@ class GenerationNode(Node):
         end = time.monotonic() + timeout
         while self.goals and time.monotonic() < end:
             time.sleep(0.02)
+        if self.goals:
+            self.get_logger().warning(f"{len(self.goals)} goal(s) not answered within {timeout:.1f} s of shutdown")
         if goals:
             self.get_logger().info(f"shut down; {len(goals)} goal(s) stopped")
+        self.predictor.stop()
+        if self.action is not None:
+            self.action.destroy()
+            self.action = None
 
     # --- action callbacks -------------------------------------------------------------------------
-    def _on_goal(self, goal):
-        if self.closing:
-            return GoalResponse.REJECT
+    def _reject(self, why: str):
+        # ROS gives a rejected goal no message: the reason goes to the log and /diagnostics.
         with self.lock:
-            active = len(self.goals)
-        # One running plus queue_size waiting; ROS gives a rejected goal no message, so log it.
-        if active >= int(self.cfg["queue_size"]) + 1:
-            self.get_logger().warning(f"goal rejected: the queue is full ({self.cfg['queue_size']} goals waiting)")
-            return GoalResponse.REJECT
+            self.rejected += 1
+            self.last_rejection = why
+        self.get_logger().warning(f"goal rejected: {why}")
+        return GoalResponse.REJECT
+
+    def _on_goal(self, goal):
+        """Judge a goal before it takes a queue slot, from what costs next to nothing."""
+        if self.closing:
+            return self._reject("the node is shutting down")
+        try:
+            self.admission.check(to_request(goal, self.cfg["default_policy"]))
+        except InvalidRequest as exc:
+            return self._reject(f"invalid goal: {exc}")
+        # One running plus queue_size waiting.
+        cap = int(self.cfg["queue_size"]) + 1
+        with self.lock:
+            now = time.monotonic()
+            self.reserved = [t for t in self.reserved if now - t < RESERVATION_TIMEOUT]
+            if len(self.goals) + len(self.reserved) >= cap:
+                full = True
+            else:
+                full = False
+                self.reserved.append(now)
+        if full:
+            return self._reject(f"the queue is full ({self.cfg['queue_size']} goals waiting)")
         return GoalResponse.ACCEPT
 
     def _on_accepted(self, handle):
         g = GoalState(handle=handle, accepted_at=time.monotonic())
         with self.lock:
+            if self.reserved:
+                self.reserved.pop(0)
             self.goals[goal_key(handle.goal_id)] = g
         handle.execute()
 
@@ -178,19 +234,19 @@ class GenerationNode(Node):
             res, core = self._serve(handle, g)
         except Exception as exc:  # a goal must never take the node down
             self.get_logger().error(f"goal {short_id(handle.goal_id)} failed: {type(exc).__name__}: {exc}")
-            res = Result(outcome=Result.FAILED, message=f"internal error: {type(exc).__name__}: {exc}",
-                         text=g.sent_text + g.pending_text)
+            res = unrun_result(Outcome.FAILED, f"internal error: {type(exc).__name__}: {exc}",
+                               time.monotonic() - g.accepted_at, g.estimate, text=g.sent_text + g.pending_text)
         finally:
             with self.lock:
                 self.goals.pop(key, None)
-        self._set_status(handle, res, g)
+        self._set_status(handle, res)
         try:
             self._report(handle, g, res, core)
         except Exception as exc:
             self.get_logger().error(f"could not publish the job report: {exc}")
         return res
 
-    def _set_status(self, handle, res, g: GoalState):
+    def _set_status(self, handle, res):
         try:
             if res.outcome == Result.COMPLETED:
                 handle.succeed()
@@ -203,55 +259,46 @@ class GenerationNode(Node):
 
     # --- one goal ---------------------------------------------------------------------------------
     def _serve(self, handle, g: GoalState):
-        goal = handle.request
         log = self.get_logger()
         sid = short_id(handle.goal_id)
+        since = lambda: time.monotonic() - g.accepted_at  # noqa: E731
         try:
-            policy = policy_from_code(int(goal.overrun_policy), self.cfg["default_policy"])
-            ratio = float(goal.max_eviction_ratio)
-            req = Request(
-                prompt=goal.prompt, budget=seconds(goal.time_budget), system_prompt=goal.system_prompt,
-                max_new_tokens=int(goal.max_new_tokens), policy=policy,
-                max_eviction_ratio=ratio if (math.isnan(ratio) or ratio >= 0) else None,
-            )
+            req = to_request(handle.request, self.cfg["default_policy"])
             g.budget = req.budget
-            self.engine.estimator.encode(req)
+            # The one tokenization of this goal's prompt: the ids go on to the estimate and the engine.
+            ids = self.engine.estimator.encode(req)
         except InvalidRequest as exc:
             log.warning(f"goal {sid} invalid: {exc}")
-            return Result(outcome=Result.INVALID, message=f"invalid goal: {exc}"), None
+            return unrun_result(Outcome.INVALID, f"invalid goal: {exc}", since()), None
 
-        view, note = self._estimate(handle, g, req)
+        view, note = self._estimate(handle, g, req, ids)
+        if view is None:
+            why = "canceled: the node is shutting down" if g.shutting_down else "canceled while being estimated"
+            return unrun_result(Outcome.CANCELED, why, since()), None
         g.estimate = view
-        elapsed = time.monotonic() - g.accepted_at
-        log.info(f"goal {sid}: budget {req.budget:.3f} s, policy {policy.value}, {view.prompt_tokens} prompt tokens, "
-                 f"expected {view.expected} (bound {view.bound}) tokens, alpha {view.alpha:.2f}, "
+        log.info(f"goal {sid}: budget {req.budget:.3f} s, policy {req.policy.value}, {view.prompt_tokens} prompt "
+                 f"tokens, expected {view.expected} (bound {view.bound}) tokens, alpha {view.alpha:.2f}, "
                  f"predicted {view.predicted_total:.3f} s [{view.source}]")
-        # The engine's own verdict (the planner's), for the length predicted at acceptance: planning
-        # again costs a tokenization, not a prediction.
-        verdict = self.engine.estimator.estimate(req, already_elapsed=elapsed,
+        # The planner's verdict for the length predicted at acceptance (planning again is arithmetic:
+        # no tokenization, no prediction), so the node answers INFEASIBLE by the engine's own rule.
+        verdict = self.engine.estimator.estimate(req, already_elapsed=since(), prompt_ids=ids,
                                                  length=LengthEstimate(expected=view.expected, bound=view.bound)).plan
         if self.engine.reject_infeasible and not verdict.useful_fits:
-            why = verdict.reason
-            return self._with_note(Result(outcome=Result.INFEASIBLE, message=f"infeasible: {why}",
-                                          deadline_met=True, prompt_tokens=view.prompt_tokens,
-                                          predicted_tokens=view.expected, predicted_tokens_bound=view.bound,
-                                          eviction_ratio=view.alpha,
-                                          predicted_time=duration(view.predicted_total),
-                                          elapsed=duration(time.monotonic() - g.accepted_at)), note), None
+            why = verdict.reason or "not even a minimal answer fits the budget"
+            return self._with_note(unrun_result(Outcome.INFEASIBLE, f"infeasible: {why}", since(), view,
+                                                deadline_met=True), note), None
 
         # The length predicted at acceptance is reused: predicting again would cost budget.
         job = Job(request=req, release=g.accepted_at, id=handle.goal_id,
                   on_token=lambda ev: self._on_token(g, ev), cancel=g.cancel,
                   length=LengthEstimate(expected=view.expected, bound=view.bound),
-                  on_plan=lambda est: setattr(g, "plan", est))
+                  on_plan=lambda est: setattr(g, "plan", est), prompt_ids=ids)
         try:
             core = self.scheduler.run(job)
         except QueueFull as exc:
-            return self._with_note(Result(outcome=Result.FAILED, message=f"rejected: {exc}"), note), None
-        except InvalidRequest as exc:
-            return Result(outcome=Result.INVALID, message=f"invalid goal: {exc}"), None
+            return self._with_note(unrun_result(Outcome.FAILED, f"rejected: {exc}", since(), view), note), None
         self._flush(g, core.text)
-        res = self._result_msg(core, g)
+        res = result_msg(core, view)
         if g.shutting_down and core.outcome is Outcome.CANCELED:
             res.message = "canceled: the node is shutting down"
         g.state = "done"
@@ -264,91 +311,39 @@ class GenerationNode(Node):
             res.message = f"{res.message}; {note}" if res.message else note
         return res
 
-    def _result_msg(self, core, g: GoalState):
-        plan = core.plan
-        return Result(
-            outcome=OUTCOME_CODES.get(core.outcome, Result.UNKNOWN),
-            text=core.text, deadline_met=bool(core.deadline_met), message=core.message,
-            prompt_tokens=int(core.prompt_tokens), generated_tokens=int(core.generated_tokens),
-            predicted_tokens=int(plan.predicted_tokens) if plan else (g.estimate.expected if g.estimate else 0),
-            predicted_tokens_bound=int(plan.predicted_tokens_bound) if plan else (g.estimate.bound if g.estimate else 0),
-            eviction_ratio=float(core.alpha),
-            predicted_time=duration(plan.predicted_total if plan else 0.0),
-            prefill_time=duration(core.prefill_time), elapsed=duration(core.total_time),
-        )
-
     # --- estimates --------------------------------------------------------------------------------
-    def _estimate(self, handle, g: GoalState, req: Request):
-        """Ask the predictor node; on no answer in time, estimate here and say so."""
-        goal = handle.request
-        timeout = float(self.cfg["predictor_timeout"])
-        problem = ""
-        if not self.predictor.service_is_ready():
-            problem = f"service '{self.predictor.srv_name}' not available"
-        else:
-            srv = EstimateCompletion.Request(
-                prompt=goal.prompt, system_prompt=goal.system_prompt, time_budget=goal.time_budget,
-                max_new_tokens=goal.max_new_tokens, max_eviction_ratio=goal.max_eviction_ratio,
-                already_elapsed=duration(time.monotonic() - g.accepted_at), goal_id=handle.goal_id,
-            )
-            fut = self.predictor.call_async(srv)
-            end = time.monotonic() + timeout
-            done = threading.Event()
-            fut.add_done_callback(lambda _f: done.set())
-            while not fut.done() and time.monotonic() < end:
-                done.wait(min(0.02, max(0.0, end - time.monotonic())))
-            if fut.done() and fut.exception() is None and fut.result() is not None:
-                r = fut.result()
-                self._predictor_state(True)
-                if r.valid:
-                    return EstimateView(
-                        source="predictor", prompt_tokens=r.prompt_tokens, expected=r.predicted_tokens,
-                        bound=r.predicted_tokens_bound, alpha=r.eviction_ratio,
-                        predicted_prefill=seconds(r.predicted_prefill), predicted_total=seconds(r.predicted_total),
-                        predicted_worst_case=seconds(r.predicted_worst_case), feasible=r.feasible, reason=r.reason,
-                        tokens_that_fit=r.tokens_that_fit,
-                    ), ""
-                # Valid here but not there: the two nodes run different configurations.
-                problem = f"the predictor refused the goal ({r.message})"
-            else:
-                self.predictor.remove_pending_request(fut)
-                problem = f"no answer from '{self.predictor.srv_name}' within {timeout:.2f} s"
-        self._predictor_state(False, problem)
-        est = self.engine.estimator.estimate(req, already_elapsed=time.monotonic() - g.accepted_at)
-        plan = est.plan
-        view = EstimateView(
-            source="local", prompt_tokens=plan.prompt_tokens, expected=est.length.expected, bound=est.length.bound,
-            alpha=plan.alpha, predicted_prefill=plan.predicted_prefill, predicted_total=plan.predicted_total,
-            predicted_worst_case=plan.predicted_worst_case, feasible=plan.feasible, reason=plan.reason,
-            tokens_that_fit=plan.tokens_that_fit,
-        )
-        self._publish_local_estimate(handle, g, view, est.predictor_latency)
-        note = f"predictor unreachable ({problem}): planned with the generation node's local estimate"
+    def _estimate(self, handle, g: GoalState, req, ids):
+        """Ask the predictor node; when it is known to be gone, or does not answer in time,
+        estimate here and say so. None when the goal was canceled meanwhile."""
+        answer = self.predictor.ask(estimate_request(handle.request, handle.goal_id, time.monotonic() - g.accepted_at),
+                                    g.cancel)
+        if answer is None:
+            return None, ""
+        if isinstance(answer, EstimateView):
+            return answer, ""
+        view = self._local_estimate(handle, g, req, ids)
+        if view is None:
+            return None, ""
+        note = f"{answer}: planned with the generation node's local estimate"
         self.get_logger().warning(f"goal {short_id(handle.goal_id)}: {note}")
         return view, note
 
-    def _predictor_state(self, ok: bool, problem: str = ""):
-        with self.lock:
-            if not ok:
-                self.fallbacks += 1
-            if ok != self.predictor_ok:
-                self.get_logger().info("predictor reachable" if ok else f"predictor unreachable: {problem}")
-            self.predictor_ok, self.predictor_problem = ok, problem
-
-    def _publish_local_estimate(self, handle, g: GoalState, v: EstimateView, latency: float):
-        """The predictor publishes an estimate for every goal; when it is down, the node does (source "local")."""
+    def _local_estimate(self, handle, g: GoalState, req, ids) -> EstimateView | None:
+        # Under the engine's lock: a length predictor runs model layers, and a prefill of the
+        # running job registers kvpress hooks on those same layers.
+        while not self.engine._lock.acquire(timeout=0.05):
+            if g.cancel.is_set():
+                return None
+        try:
+            est = self.engine.estimator.estimate(req, already_elapsed=time.monotonic() - g.accepted_at, prompt_ids=ids)
+        finally:
+            self.engine._lock.release()
+        view = EstimateView.of_estimate(est, "local")
         now = self.get_clock().now().nanoseconds
         accepted = now - int((time.monotonic() - g.accepted_at) * 1e9)
-        msg = CompletionEstimate(
-            goal_id=handle.goal_id, prompt_tokens=v.prompt_tokens, predicted_tokens=v.expected,
-            predicted_tokens_bound=v.bound, eviction_ratio=v.alpha, feasible=v.feasible, reason=v.reason,
-            time_budget=duration(g.budget), predicted_prefill=duration(v.predicted_prefill),
-            predicted_total=duration(v.predicted_total), predicted_worst_case=duration(v.predicted_worst_case),
-            predicted_completion=time_after(now, v.predicted_total), deadline=time_after(accepted, g.budget),
-            predictor_latency=duration(latency), source="local", tokens_that_fit=v.tokens_that_fit,
-        )
-        msg.header.stamp = time_after(now, 0.0)
-        self.estimate_pub.publish(msg)
+        # The predictor publishes an estimate for every goal; when it is down, this node does.
+        self.estimate_pub.publish(estimate_msg(handle.goal_id, view, now, accepted, g.budget))
+        return view
 
     # --- while generating -------------------------------------------------------------------------
     def _on_start(self, job: Job):
@@ -369,17 +364,15 @@ class GenerationNode(Node):
             self._marker(g)
 
     def _send_feedback(self, g: GoalState, elapsed: float):
-        est = g.plan
-        alpha, remaining, fit = 0.0, 0.0, 0
-        if est is not None:
-            plan = est.plan
-            alpha, fit = plan.alpha, plan.tokens_that_fit
-            k = g.tokens
-            left = plan.predicted_tokens - k if k < plan.predicted_tokens else plan.predicted_tokens_bound - k
-            tm = self.engine.estimator.time_model
-            remaining = tm.decode(kept_positions(plan.prompt_tokens, alpha) + max(k - 1, 0), max(left, 0) + 1)
+        alpha, left, fit = 0.0, 0.0, 0
+        if g.plan is not None:
+            p = g.plan.plan
+            alpha, fit = p.alpha, p.tokens_that_fit
+            left, _ = remaining(self.engine.estimator.time_model, p.prompt_tokens, alpha, p.predicted_tokens,
+                                p.predicted_tokens_bound, g.tokens)
         fb = BudgetedQuery.Feedback(text=g.pending_text, tokens_generated=g.tokens, elapsed=duration(elapsed),
-                                    predicted_remaining=duration(remaining), eviction_ratio=alpha, tokens_that_fit=fit)
+                                    predicted_remaining=duration(left), eviction_ratio=alpha,
+                                    tokens_that_fit=fit)
         g.sent_text += g.pending_text
         g.pending_text = ""
         g.sent_tokens = g.tokens
@@ -416,29 +409,13 @@ class GenerationNode(Node):
         m.color.r, m.color.g, m.color.b, m.color.a = (1.0, 1.0, 1.0, 1.0) if ok else (1.0, 0.3, 0.3, 1.0)
         try:
             self.marker_pub.publish(m)
-        except Exception:
-            pass
+        except Exception as exc:  # the context may be gone at shutdown; a marker is not worth a goal
+            self.get_logger().debug(f"marker not published: {exc}")
 
     # --- reporting --------------------------------------------------------------------------------
     def _report(self, handle, g: GoalState, res, core):
-        plan = core.plan if core is not None else None
-        view = g.estimate
-        rep = JobReport(
-            goal_id=handle.goal_id, outcome=res.outcome, message=res.message, deadline_met=res.deadline_met,
-            time_budget=duration(g.budget), eviction_ratio=res.eviction_ratio,
-            prompt_tokens=res.prompt_tokens or (view.prompt_tokens if view else 0),
-            cached_tokens=int(core.cached_tokens) if core else 0, generated_tokens=res.generated_tokens,
-            predicted_tokens=res.predicted_tokens, predicted_tokens_bound=res.predicted_tokens_bound,
-            queue_wait=duration(core.queue_wait if core else time.monotonic() - g.accepted_at),
-            predicted_prefill=duration(plan.predicted_prefill if plan else (view.predicted_prefill if view else 0.0)),
-            predicted_decode=duration(plan.predicted_total - plan.predicted_prefill - plan.predictor_time if plan else 0.0),
-            predicted_total=duration(plan.predicted_total if plan else (view.predicted_total if view else 0.0)),
-            measured_prefill=duration(core.prefill_time if core else 0.0),
-            measured_decode=duration(core.decode_time if core else 0.0),
-            measured_total=duration(core.total_time if core else time.monotonic() - g.accepted_at),
-            decode_step_times=[float(t) for t in (core.step_times if core else [])],
-        )
-        rep.header.stamp = self.get_clock().now().to_msg()
+        rep = job_report(handle.goal_id, res, g.budget, self.get_clock().now().nanoseconds, core=core, v=g.estimate,
+                         waited=time.monotonic() - g.accepted_at)
         self.report_pub.publish(rep)
         with self.lock:
             self.finished += 1
@@ -464,29 +441,27 @@ class GenerationNode(Node):
                 "goals_finished": self.finished,
                 "deadline_hit_rate": (sum(scored) / len(scored)) if scored else float("nan"),
                 "deadline_window_goals": len(scored),
-                "predictor_reachable": {None: "unknown (no goal yet)", True: "yes", False: "no"}[self.predictor_ok],
-                "predictor_problem": self.predictor_problem,
-                "predictor_fallbacks": self.fallbacks,
+                **self.predictor.diagnostics(),
+                "goals_rejected": self.rejected,
+                "last_rejection": self.last_rejection,
             }
         if self.engine is not None:
-            errs = self.engine.estimator.calibration.errors()
-            values.update({
-                "time_model_prefill_mape_pct": errs["prefill_mape_pct"],
-                "time_model_decode_step_mape_pct": errs["decode_step_mape_pct"],
-                "time_model_jobs": errs["jobs"], "prefill_scale": errs["prefill_scale"],
-                "decode_scale": errs["decode_scale"],
-            })
+            values.update(calibration_values(self.engine.estimator))
         if self.load_state == "failed":
             level, msg = error, f"model failed to load: {self.load_error}"
         elif self.load_state == "loading":
             level, msg = warn, "loading the model (and profiling it if this machine has no timing model)"
+        elif self.load_state == "unconfigured":
+            level, msg = warn, "unconfigured (lifecycle): no model loaded"
+        elif self.action is None:
+            level, msg = warn, "inactive (lifecycle): model loaded, not serving goals"
         else:
             rate = values["deadline_hit_rate"]
             msg = (f"serving; queue {values['queue_length']}; deadline hit rate "
                    + ("n/a" if math.isnan(rate) else f"{100 * rate:.0f} % of {len(scored)}"))
             level = ok
-            if self.predictor_ok is False:
-                level, msg = warn, msg + f"; predictor unreachable ({self.predictor_problem}), using local estimates"
+            if self.predictor.ok is False:
+                level, msg = warn, msg + f"; predictor unreachable ({self.predictor.problem}), using local estimates"
         arr = DiagnosticArray(status=[diagnostic_status(
             f"{self.get_fully_qualified_name()}: budgeted generation", str(values["model"]), level, msg, values)])
         arr.header.stamp = self.get_clock().now().to_msg()

@@ -10,12 +10,13 @@ Run: ``predictor_node --ros-args -r __ns:=/timebill --params-file config/timebil
 """
 from __future__ import annotations
 
+from . import quiet  # noqa: F401  (first: before anything imports tqdm)
 import sys
 import time
 from dataclasses import dataclass
 
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -23,11 +24,11 @@ from timebill_msgs.action import BudgetedQuery
 from timebill_msgs.msg import CompletionEstimate, JobReport
 from timebill_msgs.srv import EstimateCompletion
 
-from timebill.request import InvalidRequest, Request
-from timebill.time_model import kept_positions
+from timebill.request import InvalidRequest
 
-from .common import (declare_config, diagnostic_status, duration, goal_key, is_zero_uuid, seconds, short_id,
-                     load_while_reporting, run_node, time_after)
+from .common import calibration_values, declare_config, diagnostic_status, load_while_reporting, run_node
+from .convert import (EstimateView, estimate_msg, fill_estimate, goal_key, is_zero_uuid, running_view, seconds,
+                      short_id, time_from_ns, to_request)
 
 EVENT_QOS = QoSProfile(depth=100)
 
@@ -37,19 +38,17 @@ class Tracked:
     """What the predictor said about an accepted goal, to update it while the goal runs."""
 
     goal_id: object
-    prompt_tokens: int
-    expected: int
-    bound: int
-    alpha: float
+    view: EstimateView          # at acceptance
     budget: float
     accepted_ns: int
-    predicted_prefill: float
-    latency: float
-    tokens_that_fit: int = 0
     last_update: float = 0.0
 
 
-class PredictorNode(Node):
+class PredictorNode(LifecycleNode):
+    """A managed node: configure loads the estimator, activate serves the service and follows the
+    goals, deactivate withdraws them, cleanup drops the estimator. With ``autostart`` (the
+    default) it takes itself to active at start-up; otherwise a lifecycle manager drives it."""
+
     def __init__(self, **kwargs):
         super().__init__("predictor_node", **kwargs)
         self.cfg = declare_config(self)
@@ -57,48 +56,84 @@ class PredictorNode(Node):
         self.estimate_pub = self.create_publisher(CompletionEstimate, c["estimates_topic"], EVENT_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.estimator = None
-        self.load_state, self.load_error = "loading", ""
+        self.service = None
+        self.load_state, self.load_error = "unconfigured", ""  # unconfigured | loading | ready | failed
+        self.subscriptions_ = []
+        # From construction, so /diagnostics also says "loading", "failed" or "inactive".
+        self.create_timer(float(c["diagnostics_period"]), self._publish_diagnostics)
         self.tracked: dict[bytes, Tracked] = {}
         self.served = 0
         self.invalid = 0
         self.reports = 0
         self.updates = 0
 
-    def load(self):
+    def on_configure(self, state):
         from timebill.runtime import build_estimator
 
         log = self.get_logger()
+        self.load_state = "loading"
         t0 = time.monotonic()
-        self.estimator = load_while_reporting(
-            self, lambda: build_estimator(self.cfg, progress=sys.stderr.isatty(), say=log.info))
+        try:
+            self.estimator = load_while_reporting(
+                self, lambda: build_estimator(self.cfg, progress=False, say=log.info))
+        except Exception:  # load_while_reporting recorded and published it; run_node reports it
+            return TransitionCallbackReturn.FAILURE
         log.info(f"estimator for {self.estimator.loaded.name} ready in {time.monotonic() - t0:.1f} s "
                  f"(length predictor: {getattr(self.estimator.length_predictor, 'name', '?')})")
-        c = self.cfg
-        self.service = self.create_service(EstimateCompletion, c["estimate_service"], self._on_request)
-        self.create_subscription(JobReport, c["reports_topic"], self._on_report, EVENT_QOS)
-        # Progress of running goals comes from the action's own feedback topic (what
-        # `ros2 action send_goal --feedback` shows), so the generation node publishes nothing extra.
-        self.create_subscription(BudgetedQuery.Impl.FeedbackMessage, f"{c['action_name']}/_action/feedback",
-                                 self._on_feedback, QoSProfile(depth=100))
-        self.create_timer(float(c["diagnostics_period"]), self._publish_diagnostics)
         self.load_state = "ready"
         self._publish_diagnostics()
-        log.info(f"serving '{self.service.srv_name}', publishing estimates on '{c['estimates_topic']}'")
+        return TransitionCallbackReturn.SUCCESS
 
-    def shutdown(self):
-        pass
+    def on_activate(self, state):
+        c = self.cfg
+        self.service = self.create_service(EstimateCompletion, c["estimate_service"], self._on_request)
+        self.subscriptions_ = [
+            self.create_subscription(JobReport, c["reports_topic"], self._on_report, EVENT_QOS),
+            # Progress of running goals comes from the action's own feedback topic (what
+            # `ros2 action send_goal --feedback` shows), so the generation node publishes nothing extra.
+            self.create_subscription(BudgetedQuery.Impl.FeedbackMessage, f"{c['action_name']}/_action/feedback",
+                                     self._on_feedback, QoSProfile(depth=100)),
+        ]
+        self._publish_diagnostics()
+        self.get_logger().info(f"serving '{self.service.srv_name}', publishing estimates on '{c['estimates_topic']}'")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state):
+        self.shutdown()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state):
+        self.estimator = None
+        self.load_state = "unconfigured"
+        self._publish_diagnostics()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state):
+        self.shutdown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def shutdown(self, timeout: float = 0.0):
+        """Withdraw the service first: a generation node then sees it gone at once and estimates
+        locally, instead of waiting out its predictor_timeout on a request nobody will answer."""
+        if self.service is not None:
+            self.destroy_service(self.service)
+            self.service = None
+        for sub in self.subscriptions_:
+            self.destroy_subscription(sub)
+        self.subscriptions_ = []
+        if self.tracked:
+            self.get_logger().info(f"shut down; {len(self.tracked)} running goal(s) no longer tracked")
+        self.tracked.clear()
 
     # --- the service ------------------------------------------------------------------------------
     def _on_request(self, req, res):
         now = self.get_clock().now().nanoseconds
         already = seconds(req.already_elapsed)
-        ratio = float(req.max_eviction_ratio)
-        r = Request(prompt=req.prompt, budget=seconds(req.time_budget), system_prompt=req.system_prompt,
-                    max_new_tokens=int(req.max_new_tokens),
-                    max_eviction_ratio=ratio if (ratio != ratio or ratio >= 0) else None)
-        res.header.stamp = time_after(now, 0.0)
+        accepted = now - int(already * 1e9)
+        res.header.stamp = time_from_ns(now)
         res.time_budget = req.time_budget
         try:
+            r = to_request(req)
             est = self.estimator.estimate(r, already_elapsed=already)
         except InvalidRequest as exc:
             self.invalid += 1
@@ -109,47 +144,14 @@ class PredictorNode(Node):
             res.valid, res.message = False, f"internal error: {type(exc).__name__}: {exc}"
             return res
         self.served += 1
-        plan = est.plan
-        accepted = now - int(already * 1e9)
+        view = EstimateView.of_estimate(est, "predictor")
         res.valid = True
-        res.prompt_tokens = plan.prompt_tokens
-        res.predicted_tokens = est.length.expected
-        res.predicted_tokens_bound = est.length.bound
-        res.eviction_ratio = plan.alpha
-        res.feasible = plan.feasible
-        res.reason = plan.reason
-        res.predicted_prefill = duration(plan.predicted_prefill)
-        res.predicted_total = duration(plan.predicted_total)
-        res.predicted_worst_case = duration(plan.predicted_worst_case)
-        res.predicted_completion = time_after(now, plan.predicted_total)
-        res.deadline = time_after(accepted, r.budget)
-        res.predictor_latency = duration(est.predictor_latency)
-        res.tokens_that_fit = plan.tokens_that_fit
+        fill_estimate(res, view, now, accepted, r.budget)
         if not is_zero_uuid(req.goal_id):
-            t = Tracked(goal_id=req.goal_id, prompt_tokens=plan.prompt_tokens, expected=est.length.expected,
-                        bound=est.length.bound, alpha=plan.alpha, budget=r.budget, accepted_ns=accepted,
-                        predicted_prefill=plan.predicted_prefill, latency=est.predictor_latency,
-                        tokens_that_fit=plan.tokens_that_fit)
+            t = Tracked(goal_id=req.goal_id, view=view, budget=r.budget, accepted_ns=accepted)
             self.tracked[goal_key(req.goal_id)] = t
-            self.estimate_pub.publish(self._estimate_msg(
-                t, now, tokens=0, total=already + plan.predicted_total, worst=already + plan.predicted_worst_case,
-                feasible=plan.feasible, reason=plan.reason))
+            self.estimate_pub.publish(estimate_msg(t.goal_id, view, now, accepted, r.budget))
         return res
-
-    def _estimate_msg(self, t: Tracked, now_ns: int, tokens: int, total: float, worst: float, feasible: bool,
-                      reason: str) -> CompletionEstimate:
-        """``total`` and ``worst`` count from the goal's acceptance."""
-        m = CompletionEstimate(
-            goal_id=t.goal_id, prompt_tokens=t.prompt_tokens, predicted_tokens=t.expected,
-            predicted_tokens_bound=t.bound, eviction_ratio=t.alpha, feasible=feasible, reason=reason,
-            tokens_generated=tokens, time_budget=duration(t.budget), predicted_prefill=duration(t.predicted_prefill),
-            predicted_total=duration(total), predicted_worst_case=duration(worst),
-            predicted_completion=time_after(t.accepted_ns, total),
-            deadline=time_after(t.accepted_ns, t.budget), predictor_latency=duration(t.latency), source="predictor",
-            tokens_that_fit=t.tokens_that_fit,
-        )
-        m.header.stamp = time_after(now_ns, 0.0)
-        return m
 
     # --- updates while a goal runs ------------------------------------------------------------------
     def _on_feedback(self, msg):
@@ -162,22 +164,14 @@ class PredictorNode(Node):
             return
         t.last_update = mono
         fb = msg.feedback
+        # The ratio the engine actually used (it replans after queueing).
+        t.view.alpha = float(fb.eviction_ratio)
+        t.view.tokens_that_fit = int(fb.tokens_that_fit)
         k = int(fb.tokens_generated)
-        elapsed = seconds(fb.elapsed)
-        t.alpha = float(fb.eviction_ratio)  # the ratio the engine actually used (replanned after queueing)
-        t.tokens_that_fit = int(fb.tokens_that_fit)
-        tm = self.estimator.time_model
-        first_step_kv = kept_positions(t.prompt_tokens, t.alpha) + max(k - 1, 0)
-        # Past the expected length, the bound is all that is left to predict with.
-        left = t.expected - k if k < t.expected else t.bound - k
-        total = elapsed + tm.decode(first_step_kv, max(left, 0) + 1)
-        worst = elapsed + tm.decode(first_step_kv, max(t.bound - k, 0) + 1)
-        feasible = worst <= t.budget
-        reason = "" if feasible else (f"{t.bound - k} more tokens in the worst case need "
-                                      f"{worst - elapsed:.3f} s; {max(t.budget - elapsed, 0):.3f} s left")
+        view = running_view(t.view, self.estimator.time_model, k, seconds(fb.elapsed), t.budget)
         self.updates += 1
-        self.estimate_pub.publish(self._estimate_msg(t, self.get_clock().now().nanoseconds, k, total, worst,
-                                                     feasible, reason))
+        self.estimate_pub.publish(estimate_msg(t.goal_id, view, self.get_clock().now().nanoseconds, t.accepted_ns,
+                                               t.budget, tokens=k))
 
     def _on_report(self, rep):
         self.tracked.pop(goal_key(rep.goal_id), None)
@@ -203,23 +197,19 @@ class PredictorNode(Node):
             "reports_observed": self.reports,
         }
         if self.estimator is not None:
-            errs = self.estimator.calibration.errors()
-            values.update({
-                "length_predictor": getattr(self.estimator.length_predictor, "name", "?"),
-                "time_model_prefill_mape_pct": errs["prefill_mape_pct"],
-                "time_model_decode_step_mape_pct": errs["decode_step_mape_pct"],
-                "time_model_jobs": errs["jobs"], "prefill_scale": errs["prefill_scale"],
-                "decode_scale": errs["decode_scale"],
-            })
+            values["length_predictor"] = getattr(self.estimator.length_predictor, "name", "?")
+            values.update(calibration_values(self.estimator))
         if self.load_state == "failed":
             level, msg = DiagnosticStatus.ERROR[0], f"failed to load: {self.load_error}"
         elif self.load_state == "loading":
             level, msg = DiagnosticStatus.WARN[0], "loading the model and timing model"
+        elif self.load_state == "unconfigured" or self.service is None:
+            level, msg = DiagnosticStatus.WARN[0], f"{'unconfigured' if self.estimator is None else 'inactive'} (lifecycle)"
         else:
             level, msg = DiagnosticStatus.OK[0], f"serving; {self.served} estimates, refitted from {self.reports} reports"
         arr = DiagnosticArray(status=[diagnostic_status(
             f"{self.get_fully_qualified_name()}: completion estimates", str(values["model"]), level, msg, values)])
-        arr.header.stamp = time_after(now, 0.0)
+        arr.header.stamp = time_from_ns(now)
         self.diag_pub.publish(arr)
 
 

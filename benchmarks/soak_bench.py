@@ -1,0 +1,129 @@
+"""Soak: does the generation node's memory level off over thousands of goals?
+
+Starts the real generation node (and, unless --no-predictor, the predictor node) on the tiny test
+model in a private ROS domain, sends N goals one after another through TimeBillClient, samples
+the node's resident memory (VmRSS from /proc) every K goals, prints a table, and writes a plot of
+RSS against goals (docs/bench/soak_rss.png by default). Issue 12 saw 500 -> 568 MB over 600 goals.
+
+    source scripts/env.sh
+    python benchmarks/soak_bench.py --goals 5000 --every 250     # ~5 to 10 minutes on 2 cores
+    python benchmarks/soak_bench.py --goals 300 --every 50       # a quick check
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def rss_mb(pid: int) -> float:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def start_nodes(work: pathlib.Path, env: dict, predictor: bool) -> list[subprocess.Popen]:
+    params = work / "tiny.yaml"
+    params.write_text(f"""/**:
+  ros__parameters:
+    model: "test:tiny"
+    cache_dir: "{work / 'cache'}"
+    profile_max_tokens: 256
+    constant_expected_tokens: 16
+    default_max_new_tokens: 16
+""")
+    ros = ["--ros-args", "-r", "__ns:=/timebill", "--params-file", str(params)]
+    names = ["generation_node"] + (["predictor_node"] if predictor else [])
+    return [subprocess.Popen([sys.executable, "-m", f"timebill_ros.{n}", *ros], env=env, start_new_session=True,
+                             stdout=open(work / f"{n}.log", "w"), stderr=subprocess.STDOUT) for n in names]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--goals", type=int, default=5000)
+    ap.add_argument("--every", type=int, default=250, help="sample RSS every this many goals")
+    ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--no-predictor", action="store_true", help="the generation node alone (local estimates)")
+    ap.add_argument("--plot", default=str(REPO / "docs" / "bench" / "soak_rss.png"))
+    ap.add_argument("--domain", type=int, default=77)
+    args = ap.parse_args()
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="timebill-soak-"))
+    env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               ROS_HOME=str(work), ROS_LOG_DIR=str(work / "log"), PYTHONUNBUFFERED="1")
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    procs = start_nodes(work, env, not args.no_predictor)
+    gen = procs[0]
+    samples: list[tuple[int, float, float]] = []  # goals done, RSS MB, seconds since start
+    outcomes: dict[int, int] = {}
+    try:
+        import rclpy
+
+        from timebill_ros.client import TimeBillClient
+
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx, domain_id=args.domain, args=[])
+        with TimeBillClient(context=ctx) as client:
+            if not client.wait_until_ready(timeout=180, estimator=not args.no_predictor):
+                print(f"nodes not ready; logs in {work}", file=sys.stderr)
+                return 2
+            t0 = time.monotonic()
+            samples.append((0, rss_mb(gen.pid), 0.0))
+            for i in range(1, args.goals + 1):
+                r = client.ask(f"Soak question {i}: where is the cup?", 30.0, max_new_tokens=args.max_new_tokens,
+                               policy="kill", timeout=60.0)
+                outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
+                if i % args.every == 0 or i == args.goals:
+                    samples.append((i, rss_mb(gen.pid), time.monotonic() - t0))
+                    print(f"  {i:6d} goals  RSS {samples[-1][1]:7.1f} MB  {samples[-1][2]:7.1f} s", flush=True)
+        ctx.try_shutdown()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+    from timebill_ros.convert import OUTCOME_NAMES
+
+    print(f"\ngeneration node RSS over {args.goals} goals (tiny test model, max_new_tokens {args.max_new_tokens}, "
+          f"{'no predictor' if args.no_predictor else 'with the predictor node'})")
+    print(f"{'goals':>7} {'RSS MB':>8} {'delta MB':>9} {'seconds':>8}")
+    for n, mb, s in samples:
+        print(f"{n:7d} {mb:8.1f} {mb - samples[0][1]:9.1f} {s:8.1f}")
+    half = [mb for n, mb, _ in samples if n >= args.goals // 2]
+    print(f"outcomes: {', '.join(f'{OUTCOME_NAMES.get(k, k)} {v}' for k, v in sorted(outcomes.items()))}")
+    print(f"growth over the second half: {half[-1] - half[0]:+.1f} MB; over the whole run: "
+          f"{samples[-1][1] - samples[0][1]:+.1f} MB")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([n for n, _, _ in samples], [mb for _, mb, _ in samples], marker="o", ms=3)
+    ax.set_xlabel("goals served")
+    ax.set_ylabel("generation node RSS (MB)")
+    ax.set_title(f"Soak: {args.goals} goals, tiny test model")
+    ax.grid(alpha=0.3)
+    pathlib.Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=120)
+    print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""The one place where ROS messages and TimeBill core objects are translated into each other.
+
+Goal or what-if request -> core ``Request``; core ``Estimate`` / a predictor's response -> an
+``EstimateView`` -> ``CompletionEstimate`` / ``EstimateCompletion`` response; core ``Result`` ->
+action result and ``JobReport``. Outcome and policy codes come from the message constants, so a
+code changed in timebill_msgs cannot drift from a number typed here. Times: ROS messages carry
+int32 seconds, so every conversion saturates instead of wrapping (a budget of 1e9 s would
+otherwise put a deadline in 1901).
+"""
+from __future__ import annotations
+
+import math
+import uuid as uuid_mod
+from dataclasses import dataclass
+
+from builtin_interfaces.msg import Duration, Time
+from timebill_msgs.action import BudgetedQuery
+from timebill_msgs.msg import CompletionEstimate, JobReport
+
+from timebill.request import InvalidRequest, Outcome, Policy, Request
+from timebill.time_model import kept_positions
+
+Goal, Result, Feedback = BudgetedQuery.Goal, BudgetedQuery.Result, BudgetedQuery.Feedback
+
+# --- codes ----------------------------------------------------------------------------------------
+OUTCOME_CODES = {o: getattr(Result, o.name) for o in Outcome}   # core outcome -> Result constant
+OUTCOME_NAMES = {Result.UNKNOWN: "UNKNOWN", **{code: o.name for o, code in OUTCOME_CODES.items()}}
+POLICY_CODES = {"default": Goal.POLICY_DEFAULT, Policy.KILL.value: Goal.POLICY_KILL,
+                Policy.SKIP_NEXT.value: Goal.POLICY_SKIP_NEXT}
+# Outcomes that say nothing about whether the system meets deadlines.
+NOT_SCORED = frozenset({Result.INVALID, Result.CANCELED, Result.FAILED})
+# An error of the goal or the node (a CLI exits non-zero for these).
+ERROR_OUTCOMES = frozenset({Result.INVALID, Result.FAILED})
+
+INT32_MAX = 2**31 - 1
+
+
+def policy_code(policy: str | int) -> int:
+    """``"kill"``, ``"skip-next"``, ``"default"`` or a goal's integer code -> the goal's code."""
+    if isinstance(policy, int):
+        return policy
+    key = str(policy).strip().lower().replace("-", "_")
+    if key not in POLICY_CODES:
+        raise ValueError(f"unknown overrun policy {policy!r}: use {', '.join(POLICY_CODES)}")
+    return POLICY_CODES[key]
+
+
+def policy_from_code(code: int, default: str) -> Policy:
+    """Goal ``overrun_policy`` -> core Policy; unknown codes raise InvalidRequest."""
+    if code == Goal.POLICY_DEFAULT:
+        return Policy.parse(default)
+    for name, c in POLICY_CODES.items():
+        if c == code and name != "default":
+            return Policy(name)
+    raise InvalidRequest(f"unknown overrun_policy {code}: use {Goal.POLICY_DEFAULT} (node default), "
+                         f"{Goal.POLICY_KILL} (kill) or {Goal.POLICY_SKIP_NEXT} (skip_next)")
+
+
+# --- time -----------------------------------------------------------------------------------------
+def seconds(d) -> float:
+    """builtin_interfaces/Duration (or Time) -> seconds."""
+    return float(d.sec) + float(d.nanosec) * 1e-9
+
+
+def duration(s: float) -> Duration:
+    """Seconds -> Duration: negative and NaN clamp to 0, beyond int32 seconds (and +inf) saturate."""
+    if math.isnan(s) or s <= 0:
+        return Duration()
+    if s >= INT32_MAX:
+        return Duration(sec=INT32_MAX, nanosec=999_999_999)
+    sec = int(s)
+    nsec = min(int(round((s - sec) * 1e9)), 999_999_999)
+    return Duration(sec=sec, nanosec=nsec)
+
+
+def time_from_ns(ns: int) -> Time:
+    """Nanoseconds since the clock's epoch -> Time, saturating at int32 seconds."""
+    ns = max(0, int(ns))
+    if ns // 1_000_000_000 > INT32_MAX:
+        return Time(sec=INT32_MAX, nanosec=999_999_999)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def time_after(stamp_ns: int, s: float) -> Time:
+    """The Time ``s`` seconds after ``stamp_ns`` (non-finite ``s`` = the stamp itself; +inf saturates)."""
+    if math.isinf(s) and s > 0:
+        return time_from_ns(2**63)
+    return time_from_ns(stamp_ns + (min(s, 2.0 * INT32_MAX) * 1e9 if math.isfinite(s) else 0))
+
+
+# --- goal ids -------------------------------------------------------------------------------------
+def goal_key(goal_id) -> bytes:
+    return bytes(bytearray(goal_id.uuid))
+
+
+def short_id(goal_id) -> str:
+    return uuid_mod.UUID(bytes=goal_key(goal_id)).hex[:8]
+
+
+def is_zero_uuid(goal_id) -> bool:
+    return not any(goal_key(goal_id))
+
+
+# --- requests -------------------------------------------------------------------------------------
+def to_request(msg, default_policy: str = "kill") -> Request:
+    """A BudgetedQuery goal or an EstimateCompletion request -> core Request (raises InvalidRequest
+    for what can be judged without the tokenizer). A negative ``max_eviction_ratio`` = the default."""
+    from timebill.request import check_request
+
+    code = int(getattr(msg, "overrun_policy", Goal.POLICY_DEFAULT))
+    ratio = float(msg.max_eviction_ratio)
+    req = Request(prompt=msg.prompt, budget=seconds(msg.time_budget), system_prompt=msg.system_prompt,
+                  max_new_tokens=int(msg.max_new_tokens), policy=policy_from_code(code, default_policy),
+                  max_eviction_ratio=ratio if (math.isnan(ratio) or ratio >= 0) else None)
+    check_request(req)
+    return req
+
+
+def estimate_request(goal, goal_id, already_elapsed: float):
+    """The EstimateCompletion request for an accepted goal (the predictor then tracks it)."""
+    from timebill_msgs.srv import EstimateCompletion
+
+    return EstimateCompletion.Request(
+        prompt=goal.prompt, system_prompt=goal.system_prompt, time_budget=goal.time_budget,
+        max_new_tokens=goal.max_new_tokens, max_eviction_ratio=goal.max_eviction_ratio,
+        already_elapsed=duration(already_elapsed), goal_id=goal_id)
+
+
+# --- estimates ------------------------------------------------------------------------------------
+@dataclass
+class EstimateView:
+    """One goal's estimate, from either source; times count from when it was made."""
+
+    source: str                 # "predictor" or "local"
+    prompt_tokens: int
+    expected: int
+    bound: int
+    alpha: float
+    predicted_prefill: float
+    predicted_total: float
+    predicted_worst_case: float
+    feasible: bool
+    reason: str
+    tokens_that_fit: int = 0    # answer tokens the budget holds at ``alpha`` (the planner's figure)
+    latency: float = 0.0
+
+    @classmethod
+    def of_estimate(cls, est, source: str) -> "EstimateView":
+        """From a core ``Estimate``."""
+        p = est.plan
+        return cls(source=source, prompt_tokens=p.prompt_tokens, expected=est.length.expected,
+                   bound=est.length.bound, alpha=p.alpha, predicted_prefill=p.predicted_prefill,
+                   predicted_total=p.predicted_total, predicted_worst_case=p.predicted_worst_case,
+                   feasible=p.feasible, reason=p.reason, tokens_that_fit=p.tokens_that_fit,
+                   latency=est.predictor_latency)
+
+    @classmethod
+    def of_response(cls, r) -> "EstimateView":
+        """From an EstimateCompletion response."""
+        return cls(source="predictor", prompt_tokens=r.prompt_tokens, expected=r.predicted_tokens,
+                   bound=r.predicted_tokens_bound, alpha=r.eviction_ratio,
+                   predicted_prefill=seconds(r.predicted_prefill), predicted_total=seconds(r.predicted_total),
+                   predicted_worst_case=seconds(r.predicted_worst_case), feasible=r.feasible, reason=r.reason,
+                   tokens_that_fit=r.tokens_that_fit, latency=seconds(r.predictor_latency))
+
+
+def fill_estimate(msg, v: EstimateView, now_ns: int, accepted_ns: int, budget: float, offset: float = 0.0):
+    """Set the estimate fields shared by CompletionEstimate and the EstimateCompletion response.
+
+    ``offset``: seconds between ``accepted_ns`` and when ``v`` was made (its times count from
+    then); a CompletionEstimate counts from acceptance, so it passes the time already elapsed.
+    """
+    msg.header.stamp = time_from_ns(now_ns)
+    msg.prompt_tokens, msg.predicted_tokens, msg.predicted_tokens_bound = v.prompt_tokens, v.expected, v.bound
+    msg.eviction_ratio, msg.feasible, msg.reason = float(v.alpha), bool(v.feasible), v.reason
+    msg.tokens_that_fit = int(v.tokens_that_fit)
+    msg.time_budget = duration(budget)
+    msg.predicted_prefill = duration(v.predicted_prefill)
+    msg.predicted_total = duration(offset + v.predicted_total)
+    msg.predicted_worst_case = duration(offset + v.predicted_worst_case)
+    msg.predicted_completion = time_after(now_ns, v.predicted_total)
+    msg.deadline = time_after(accepted_ns, budget)
+    msg.predictor_latency = duration(v.latency)
+    return msg
+
+
+def estimate_msg(goal_id, v: EstimateView, now_ns: int, accepted_ns: int, budget: float,
+                 tokens: int = 0) -> CompletionEstimate:
+    """A CompletionEstimate of a goal; ``v``'s times count from now."""
+    m = CompletionEstimate(goal_id=goal_id, tokens_generated=int(tokens), source=v.source)
+    return fill_estimate(m, v, now_ns, accepted_ns, budget, offset=(now_ns - accepted_ns) * 1e-9)
+
+
+def remaining(tm, prompt_tokens: int, alpha: float, expected: int, bound: int, generated: int) -> tuple[float, float]:
+    """Predicted decoding seconds left after ``generated`` tokens: (expected, worst case).
+
+    Past the expected length the bound is all that is left to predict with.
+    """
+    kv = kept_positions(prompt_tokens, alpha) + max(generated - 1, 0)
+    left = expected - generated if generated < expected else bound - generated
+    return tm.decode(kv, max(left, 0) + 1), tm.decode(kv, max(bound - generated, 0) + 1)
+
+
+def running_view(v: EstimateView, tm, generated: int, elapsed: float, budget: float) -> EstimateView:
+    """The estimate of a running goal after ``generated`` tokens, ``elapsed`` s after acceptance;
+    times count from now."""
+    left, worst = remaining(tm, v.prompt_tokens, v.alpha, v.expected, v.bound, generated)
+    feasible = elapsed + worst <= budget
+    reason = "" if feasible else (f"{v.bound - generated} more tokens in the worst case need {worst:.3f} s; "
+                                  f"{max(budget - elapsed, 0):.3f} s left")
+    return EstimateView(source=v.source, prompt_tokens=v.prompt_tokens, expected=v.expected, bound=v.bound,
+                        alpha=v.alpha, predicted_prefill=v.predicted_prefill, predicted_total=left,
+                        predicted_worst_case=worst, feasible=feasible, reason=reason,
+                        tokens_that_fit=v.tokens_that_fit, latency=v.latency)
+
+
+# --- results --------------------------------------------------------------------------------------
+def unrun_result(outcome: Outcome, message: str, elapsed: float, v: EstimateView | None = None, **kw):
+    """The action result of a goal answered without generating."""
+    res = Result(outcome=OUTCOME_CODES[outcome], message=message, elapsed=duration(elapsed), **kw)
+    if v is not None:
+        res.prompt_tokens, res.predicted_tokens, res.predicted_tokens_bound = v.prompt_tokens, v.expected, v.bound
+        res.eviction_ratio, res.predicted_time = float(v.alpha), duration(v.predicted_total)
+    return res
+
+
+def result_msg(core, v: EstimateView | None = None):
+    """Core ``Result`` -> action result; ``v`` (the estimate at acceptance) fills what the engine
+    did not plan (a goal answered while it waited)."""
+    plan = core.plan
+    res = Result(
+        outcome=OUTCOME_CODES[core.outcome], text=core.text, deadline_met=bool(core.deadline_met),
+        message=core.message, prompt_tokens=int(core.prompt_tokens), generated_tokens=int(core.generated_tokens),
+        eviction_ratio=float(core.alpha), prefill_time=duration(core.prefill_time), elapsed=duration(core.total_time))
+    if plan is not None:
+        res.predicted_tokens, res.predicted_tokens_bound = int(plan.predicted_tokens), int(plan.predicted_tokens_bound)
+        res.predicted_time = duration(plan.predicted_total)
+    elif v is not None:
+        res.predicted_tokens, res.predicted_tokens_bound = v.expected, v.bound
+    return res
+
+
+def job_report(goal_id, res, budget: float, now_ns: int, core=None, v: EstimateView | None = None,
+               waited: float = 0.0) -> JobReport:
+    """The JobReport of a finished goal from its action result ``res`` and, when it reached the
+    engine, the core ``Result``; ``waited``: seconds from acceptance to the answer otherwise."""
+    plan = core.plan if core is not None else None
+    rep = JobReport(goal_id=goal_id, outcome=res.outcome, message=res.message, deadline_met=res.deadline_met,
+                    time_budget=duration(budget), eviction_ratio=res.eviction_ratio,
+                    prompt_tokens=res.prompt_tokens or (v.prompt_tokens if v else 0),
+                    generated_tokens=res.generated_tokens, predicted_tokens=res.predicted_tokens,
+                    predicted_tokens_bound=res.predicted_tokens_bound)
+    rep.header.stamp = time_from_ns(now_ns)
+    if plan is not None:
+        rep.predicted_prefill = duration(plan.predicted_prefill)
+        rep.predicted_decode = duration(plan.predicted_total - plan.predicted_prefill - plan.predictor_time)
+        rep.predicted_total = duration(plan.predicted_total)
+    elif v is not None:
+        rep.predicted_prefill, rep.predicted_total = duration(v.predicted_prefill), duration(v.predicted_total)
+    if core is not None:
+        rep.cached_tokens = int(core.cached_tokens)
+        rep.queue_wait = duration(core.queue_wait)
+        rep.measured_prefill, rep.measured_decode = duration(core.prefill_time), duration(core.decode_time)
+        rep.measured_total = duration(core.total_time)
+        rep.decode_step_times = [float(t) for t in core.step_times]
+    else:
+        rep.queue_wait = rep.measured_total = duration(waited)
+    return rep
