@@ -288,9 +288,10 @@ def test_infeasible_at_once_when_not_even_the_useful_minimum_fits(tiny):
     assert r.outcome is Outcome.INFEASIBLE and r.generated_tokens == 0
     assert "not even 8 tokens fit" in r.message
     assert r.plan.tokens_that_fit == 4
-    # With a smaller useful minimum the same goal runs.
+    # With a smaller useful minimum the same goal runs (killed at the deadline, or done before it on a
+    # quiet machine: the tiny model is much faster than this timing model claims).
     r = served(tiny, 200, min_useful_tokens=4).generate(Request(PROMPT, budget=0.2, max_new_tokens=200))
-    assert r.outcome is Outcome.KILLED and r.generated_tokens > 0
+    assert r.outcome in (Outcome.KILLED, Outcome.COMPLETED) and r.generated_tokens > 0
 
 
 def test_the_configured_planner_and_useful_minimum_reach_the_estimator(tiny, tmp_path):
