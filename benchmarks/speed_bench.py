@@ -33,7 +33,7 @@ from timebill.request import Request
 from timebill.time_model import TimeModel
 
 LENGTHS = (100, 900, 1500)
-ANSWER_PROMPT = 900
+QUICK_LENGTHS = (32, 64, 128)  # --quick: checks that every section runs, in about a minute
 EVICTIONS = (0.0, 0.5, 0.95)
 STORY = ("The robot left the charging dock at dawn, crossed the warehouse, and checked every shelf for "
          "misplaced boxes. It found three in aisle four and one near the loading bay, logged their labels, "
@@ -102,13 +102,15 @@ class HFGenerate:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="1 repeat, fewer steps: checks that it runs")
+    ap.add_argument("--quick", action="store_true", help="1 repeat, short prompts, few steps: checks that it runs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="docs/bench")
     args = ap.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
     steps = 8 if args.quick else 32
     answer_tokens = 16 if args.quick else 64
+    lengths = QUICK_LENGTHS if args.quick else LENGTHS
+    answer_prompt = lengths[1]  # 900 tokens
 
     import torch
 
@@ -120,42 +122,43 @@ def main(argv=None) -> int:
     hf = HFGenerate(loaded)
     print(f"model {loaded.name} | {platform.machine()} | threads {torch.get_num_threads()} | "
           f"{time.strftime('%Y-%m-%d %H:%M')} | repeats {repeats}", flush=True)
-    ids = {n: prompt_ids(loaded, n) for n in LENGTHS}
+    ids = {n: prompt_ids(loaded, n) for n in lengths}
+    first = lengths[0]
     for b in (fast, ref, alone):  # warm-up: first calls after loading are slow
-        b.prefill(ids[100])
-        b.decode_one(ids[100][0], 100)
-    hf.run(ids[100], 2)
+        b.prefill(ids[first])
+        b.decode_one(ids[first][0], first)
+    hf.run(ids[first], 2)
 
     out: dict = {"machine": platform.node(), "threads": torch.get_num_threads(), "repeats": repeats,
                  "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "prefill_s": {}, "decode_ms": {}, "answer_s": {}, "eviction_ms": {}}
     paths = {"engine (llamacpp)": fast, "engine (torch)": ref, "llama.cpp alone": alone}
 
     print("\n== 1-2. prefill (s) and decode step (ms) at each prompt/cache size", flush=True)
-    print(f"{'path':<20}" + "".join(f"{'prefill ' + str(n):>14}" for n in LENGTHS) + "".join(f"{'step@' + str(n):>11}" for n in LENGTHS))
+    print(f"{'path':<20}" + "".join(f"{'prefill ' + str(n):>14}" for n in lengths) + "".join(f"{'step@' + str(n):>11}" for n in lengths))
     for name, b in paths.items():
-        pre = {n: timed(lambda: b.prefill(ids[n]), repeats) for n in LENGTHS}
-        dec = {n: steps_ms(b, ids[n], steps) for n in LENGTHS}
+        pre = {n: timed(lambda: b.prefill(ids[n]), repeats) for n in lengths}
+        dec = {n: steps_ms(b, ids[n], steps) for n in lengths}
         out["prefill_s"][name], out["decode_ms"][name] = pre, dec
-        print(f"{name:<20}" + "".join(f"{pre[n]:>14.3f}" for n in LENGTHS) + "".join(f"{dec[n]:>11.1f}" for n in LENGTHS), flush=True)
-    pre = {n: timed(lambda: hf.run(ids[n], 1), repeats) for n in LENGTHS}
+        print(f"{name:<20}" + "".join(f"{pre[n]:>14.3f}" for n in lengths) + "".join(f"{dec[n]:>11.1f}" for n in lengths), flush=True)
+    pre = {n: timed(lambda: hf.run(ids[n], 1), repeats) for n in lengths}
     k = max(4, steps // 4)  # generate's steps: (time of 1+k tokens - time of 1) / k
-    dec = {n: 1e3 * (timed(lambda: hf.run(ids[n], 1 + k), repeats) - pre[n]) / k for n in LENGTHS}
+    dec = {n: 1e3 * (timed(lambda: hf.run(ids[n], 1 + k), repeats) - pre[n]) / k for n in lengths}
     out["prefill_s"]["transformers generate"], out["decode_ms"]["transformers generate"] = pre, dec
-    print(f"{'transformers generate':<20}" + "".join(f"{pre[n]:>14.3f}" for n in LENGTHS) + "".join(f"{dec[n]:>11.1f}" for n in LENGTHS), flush=True)
+    print(f"{'transformers generate':<20}" + "".join(f"{pre[n]:>14.3f}" for n in lengths) + "".join(f"{dec[n]:>11.1f}" for n in lengths), flush=True)
 
-    print(f"\n== 3. a {answer_tokens}-token answer to a {ANSWER_PROMPT}-token prompt, end to end (s)", flush=True)
+    print(f"\n== 3. a {answer_tokens}-token answer to a {answer_prompt}-token prompt, end to end (s)", flush=True)
     req = Request(prompt="(token ids given)", budget=3600.0, max_new_tokens=answer_tokens, fixed_alpha=0.0)
     for name, b in (("engine (llamacpp)", fast), ("engine (torch)", ref)):
         eng = BudgetedEngine(Estimator(loaded, GENEROUS), learn_online=False, backend=b)
-        out["answer_s"][name] = timed(lambda: eng.generate(req, prompt_ids=ids[ANSWER_PROMPT]), repeats)
-    out["answer_s"]["llama.cpp alone"] = timed(lambda: alone.answer(ids[ANSWER_PROMPT], answer_tokens), repeats)
-    out["answer_s"]["transformers generate"] = timed(lambda: hf.run(ids[ANSWER_PROMPT], answer_tokens), repeats)
+        out["answer_s"][name] = timed(lambda: eng.generate(req, prompt_ids=ids[answer_prompt]), repeats)
+    out["answer_s"]["llama.cpp alone"] = timed(lambda: alone.answer(ids[answer_prompt], answer_tokens), repeats)
+    out["answer_s"]["transformers generate"] = timed(lambda: hf.run(ids[answer_prompt], answer_tokens), repeats)
     for name, t in out["answer_s"].items():
         print(f"{name:<22} {t:>7.2f} s", flush=True)
     speedup = out["answer_s"]["engine (torch)"] / out["answer_s"]["engine (llamacpp)"]
     print(f"engine llamacpp / engine torch: {1 / speedup:.2f}x the time ({speedup:.1f}x faster)")
 
-    n = LENGTHS[-1]
+    n = lengths[-1]
     print(f"\n== 4. engine decode step (ms) at eviction ratios of a {n}-token prompt (SnapKV)", flush=True)
     for name, b in (("engine (llamacpp)", fast), ("engine (torch)", ref)):
         row = {a: steps_ms(b, ids[n], steps, make_press("snapkv", a, n)) for a in EVICTIONS}
@@ -165,8 +168,9 @@ def main(argv=None) -> int:
 
     path = pathlib.Path(args.out)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "speed_bench.json").write_text(json.dumps(out, indent=1, default=str))
-    print(f"\nfigures: {path / 'speed_bench.json'}")
+    name = "speed_bench_quick.json" if args.quick else "speed_bench.json"
+    (path / name).write_text(json.dumps(out, indent=1, default=str))
+    print(f"\nfigures: {path / name}")
     return 0
 
 

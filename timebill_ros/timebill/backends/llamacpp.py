@@ -140,9 +140,12 @@ class LlamaCppModel:
         n = self.L.llama_state_seq_get_data(self.ctx, buf, size, 0)
         return bytes(buf)[:n]
 
-    def set_state(self, data: bytes) -> None:
+    def set_state(self, data: bytes | bytearray) -> None:
         self.clear()
-        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if isinstance(data, bytearray):  # no copy
+            buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        else:
+            buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         if self.L.llama_state_seq_set_data(self.ctx, buf, len(data), 0) == 0:
             raise RuntimeError("llama_state_seq_set_data refused the cache (layout mismatch?)")
 
@@ -160,7 +163,7 @@ class LlamaCppModel:
         return self._prefix_u32
 
     def write_cache(self, keys: np.ndarray, values: np.ndarray, positions: np.ndarray) -> None:
-        """Replace the sequence with these cells ([n_layer, cells, n_kv_heads*head_dim] f16, llama.cpp order)."""
+        """Replace the sequence with these cells ([n_layer, cells, n_kv_heads, head_dim] f16, llama.cpp order)."""
         self.prefix_u32()
         self.set_state(SeqState(self._prefix, positions, keys, values, v_trans=True).pack())
 
@@ -168,7 +171,7 @@ class LlamaCppModel:
 def hf_to_llama_keys(k):
     """Interleave each head's halves: llama.cpp's element 2j is HF's j, 2j+1 is HF's j + head_dim/2."""
     half = k.shape[-1] // 2
-    return k.unflatten(-1, (2, half)).transpose(-1, -2).flatten(-2)
+    return k.unflatten(-1, (2, half)).transpose(-1, -2).reshape(k.shape)
 
 
 class LlamaCppBackend(TorchBackend):
@@ -202,10 +205,12 @@ class LlamaCppBackend(TorchBackend):
             raise BackendCannotApply(self.name, press, "it masks keys instead of evicting them")
         kept = lengths.pop()
         with torch.inference_mode():
-            k = torch.stack([hf_to_llama_keys(layer.keys[0]) for layer in layers])  # [L, heads, kept, dim]
-            v = torch.stack([layer.values[0] for layer in layers])
-            k = k.transpose(1, 2).flatten(2).to(torch.float16).numpy()  # [L, kept, heads*dim]
-            v = v.transpose(1, 2).flatten(2).to(torch.float16).numpy()
+            # f16 first (half the bytes to move), then views only: pack() copies each layer once,
+            # straight into the state buffer, as [cells, heads, dim] rows.
+            k = torch.stack([layer.keys[0].to(torch.float16) for layer in layers])  # [L, heads, kept, dim]
+            v = torch.stack([layer.values[0].to(torch.float16) for layer in layers])
+            k = hf_to_llama_keys(k).permute(0, 2, 1, 3).numpy()  # [L, kept, heads, dim]
+            v = v.permute(0, 2, 1, 3).numpy()
         positions = np.arange(prompt_tokens - kept, prompt_tokens, dtype=np.int32)
         self.llama.write_cache(k, v, positions)
         self._cached = kept
