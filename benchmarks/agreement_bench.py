@@ -3,7 +3,10 @@
 Greedy answers to 20 prompts from the engine on the llamacpp backend (torch prefill, llama.cpp
 decoding with the GGUF's own Q4_1 weights) and on the torch backend (fp32 weights dequantised
 from that GGUF), no eviction, up to 64 new tokens. Reports how many answers agree on their first
-32 tokens, the mean length of the common prefix, and ROUGE-L between the two answers.
+32 tokens, the mean length of the common prefix, and ROUGE-L between the two answers. llama.cpp
+alone (its own prefill and decoding) is compared with both: where the fast path and llama.cpp
+alone agree but the torch path differs, the difference comes from the weights and arithmetic
+(Q4_1 with quantised activations against fp32), not from carrying the cache.
 
   python benchmarks/agreement_bench.py [--out docs/bench]
 """
@@ -58,6 +61,18 @@ def common_prefix(a: list, b: list) -> int:
     return n
 
 
+def llama_alone(llama, ids: list, max_new: int, eos: set) -> list:
+    """Greedy token ids from llama.cpp's own prefill and decoding, up to end of turn."""
+    import numpy as np
+
+    out = []
+    tok = int(np.argmax(llama.prefill(ids)))
+    while tok not in eos and len(out) < max_new:
+        out.append(tok)
+        tok = int(np.argmax(llama.decode_one(tok, len(ids) + len(out) - 1)))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -77,12 +92,18 @@ def main(argv=None) -> int:
             r = eng.generate(req, on_token=lambda ev: toks.append(ev.token_id))
             ans[name] = (toks, r.text)
         (fast_ids, fast_text), (ref_ids, ref_text) = ans["llamacpp"], ans["torch"]
+        alone_ids = llama_alone(engines["llamacpp"].backend.llama, loaded.encode_chat(prompt), args.max_new_tokens,
+                                set(loaded.eos_token_ids))
         prefix = common_prefix(fast_ids, ref_ids)
         first = min(FIRST, len(ref_ids), len(fast_ids))
         rows.append({"prompt": prompt, "llamacpp": fast_text, "torch": ref_text, "common_prefix_tokens": prefix,
                      "first32_agree": prefix >= first and len(fast_ids[:FIRST]) == len(ref_ids[:FIRST]),
-                     "rouge_l": rouge_l(fast_text, ref_text)})
-        print(f"{prefix:>3} common tokens  ROUGE-L {rows[-1]['rouge_l']:.2f}  {prompt}", flush=True)
+                     "rouge_l": rouge_l(fast_text, ref_text),
+                     "llama_alone_common_prefix_with_fast": common_prefix(alone_ids, fast_ids),
+                     "llama_alone_common_prefix_with_torch": common_prefix(alone_ids, ref_ids)})
+        print(f"{prefix:>3} common tokens  ROUGE-L {rows[-1]['rouge_l']:.2f}  (llama.cpp alone: "
+              f"{rows[-1]['llama_alone_common_prefix_with_fast']} with fast, "
+              f"{rows[-1]['llama_alone_common_prefix_with_torch']} with torch)  {prompt}", flush=True)
         if prefix < first:
             print(f"      llamacpp: {fast_text[:120]!r}\n      torch:    {ref_text[:120]!r}")
     agree = sum(r["first32_agree"] for r in rows)
@@ -90,10 +111,14 @@ def main(argv=None) -> int:
         "prompts": len(rows), "first32_agree": agree,
         "mean_common_prefix_tokens": sum(r["common_prefix_tokens"] for r in rows) / len(rows),
         "mean_rouge_l": sum(r["rouge_l"] for r in rows) / len(rows),
+        "mean_common_prefix_llama_alone_vs_fast": sum(r["llama_alone_common_prefix_with_fast"] for r in rows) / len(rows),
+        "mean_common_prefix_llama_alone_vs_torch": sum(r["llama_alone_common_prefix_with_torch"] for r in rows) / len(rows),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     print(f"\nfirst {FIRST} tokens identical: {agree}/{len(rows)} | mean common prefix "
           f"{summary['mean_common_prefix_tokens']:.1f} tokens | mean ROUGE-L {summary['mean_rouge_l']:.3f}")
+    print(f"llama.cpp alone, mean common prefix: {summary['mean_common_prefix_llama_alone_vs_fast']:.1f} tokens with the "
+          f"fast path, {summary['mean_common_prefix_llama_alone_vs_torch']:.1f} with the torch path")
     path = pathlib.Path(args.out)
     path.mkdir(parents=True, exist_ok=True)
     (path / "agreement_bench.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))

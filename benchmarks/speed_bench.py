@@ -140,6 +140,12 @@ def main(argv=None) -> int:
         dec = {n: steps_ms(b, ids[n], steps) for n in lengths}
         out["prefill_s"][name], out["decode_ms"][name] = pre, dec
         print(f"{name:<20}" + "".join(f"{pre[n]:>14.3f}" for n in lengths) + "".join(f"{dec[n]:>11.1f}" for n in lengths), flush=True)
+    carry = {}
+    for n in lengths:  # the llamacpp prefill's extra work: the torch cache written into llama.cpp
+        ref.prefill(ids[n])
+        carry[n] = 1e3 * timed(lambda: fast.carry_cache(ref.cache, n), repeats)
+    out["carry_ms"] = carry
+    print(f"{'  of which carry ms':<20}" + "".join(f"{carry[n]:>14.1f}" for n in lengths), flush=True)
     pre = {n: timed(lambda: hf.run(ids[n], 1), repeats) for n in lengths}
     k = max(4, steps // 4)  # generate's steps: (time of 1+k tokens - time of 1) / k
     dec = {n: 1e3 * (timed(lambda: hf.run(ids[n], 1 + k), repeats) - pre[n]) / k for n in lengths}

@@ -53,7 +53,7 @@ def measure(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int
 
     from .backends import make_backend
 
-    backend = backend if backend is not None else make_backend("auto", loaded, threads=torch.get_num_threads())
+    backend = backend if backend is not None else make_backend("auto", loaded)
     lengths = [n for n in lengths if n + decode_steps + 2 <= loaded.max_context]
     vocab = loaded.model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
@@ -129,7 +129,7 @@ def profile(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int
 
     from .backends import make_backend
 
-    backend = backend if backend is not None else make_backend("auto", loaded, threads=torch.get_num_threads())
+    backend = backend if backend is not None else make_backend("auto", loaded)
     pre, dec = measure(loaded, lengths, repeats, decode_steps, progress, backend=backend)
     return fit(pre, dec, model_name=loaded.name, threads=torch.get_num_threads(), backend=backend.name)
 

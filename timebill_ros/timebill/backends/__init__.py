@@ -35,12 +35,16 @@ def resolve_backend(name: str, loaded) -> str:
     return name
 
 
-def make_backend(name: str, loaded, threads: int = 2) -> Backend:
+def make_backend(name: str, loaded, threads: int | None = None) -> Backend:
+    """The backend ``name`` means for ``loaded``; ``threads`` for llama.cpp, default torch's (set
+    from the config's ``threads`` when the model was loaded)."""
     kind = resolve_backend(name, loaded)
     if kind == "llamacpp":
+        import torch
+
         from .llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(loaded, loaded.gguf, threads=threads)
+        return LlamaCppBackend(loaded, loaded.gguf, threads=threads or torch.get_num_threads())
     from .torch_backend import TorchBackend
 
     return TorchBackend(loaded)
