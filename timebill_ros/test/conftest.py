@@ -158,8 +158,8 @@ def fast_backend(embedded):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: scripts/setup.sh builds it")
     from timebill.backends import make_backend
 
-    # One thread: on a busy machine llama.cpp's spinning thread barrier waits for a descheduled
-    # second thread (steps of seconds were seen here with 2 threads while other jobs ran).
+    # One thread, like the tiny model: on a busy machine a forward pass waiting for a descheduled
+    # second thread takes far longer (steps of seconds were seen here; benchmarks/omp_wait_bench.py).
     return make_backend("llamacpp", embedded, threads=1)
 
 
