@@ -146,10 +146,11 @@ def slow_time_model(step: float = 0.05, prefill: float = 0.01):
 
 @pytest.fixture(scope="session")
 def embedded():
-    """SmolLM2-135M-Instruct, converted once into the user cache (~20 s the first time)."""
+    """SmolLM2-135M-Instruct, converted once into the user cache (~20 s the first time). One torch
+    thread: the setting is process-wide, and the tiny model's timing tests need one (testing.py)."""
     from timebill.models import EMBEDDED, load_model
 
-    return load_model(EMBEDDED, threads=2)
+    return load_model(EMBEDDED, threads=1)
 
 
 @pytest.fixture(scope="session")
