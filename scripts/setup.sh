@@ -68,6 +68,26 @@ if ! stamp_ok pip "$key"; then
   stamp_set pip "$key"
 fi
 
+# --- llama.cpp, the fast serving path (backend llamacpp) ----------------------------------------
+# PyPI has no binary wheel of llama-cpp-python: build it from its source once, keep the wheel in
+# the venv, and install from it; skipped when the pinned version is already installed.
+LLAMA_REQ="$(grep -E '^llama-cpp-python==' "$ROOT/requirements/llama.txt")"
+LLAMA_VERSION="${LLAMA_REQ#*==}"
+WHEELS="$VENV/wheels"
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '$LLAMA_VERSION')" 2>/dev/null; then
+  if ! compgen -G "$WHEELS/llama_cpp_python-$LLAMA_VERSION-*.whl" >/dev/null; then
+    say "building llama-cpp-python $LLAMA_VERSION once, ~6 min on 2 cores (the wheel is kept in .venv/wheels)"
+    t0=$SECONDS
+    mkdir -p "$ROOT/log"
+    "${PIP[@]}" wheel --no-deps -w "$WHEELS" "$LLAMA_REQ" >"$ROOT/log/llama-cpp-build.txt" 2>&1 \
+      || { tail -n 40 "$ROOT/log/llama-cpp-build.txt" >&2; die "building llama-cpp-python failed (full log: log/llama-cpp-build.txt; it needs cmake and a C/C++ compiler)"; }
+    say "built llama-cpp-python in $((SECONDS - t0)) s"
+  fi
+  say "installing llama-cpp-python $LLAMA_VERSION from the built wheel"
+  "${PIP[@]}" install -c "$CONSTRAINTS" --only-binary llama-cpp-python --find-links "$WHEELS" "$LLAMA_REQ"
+  "$VENV/bin/python" -c 'import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith("2.13.0") else f"torch {v} was installed instead of 2.13.0")'
+fi
+
 if [ "$WITH_EVAL" = 1 ]; then
   if ! stamp_ok eval "$key"; then
     say "installing the evaluation data packages (no deps)"

@@ -156,3 +156,33 @@ def slow_time_model(step: float = 0.05, prefill: float = 0.01):
     from timebill.time_model import TimeModel
 
     return TimeModel(a=0.0, b=0.0, c=prefill, p=0.0, q=step, model="tiny-test-model")
+
+
+# --- the real embedded model and the fast path (backend llamacpp) --------------------------------
+
+@pytest.fixture(scope="session")
+def embedded():
+    """SmolLM2-135M-Instruct, converted once into the user cache (~20 s the first time). One torch
+    thread: the setting is process-wide, and the tiny model's timing tests need one (testing.py)."""
+    from timebill.models import EMBEDDED, load_model
+
+    return load_model(EMBEDDED, threads=1)
+
+
+@pytest.fixture(scope="session")
+def fast_backend(embedded):
+    """The llamacpp backend on the embedded model (one llama.cpp context, shared: one job at a time)."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: scripts/setup.sh builds it")
+    from timebill.backends import make_backend
+
+    # One thread, like the tiny model: on a busy machine a forward pass waiting for a descheduled
+    # second thread takes far longer (steps of seconds were seen here; benchmarks/omp_wait_bench.py).
+    return make_backend("llamacpp", embedded, threads=1)
+
+
+@pytest.fixture(scope="session")
+def embedded_fast_time_model(embedded, fast_backend):
+    """A timing model of the fast path on this machine, profiled on short prompts (a few seconds)."""
+    from timebill.profiler import profile
+
+    return profile(embedded, lengths=(32, 64, 128, 256, 384), repeats=2, decode_steps=6, progress=False, backend=fast_backend)

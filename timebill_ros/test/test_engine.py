@@ -1,7 +1,12 @@
-"""Budgeted generation on the tiny test model: streaming, stopping, deadlines, presses, bad input."""
+"""Budgeted generation: streaming, stopping, deadlines, presses, bad input.
+
+Tests of the decoding loop run on both serving paths (``served``): the torch backend on the tiny
+test model, and the llamacpp backend (the default for GGUF models) on the real embedded model.
+"""
 import dataclasses
 import math
 import threading
+from typing import NamedTuple
 
 import pytest
 
@@ -15,42 +20,61 @@ from timebill.time_model import kept_positions
 PROMPT = "The robot moves to the kitchen and picks up the red cup. " * 6
 
 
-def engine_for(model, tm, **kw):
+class Served(NamedTuple):
+    model: object
+    time_model: object
+    backend: object
+
+
+@pytest.fixture(params=["torch", "llamacpp"])
+def served(request, tiny, tiny_time_model):
+    """A model with its timing model and serving path: tiny on torch, or embedded on llama.cpp."""
+    if request.param == "torch":
+        return Served(tiny, tiny_time_model, "torch")
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: scripts/setup.sh builds it")
+    return Served(*(request.getfixturevalue(f) for f in ("embedded", "embedded_fast_time_model", "fast_backend")))
+
+
+def engine_for(model, tm, backend="torch", **kw):
     reject = kw.pop("reject_infeasible", True)
-    engine = BudgetedEngine(Estimator(model, tm, **kw), reject_infeasible=reject, learn_online=False)
+    engine = BudgetedEngine(Estimator(model, tm, **kw), reject_infeasible=reject, learn_online=False, backend=backend)
     engine.warm_up()  # as build_engine does: first passes after loading are slow
     return engine
 
 
-def test_tokens_stream_in_order_and_concatenate_to_the_result(tiny, tiny_time_model):
+def test_tokens_stream_in_order_and_concatenate_to_the_result(served):
     events = []
-    r = engine_for(tiny, tiny_time_model).generate(Request(PROMPT, budget=30, max_new_tokens=40), on_token=events.append)
+    r = engine_for(*served).generate(Request(PROMPT, budget=30, max_new_tokens=40), on_token=events.append)
     assert r.outcome is Outcome.COMPLETED and r.deadline_met and r.message == ""
     assert [e.index for e in events] == list(range(r.generated_tokens))
     assert "".join(e.text for e in events) == r.text
     assert [e.elapsed for e in events] == sorted(e.elapsed for e in events)
     assert r.generated_tokens == 40 and r.stop_reason == "max_tokens"
     assert len(r.step_times) == 39  # the first token comes from the prefill
-    assert r.prompt_tokens == len(tiny.encode_chat(PROMPT))
+    assert r.prompt_tokens == len(served.model.encode_chat(PROMPT))
 
 
-def test_stops_at_end_of_turn(tiny, tiny_time_model):
+def test_stops_at_end_of_turn(served):
     # Declare the token the model emits third as end-of-turn: greedy decoding is deterministic.
-    first = engine_for(tiny, tiny_time_model).generate(Request(PROMPT, budget=30, max_new_tokens=5))
-    ids = tiny.tokenizer(first.text, add_special_tokens=False)["input_ids"]
-    stopper = dataclasses.replace(tiny, eos_token_ids=[ids[2]])
-    r = engine_for(stopper, tiny_time_model).generate(Request(PROMPT, budget=30, max_new_tokens=50))
+    model, tm, backend = served
+    tokens = []
+    engine_for(*served).generate(Request(PROMPT, budget=30, max_new_tokens=5), on_token=lambda ev: tokens.append(ev.token_id))
+    stopper = dataclasses.replace(model, eos_token_ids=[tokens[2]])
+    r = engine_for(stopper, tm, backend).generate(Request(PROMPT, budget=30, max_new_tokens=50))
     assert r.stop_reason == "eos" and r.outcome is Outcome.COMPLETED
-    assert r.generated_tokens < 50
+    assert r.generated_tokens == tokens.index(tokens[2])  # stops at its first appearance
 
 
-def test_kill_never_starts_a_step_the_time_model_says_would_end_after_the_deadline(tiny):
-    tm = slow_time_model(step=0.05, prefill=0.01)  # claims 50 ms a step; the tiny model takes ~1 ms
-    budget = 0.4
-    r = engine_for(tiny, tm, reject_infeasible=False).generate(Request(PROMPT, budget=budget, max_new_tokens=500))
+def test_kill_never_starts_a_step_the_time_model_says_would_end_after_the_deadline(served):
+    # Claims 50 ms a step; the tiny model takes ~1 ms, llama.cpp ~10 ms on the embedded model.
+    tm = slow_time_model(step=0.05, prefill=0.01)
+    budget = 0.4 if served.backend == "torch" else 1.0  # the embedded model's real prefill takes ~0.1 s
+    # More tokens than fit in the budget at any real speed (the tiny model makes ~1,400 a second).
+    r = engine_for(served.model, tm, served.backend, reject_infeasible=False).generate(
+        Request(PROMPT, budget=budget, max_new_tokens=1900))
     assert r.outcome is Outcome.KILLED and r.stop_reason == "deadline"
     assert r.deadline_met and r.total_time <= budget
-    assert 0 < r.generated_tokens < 500 and r.text
+    assert 0 < r.generated_tokens < 1900 and r.text
     # It went on while one more modelled step fitted, and stopped because the next would have crossed
     # the deadline. The decision is taken after the last token is emitted (a few microseconds
     # later), so it is bracketed by the previous token's time and the result's time.
@@ -59,15 +83,15 @@ def test_kill_never_starts_a_step_the_time_model_says_would_end_after_the_deadli
     assert "killed at the deadline" in r.message
 
 
-def test_skip_next_policy_lets_the_job_finish_late(tiny):
+def test_skip_next_policy_lets_the_job_finish_late(served):
     tm = slow_time_model(step=0.05)
-    r = engine_for(tiny, tm, reject_infeasible=False).generate(
+    r = engine_for(served.model, tm, served.backend, reject_infeasible=False).generate(
         Request(PROMPT, budget=0.02, max_new_tokens=60, policy="skip_next"))
     assert r.outcome is Outcome.COMPLETED and r.generated_tokens == 60
     assert not r.deadline_met and "after the deadline" in r.message
 
 
-def test_cancel_stops_before_the_next_step_and_keeps_the_partial_text(tiny, tiny_time_model):
+def test_cancel_stops_before_the_next_step_and_keeps_the_partial_text(served):
     cancel = threading.Event()
     seen = []
 
@@ -76,7 +100,7 @@ def test_cancel_stops_before_the_next_step_and_keeps_the_partial_text(tiny, tiny
         if len(seen) == 3:
             cancel.set()
 
-    r = engine_for(tiny, tiny_time_model).generate(Request(PROMPT, budget=30, max_new_tokens=100), on_token=on_token, cancel=cancel)
+    r = engine_for(*served).generate(Request(PROMPT, budget=30, max_new_tokens=100), on_token=on_token, cancel=cancel)
     assert r.outcome is Outcome.CANCELED and r.generated_tokens == 3
     assert r.text == "".join(e.text for e in seen)
 
@@ -89,15 +113,15 @@ def test_infeasible_budget_is_answered_without_generating(tiny):
 
 
 @pytest.mark.parametrize("press", ["snapkv", "streamingllm", "knorm", "expected_attention", "tova", "SnapKVPress"])
-def test_every_cpu_press_evicts_the_planned_share_of_the_prompt(tiny, tiny_time_model, press):
-    eng = engine_for(tiny, tiny_time_model, press=press)
+def test_every_cpu_press_evicts_the_planned_share_of_the_prompt(served, press):
+    eng = engine_for(*served, press=press)
     r = eng.generate(Request(PROMPT, budget=30, max_new_tokens=8, fixed_alpha=0.5))
     assert r.outcome is Outcome.COMPLETED and r.generated_tokens == 8
     assert r.cached_tokens == kept_positions(r.prompt_tokens, 0.5)
 
 
-def test_prompts_shorter_than_the_press_window_run_uncompressed(tiny, tiny_time_model):
-    r = engine_for(tiny, tiny_time_model).generate(Request("hi", budget=30, max_new_tokens=4, raw=True, fixed_alpha=0.5))
+def test_prompts_shorter_than_the_press_window_run_uncompressed(served):
+    r = engine_for(*served).generate(Request("hi", budget=30, max_new_tokens=4, raw=True, fixed_alpha=0.5))
     assert r.outcome is Outcome.COMPLETED and r.alpha == 0.0 and r.cached_tokens == r.prompt_tokens
 
 
@@ -113,8 +137,8 @@ def test_planner_chooses_eviction_to_fit_a_tight_budget(tiny):
     assert 0.3 < est.plan.alpha < 0.6 and est.plan.feasible
 
 
-def test_sampling_is_reproducible_with_a_seed(tiny, tiny_time_model):
-    eng = engine_for(tiny, tiny_time_model)
+def test_sampling_is_reproducible_with_a_seed(served):
+    eng = engine_for(*served)
     a = eng.generate(Request(PROMPT, budget=30, max_new_tokens=12, temperature=1.0, top_p=0.9, seed=7))
     b = eng.generate(Request(PROMPT, budget=30, max_new_tokens=12, temperature=1.0, top_p=0.9, seed=7))
     assert a.text == b.text

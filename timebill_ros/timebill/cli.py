@@ -19,14 +19,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="configuration YAML (default: the package's config/timebill.yaml)")
     p.add_argument("--model", help="`embedded`, a Hugging Face model folder or a .gguf file")
     p.add_argument("--time-model", help="timing model YAML (default: this machine's, profiled if missing)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--backend", help="serving path: auto, llamacpp or torch (default from the config)")
 
 
 def _config(args) -> dict:
     from .config import load_config
 
     return load_config(args.config, overrides={"model": args.model, "time_model": args.time_model, "threads": args.threads,
-                                               **getattr(args, "extra_overrides", {})})
+                                               "backend": args.backend, **getattr(args, "extra_overrides", {})})
 
 
 def _say(msg: str) -> None:
@@ -90,6 +91,7 @@ def format_result(result, req) -> str:
 
 
 def cmd_profile(args) -> int:
+    from .backends import make_backend
     from .models import ModelLoadError
     from .profiler import DEFAULT_LENGTHS, fit_warning, profile, summary
     from .runtime import load_configured_model, time_model_path
@@ -101,7 +103,12 @@ def cmd_profile(args) -> int:
         _say(f"error: {exc}")
         return 1
     lengths = [n for n in DEFAULT_LENGTHS if n <= args.max_tokens]
-    tm = profile(loaded, lengths=lengths, repeats=args.repeats)
+    try:
+        backend = make_backend(cfg.get("backend"), loaded, threads=int(cfg.get("threads") or 2))
+    except (ValueError, RuntimeError) as exc:
+        _say(f"error: {exc}")
+        return 1
+    tm = profile(loaded, lengths=lengths, repeats=args.repeats, backend=backend)
     path = tm.save(args.out or time_model_path(cfg, loaded))
     print(f"timing model for {loaded.name} written to {path}")
     print(summary(tm))

@@ -16,6 +16,7 @@ DEFAULTS = {
     "model": "embedded",
     "cache_dir": "",
     "threads": 2,
+    "backend": "auto",
     "time_model": "",
     "profile_max_tokens": 2048,
     "length_predictor": "rlp",

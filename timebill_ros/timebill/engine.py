@@ -3,17 +3,19 @@
 The decode loop is our own (not ``model.generate``): a compressed cache is physically shorter
 than the logical positions, which ``generate`` cannot handle, and we must be able to stop
 between any two tokens. Under Kill no decoding step is started that the time model says would
-end after the deadline; a cancel stops before the next step.
+end after the deadline; a cancel stops before the next step. The model itself is behind a
+backend (``timebill.backends``: torch, the reference, or llamacpp, the fast path); the deadline
+rules, cancel, sampling and streaming here are the same for both.
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .backends import Backend, make_backend
 from .estimator import Estimate, Estimator
 from .length_predictor import LengthEstimate
 from .planner import Plan
@@ -58,20 +60,22 @@ TokenCallback = Callable[[TokenEvent], None]
 
 
 class BudgetedEngine:
-    def __init__(self, estimator: Estimator, reject_infeasible: bool = True, learn_online: bool = True):
-        """``reject_infeasible``: answer INFEASIBLE without generating when even the *expected*
-        length cannot fit at the largest allowed ratio; otherwise run at that ratio and let the
-        overrun policy decide (the paper's behaviour)."""
+    def __init__(self, estimator: Estimator, reject_infeasible: bool = True, learn_online: bool = True,
+                 backend: str | Backend = "auto"):
+        """``reject_infeasible``: answer INFEASIBLE without generating when the plan says nothing
+        useful fits (``Plan.useful_fits``: not even ``min_useful_tokens``); otherwise run and let the
+        overrun policy decide (False: always run, the paper's behaviour). ``backend``: a name (``auto``, ``torch``,
+        ``llamacpp``) or a backend object; its timing model must be the estimator's."""
         self.estimator = estimator
         self.loaded = estimator.loaded
         self.reject_infeasible = reject_infeasible
         self.learn_online = learn_online
+        self.backend = make_backend(backend, self.loaded) if isinstance(backend, str) else backend
         self._lock = threading.Lock()  # one model: one generation at a time
 
     def warm_up(self) -> None:
-        """Run one short job untimed: the first forward passes after loading are several times slower."""
-        from .request import Request
-
+        """Run one short job untimed: the first forward passes after loading are several times slower.
+        It also applies the configured press once, so a press the backend cannot apply fails at start-up."""
         req = Request(prompt="Hello. " * 24, budget=3600.0, max_new_tokens=4, fixed_alpha=0.5)
         with self._lock:  # not through generate(): these times must not teach the calibration
             self._run(req, self.estimator.estimate(req), time.monotonic(), 0.0, None, None)
@@ -89,8 +93,8 @@ class BudgetedEngine:
         """Run one job. ``accepted_at`` (time.monotonic()) is when its budget started; default now.
 
         ``length``: a length prediction already made for this job (not repeated in the budget).
+        ``prompt_ids``: the prompt already tokenized and checked by ``Estimator.encode`` (not repeated).
         ``on_plan`` is called with the estimate once the ratio is planned, before the prefill.
-        ``prompt_ids``: the request's prompt already tokenized (and checked) by ``Estimator.encode``.
         Raises InvalidRequest for a bad request; every other problem is a Result.
         """
         accepted_at = time.monotonic() if accepted_at is None else accepted_at
@@ -106,127 +110,143 @@ class BudgetedEngine:
 
     # ---------------------------------------------------------------------------------------------
     def _run(self, req, est: Estimate, accepted_at, queue_wait, on_token, cancel) -> Result:
-        import torch
-        from transformers import DynamicCache
-
-        plan = est.plan
-        policy = Policy.parse(req.policy)
-        deadline = accepted_at + float(req.budget)
-        ids = est.prompt_ids
-        max_new = self.estimator.max_new_tokens(req)
-        tm = self.estimator.time_model
-
-        def finish(outcome, message, stop, text="", **kw):
-            now = time.monotonic()
-            return Result(
-                outcome=outcome, text=text, message=message, deadline_met=now <= deadline,
-                prompt_tokens=len(ids), alpha=plan.alpha, plan=plan, predictor_time=est.predictor_latency,
-                queue_wait=queue_wait, total_time=now - accepted_at, stop_reason=stop, **kw,
-            )
-
-        if self.reject_infeasible and not plan.useful_fits:
-            return finish(Outcome.INFEASIBLE, f"infeasible: {plan.reason or 'the expected time does not fit'}", "infeasible")
-        if cancel is not None and cancel.is_set():
-            return finish(Outcome.CANCELED, "canceled before generation started", "cancel")
-        if policy is Policy.KILL and time.monotonic() + tm.prefill(len(ids)) > deadline:
-            return finish(Outcome.KILLED, "killed: the prefill alone would end after the deadline", "deadline")
-
-        model = self.loaded.model
-        eos = set(self.loaded.eos_token_ids)
+        job = _Job(req, est, accepted_at, queue_wait, self.estimator.max_new_tokens(req))
+        refusal = self._refusal(job, cancel)
+        if refusal is not None:
+            return refusal
         generator = None
         if req.temperature > 0 and req.seed is not None:
-            generator = torch.Generator().manual_seed(int(req.seed))
-        press = make_press(self.estimator.press, plan.alpha, len(ids))
-        cache = DynamicCache()
-        out_ids: list[int] = []
-        step_times: list[float] = []
-        token_times: list[float] = []
-        emitted = ""
+            import torch
 
-        def emit(token_id: int) -> bool:
-            """Record a token; return True when it ends the answer."""
-            nonlocal emitted
-            token_times.append(time.monotonic() - accepted_at)
-            if token_id in eos:
-                return True
-            out_ids.append(token_id)
-            text = self.loaded.decode(out_ids)
+            generator = torch.Generator().manual_seed(int(req.seed))
+        stream = _TokenStream(self.loaded, accepted_at, on_token)
+        t0 = time.monotonic()
+        logits, cached = self.backend.prefill(est.prompt_ids, make_press(self.estimator.press, est.plan.alpha, len(est.prompt_ids)))
+        prefill_time = time.monotonic() - t0
+        if stream.push(sample(logits, req, generator)):
+            stop, outcome, message, step_times = "eos", Outcome.COMPLETED, "", []
+        else:
+            stop, outcome, message, step_times = self._decode(job, stream, cancel, generator)
+        result = job.finish(outcome, message, stop, text=stream.text(), cached_tokens=cached,
+                            generated_tokens=len(stream.ids), prefill_time=prefill_time, decode_time=sum(step_times),
+                            step_times=step_times, token_times=stream.times)
+        if outcome is Outcome.COMPLETED and not result.deadline_met:
+            result.message = (f"completed {result.total_time - float(req.budget):.3f} s after the deadline "
+                              f"(policy {job.policy.value})")
+        return result
+
+    def _refusal(self, job: "_Job", cancel) -> Result | None:
+        """The answer to a job that must not start, or None when it may."""
+        if self.reject_infeasible and not job.plan.useful_fits:
+            return job.finish(Outcome.INFEASIBLE, f"infeasible: {job.plan.reason or 'not even a minimal answer fits'}", "infeasible")
+        if cancel is not None and cancel.is_set():
+            return job.finish(Outcome.CANCELED, "canceled before generation started", "cancel")
+        if job.policy is Policy.KILL and time.monotonic() + self.estimator.time_model.prefill(len(job.ids)) > job.deadline:
+            return job.finish(Outcome.KILLED, "killed: the prefill alone would end after the deadline", "deadline")
+        return None
+
+    def _decode(self, job: "_Job", stream: "_TokenStream", cancel, generator):
+        """Decode until end of turn, the token cap, a cancel or (under Kill) the deadline.
+        Returns (stop reason, outcome, message, seconds of each step)."""
+        tm = self.estimator.time_model
+        step_times: list[float] = []
+        position = len(job.ids)
+        recent: deque[float] = deque(maxlen=4)
+        last_check = None
+        while True:
+            if len(stream.ids) >= job.max_new:
+                return "max_tokens", Outcome.COMPLETED, "", step_times
+            if cancel is not None and cancel.is_set():
+                return "cancel", Outcome.CANCELED, "canceled by the client", step_times
+            now = time.monotonic()
+            if last_check is not None:
+                recent.append(now - last_check)
+            last_check = now
+            # The next step costs what the model says, or what the last few whole iterations
+            # (step + sampling + callbacks) really took, whichever is longer: jitter and
+            # per-token overhead are not in the time model.
+            if job.policy is Policy.KILL and now + max(tm.decode_step(self.backend.cached()), max(recent, default=0.0)) > job.deadline:
+                return ("deadline", Outcome.KILLED,
+                        f"killed at the deadline after {len(stream.ids)} tokens (budget {float(job.req.budget):.3f} s)", step_times)
+            t1 = time.monotonic()
+            logits = self.backend.decode_one(stream.last, position)
+            step_times.append(time.monotonic() - t1)
+            position += 1
+            if stream.push(sample(logits, job.req, generator)):
+                return "eos", Outcome.COMPLETED, "", step_times
+
+
+@dataclass
+class _Job:
+    """One job's fixed facts, and how to turn them into a Result."""
+
+    req: Request
+    est: Estimate
+    accepted_at: float
+    queue_wait: float
+    max_new: int
+
+    def __post_init__(self):
+        self.plan = self.est.plan
+        self.ids = self.est.prompt_ids
+        self.policy = Policy.parse(self.req.policy)
+        self.deadline = self.accepted_at + float(self.req.budget)
+
+    def finish(self, outcome, message, stop, text="", **kw) -> Result:
+        now = time.monotonic()
+        return Result(
+            outcome=outcome, text=text, message=message, deadline_met=now <= self.deadline,
+            prompt_tokens=len(self.ids), alpha=self.plan.alpha, plan=self.plan, predictor_time=self.est.predictor_latency,
+            queue_wait=self.queue_wait, total_time=now - self.accepted_at, stop_reason=stop, **kw,
+        )
+
+
+class _TokenStream:
+    """The answer so far: token ids, their times, and the text streamed to ``on_token``."""
+
+    def __init__(self, loaded, accepted_at: float, on_token: TokenCallback | None):
+        self.loaded = loaded
+        self.eos = set(loaded.eos_token_ids)
+        self.accepted_at = accepted_at
+        self.on_token = on_token
+        self.ids: list[int] = []
+        self.times: list[float] = []
+        self.last = -1
+        self._emitted = ""
+
+    def push(self, token_id: int) -> bool:
+        """Record a sampled token; True when it ends the answer (end of turn, not part of the text)."""
+        self.times.append(time.monotonic() - self.accepted_at)
+        self.last = token_id
+        if token_id in self.eos:
+            return True
+        self.ids.append(token_id)
+        if self.on_token is not None:
+            text = self.loaded.decode(self.ids)
             # Hold back a trailing replacement char: the next token may complete the character.
             stable = text[:-1] if text.endswith("\ufffd") else text
             delta = ""
-            if stable.startswith(emitted):
-                delta, emitted = stable[len(emitted):], stable
-            if on_token is not None:
-                on_token(TokenEvent(index=len(out_ids) - 1, token_id=token_id, text=delta, elapsed=token_times[-1]))
-            return False
+            if stable.startswith(self._emitted):
+                delta, self._emitted = stable[len(self._emitted):], stable
+            self.on_token(TokenEvent(index=len(self.ids) - 1, token_id=token_id, text=delta, elapsed=self.times[-1]))
+        return False
 
-        with torch.inference_mode():
-            t0 = time.monotonic()
-            input_ids = torch.tensor([ids], dtype=torch.long)
-            with press(model) if press is not None else contextlib.nullcontext():
-                logits = model(input_ids=input_ids, past_key_values=cache, logits_to_keep=1).logits
-            prefill_time = time.monotonic() - t0
-            cached = cache.get_seq_length()
-            stop, outcome, message = "", Outcome.COMPLETED, ""
-            done = emit(self._sample(logits[0, -1], req, generator))
-            if done:
-                stop = "eos"
-            position = len(ids)
-            recent: deque[float] = deque(maxlen=4)
-            last_check = None
-            while not done:
-                if len(out_ids) >= max_new:
-                    stop = "max_tokens"
-                    break
-                if cancel is not None and cancel.is_set():
-                    stop, outcome, message = "cancel", Outcome.CANCELED, "canceled by the client"
-                    break
-                nkv = cache.get_seq_length()
-                now = time.monotonic()
-                if last_check is not None:
-                    recent.append(now - last_check)
-                last_check = now
-                # The next step costs what the model says, or what the last few whole iterations
-                # (step + sampling + callbacks) really took, whichever is longer: jitter and
-                # per-token overhead are not in the time model.
-                if policy is Policy.KILL and now + max(tm.decode_step(nkv), max(recent, default=0.0)) > deadline:
-                    stop, outcome = "deadline", Outcome.KILLED
-                    message = f"killed at the deadline after {len(out_ids)} tokens (budget {float(req.budget):.3f} s)"
-                    break
-                t1 = time.monotonic()
-                logits = model(
-                    input_ids=torch.tensor([[out_ids[-1]]], dtype=torch.long),
-                    past_key_values=cache,
-                    position_ids=torch.tensor([[position]], dtype=torch.long),
-                    logits_to_keep=1,
-                ).logits
-                step_times.append(time.monotonic() - t1)
-                position += 1
-                if emit(self._sample(logits[0, -1], req, generator)):
-                    stop = "eos"
-                    break
-        result = finish(
-            outcome, message, stop, text=self.loaded.decode(out_ids),
-            cached_tokens=cached, generated_tokens=len(out_ids), prefill_time=prefill_time,
-            decode_time=sum(step_times), step_times=step_times, token_times=token_times,
-        )
-        if outcome is Outcome.COMPLETED and not result.deadline_met:
-            result.message = (f"completed {result.total_time - float(req.budget):.3f} s after the deadline "
-                              f"(policy {policy.value})")
-        return result
-
-    @staticmethod
-    def _sample(logits, req: Request, generator) -> int:
-        import torch
-
-        if req.temperature <= 0:
-            return int(torch.argmax(logits))
-        probs = torch.softmax(logits.float() / req.temperature, dim=-1)
-        if req.top_p < 1.0:
-            sorted_p, order = torch.sort(probs, descending=True)
-            keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < req.top_p
-            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
-        return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+    def text(self) -> str:
+        return self.loaded.decode(self.ids)
 
 
-__all__ = ["BudgetedEngine", "Result", "TokenEvent", "InvalidRequest"]
+def sample(logits, req: Request, generator) -> int:
+    """Greedy at temperature 0, else top-p sampling (reproducible with the request's seed)."""
+    import torch
+
+    if req.temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / req.temperature, dim=-1)
+    if req.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < req.top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+
+
+__all__ = ["BudgetedEngine", "Result", "TokenEvent", "InvalidRequest", "sample"]

@@ -41,6 +41,7 @@ class LoadedModel:
     # A fast tokenizer used from two threads at once can fail ("Already borrowed"): goals are
     # validated on their own threads while another goal generates.
     tokenizer_lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    gguf: pathlib.Path | None = None  # the GGUF file it was converted from: the llamacpp backend decodes with it
 
     @property
     def num_layers(self) -> int:
@@ -144,7 +145,17 @@ def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None,
         else:
             raise ModelLoadError(f"not a model: {path} (expected a Hugging Face model folder or a .gguf file)")
         name = path.stem if path.is_file() else path.name
-    return _finish(model, tok, name)
+    loaded = _finish(model, tok, name)
+    loaded.gguf = gguf_source(spec)
+    return loaded
+
+
+def gguf_source(spec: str | None) -> pathlib.Path | None:
+    """The GGUF file behind a model spec (``embedded`` or a .gguf path), or None (a Hugging Face folder)."""
+    if spec in (EMBEDDED, "", None):
+        return embedded_gguf_path()
+    path = pathlib.Path(spec).expanduser()
+    return path if path.is_file() and path.suffix == ".gguf" else None
 
 
 def _load_hf_folder(path: pathlib.Path):

@@ -1,5 +1,9 @@
 """Profile prefill and decoding-step times on this machine and fit the time model (ETE).
 
+Times are taken through the serving backend (``timebill.backends``), so the model fitted is the
+one of the path that serves: a llama.cpp decoding step costs a fraction of a torch one, and the
+fitted model records its backend (``fit["backend"]``).
+
 For each prompt length: warm-up, then ``repeats`` timed prefills (median), and after the last one
 ``decode_steps`` timed decoding steps at that cache length (median). Lengths are split
 alternately into a fit set and a held-out set; the held-out mean absolute percentage error
@@ -65,14 +69,17 @@ def mape(pred, actual) -> float:
     return float(100.0 * np.mean(np.abs(pred - actual) / actual))
 
 
-def measure(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int = 8, progress: bool = True):
-    """Time prefills and decoding steps; returns (prefill points, decode points) as [(N, seconds)]."""
+def measure(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int = 8, progress: bool = True,
+            backend=None):
+    """Time prefills and decoding steps; returns (prefill points, decode points) as [(N, seconds)].
+    ``backend``: the serving path to time (default: ``auto`` for this model)."""
     import torch
-    from transformers import DynamicCache
 
-    model = loaded.model
+    from .backends import make_backend
+
+    backend = backend if backend is not None else make_backend("auto", loaded)
     lengths = [n for n in lengths if n + decode_steps + 2 <= loaded.max_context]
-    vocab = model.config.vocab_size
+    vocab = loaded.model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
     bar = None
     if progress:
@@ -80,38 +87,37 @@ def measure(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int
 
         bar = tqdm(total=len(lengths) + 1, desc="profiling", unit="length", dynamic_ncols=True)
     prefill_pts, decode_pts = [], []
-    with torch.inference_mode():
-        # Warm-up: the first calls after loading are slow (allocator, thread pool).
-        warm = torch.randint(0, vocab, (1, min(256, lengths[-1])), generator=gen)
-        for _ in range(2):
-            model(input_ids=warm, past_key_values=DynamicCache(), logits_to_keep=1)
+    # Warm-up: the first calls after loading are slow (allocator, thread pool).
+    warm = torch.randint(0, vocab, (min(256, lengths[-1]),), generator=gen).tolist()
+    for _ in range(2):
+        backend.prefill(warm)
+        backend.decode_one(warm[0], len(warm))
+    if bar:
+        bar.update(1)
+    for n in lengths:
+        ids = torch.randint(0, vocab, (n,), generator=gen).tolist()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            backend.prefill(ids)
+            times.append(time.perf_counter() - t0)
+        prefill_pts.append((n, median(times)))
+        steps = []
+        tok = int(torch.randint(0, vocab, (1,), generator=gen))
+        for i in range(decode_steps):
+            t0 = time.perf_counter()
+            backend.decode_one(tok, n + i)
+            steps.append(time.perf_counter() - t0)
+        decode_pts.append((n + decode_steps // 2, median(steps)))
         if bar:
             bar.update(1)
-        for n in lengths:
-            ids = torch.randint(0, vocab, (1, n), generator=gen)
-            times = []
-            for _ in range(repeats):
-                cache = DynamicCache()
-                t0 = time.perf_counter()
-                model(input_ids=ids, past_key_values=cache, logits_to_keep=1)
-                times.append(time.perf_counter() - t0)
-            prefill_pts.append((n, median(times)))
-            steps = []
-            tok = torch.randint(0, vocab, (1, 1), generator=gen)
-            for i in range(decode_steps):
-                t0 = time.perf_counter()
-                model(input_ids=tok, past_key_values=cache, position_ids=torch.tensor([[n + i]]), logits_to_keep=1)
-                steps.append(time.perf_counter() - t0)
-            decode_pts.append((n + decode_steps // 2, median(steps)))
-            if bar:
-                bar.update(1)
-                bar.set_postfix(N=n, prefill=f"{prefill_pts[-1][1]:.3f}s", step=f"{decode_pts[-1][1] * 1000:.1f}ms")
+            bar.set_postfix(N=n, prefill=f"{prefill_pts[-1][1]:.3f}s", step=f"{decode_pts[-1][1] * 1000:.1f}ms")
     if bar:
         bar.close()
     return prefill_pts, decode_pts
 
 
-def fit(prefill_pts, decode_pts, model_name: str = "", threads: int = 0) -> TimeModel:
+def fit(prefill_pts, decode_pts, model_name: str = "", threads: int = 0, backend: str = "torch") -> TimeModel:
     """Fit on alternate points, report held-out quality, then refit on all points."""
     fit_idx = [i for i in range(len(prefill_pts)) if i % 2 == 0]
     held_idx = [i for i in range(len(prefill_pts)) if i % 2 == 1]
@@ -130,6 +136,7 @@ def fit(prefill_pts, decode_pts, model_name: str = "", threads: int = 0) -> Time
     p, q = fit_decode(*zip(*decode_pts))
     final = TimeModel(a, b, c, p, q, model=model_name, machine=machine_id(), date=today(), threads=threads)
     final.fit = {
+        "backend": backend,
         "prefill_r2": r2([final.prefill(n) for n, _ in prefill_pts], [t for _, t in prefill_pts]),
         "decode_r2": r2([final.decode_step(n) for n, _ in decode_pts], [t for _, t in decode_pts]),
         "prefill_heldout_mape_pct": mape([trial.prefill(n) for n in hpn], hpt) if hpn else float("nan"),
@@ -140,16 +147,26 @@ def fit(prefill_pts, decode_pts, model_name: str = "", threads: int = 0) -> Time
     return final
 
 
-def profile(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int = 8, progress: bool = True) -> TimeModel:
+def profile(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int = 8, progress: bool = True,
+            backend=None) -> TimeModel:
     import torch
 
-    pre, dec = measure(loaded, lengths, repeats, decode_steps, progress)
-    return fit(pre, dec, model_name=loaded.name, threads=torch.get_num_threads())
+    from .backends import make_backend
+
+    backend = backend if backend is not None else make_backend("auto", loaded)
+    pre, dec = measure(loaded, lengths, repeats, decode_steps, progress, backend=backend)
+    return fit(pre, dec, model_name=loaded.name, threads=torch.get_num_threads(), backend=backend.name)
+
+
+def backend_of(tm: TimeModel) -> str:
+    """The serving path a timing model was profiled on (files from before backends: torch)."""
+    return str(tm.fit.get("backend") or "torch")
 
 
 def summary(tm: TimeModel) -> str:
     f = tm.fit
     return (
+        f"backend  {backend_of(tm)}\n"
         f"prefill  t = {tm.a:.3e}*N^2 + {tm.b:.3e}*N + {tm.c:.3e} s   R^2 {f.get('prefill_r2', float('nan')):.4f}  "
         f"held-out MAPE {f.get('prefill_heldout_mape_pct', float('nan')):.2f} %\n"
         f"decode   t = {tm.p:.3e}*N_kv + {tm.q:.3e} s          R^2 {f.get('decode_r2', float('nan')):.4f}  "

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import pathlib
 
+from .backends import make_backend, resolve_backend
 from .engine import BudgetedEngine
 from .estimator import Estimator
 from .length_predictor import ConstantLengthPredictor
 from .models import EMBEDDED, LoadedModel, load_model
 from .planner import DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER
-from .profiler import DEFAULT_LENGTHS, fit_warning, profile, summary
+from .profiler import DEFAULT_LENGTHS, backend_of, fit_warning, profile, summary
 from .testing import TEST_TINY, tiny_test_model
 from .time_model import TimeModel, TimeModelError, default_time_model_path
 
@@ -27,9 +28,13 @@ def load_configured_model(cfg: dict) -> LoadedModel:
 
 
 def time_model_path(cfg: dict, loaded) -> pathlib.Path:
+    """The configured file, else this machine's file for the model and the serving backend (a
+    llama.cpp profile is not a torch one: the torch file keeps its name from before backends)."""
     if cfg.get("time_model"):
         return pathlib.Path(cfg["time_model"]).expanduser()
-    return default_time_model_path(loaded.name, int(cfg.get("threads") or 0), cfg.get("cache_dir") or None)
+    backend = resolve_backend(cfg.get("backend"), loaded)
+    name = loaded.name if backend == "torch" else f"{loaded.name}-{backend}"
+    return default_time_model_path(name, int(cfg.get("threads") or 0), cfg.get("cache_dir") or None)
 
 
 def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log.info) -> TimeModel:
@@ -38,9 +43,14 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
     the user named is theirs to fix, so that stops with what is wrong and how to fix it."""
     path = time_model_path(cfg, loaded)
     named = bool(cfg.get("time_model"))
+    backend = resolve_backend(cfg.get("backend"), loaded)
     if path.is_file():
         try:
             tm = TimeModel.load(path)
+            if backend_of(tm) != backend:
+                raise TimeModelError(path, f"it is a timing model of the {backend_of(tm)} backend, but this engine "
+                                           f"serves with {backend} (`timebill profile --backend {backend}`, or set "
+                                           f"backend: {backend_of(tm)} in config/timebill.yaml)")
         except TimeModelError as exc:
             if named:
                 raise TimeModelError(path, f"{exc.why}. It is the `time_model` setting: fix the file, make a new one "
@@ -53,9 +63,9 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
             say(f"timing model: {path}")
             return tm
     else:
-        say(f"no timing model for {loaded.name} on this machine at {path}: profiling once (about a minute)")
+        say(f"no timing model for {loaded.name} ({backend} backend) on this machine at {path}: profiling once (about a minute)")
     lengths = [n for n in DEFAULT_LENGTHS if n <= int(cfg.get("profile_max_tokens", 2048))]
-    tm = profile(loaded, lengths=lengths, progress=progress)
+    tm = profile(loaded, lengths=lengths, progress=progress, backend=make_backend(backend, loaded, threads=_threads(cfg)))
     if tm.problems():  # not saved: it would be rejected at the next start
         raise RuntimeError(f"profiling {loaded.name} gave an unusable timing model ({'; '.join(tm.problems())}): "
                            "re-run on a quiet machine with `timebill profile`")
@@ -108,7 +118,13 @@ def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info)
     )
 
 
+def _threads(cfg: dict) -> int:
+    return int(cfg.get("threads") or 2)
+
+
 def build_engine(cfg: dict, loaded=None, progress: bool = True, say=log.info) -> BudgetedEngine:
-    engine = BudgetedEngine(build_estimator(cfg, loaded, progress, say), reject_infeasible=bool(cfg.get("reject_infeasible", True)))
+    estimator = build_estimator(cfg, loaded, progress, say)
+    backend = make_backend(cfg.get("backend"), estimator.loaded, threads=_threads(cfg))
+    engine = BudgetedEngine(estimator, reject_infeasible=bool(cfg.get("reject_infeasible", True)), backend=backend)
     engine.warm_up()
     return engine

@@ -24,8 +24,9 @@ MAX_SANE_SECONDS = 30.0
 
 
 def kept_positions(prompt_tokens: int, alpha: float) -> int:
-    """Cached positions left after evicting ``alpha`` of a prompt's KV cache (kvpress rounds down)."""
-    return max(1, prompt_tokens - int(prompt_tokens * alpha))
+    """Cached positions left after evicting ``alpha`` of a prompt's KV cache: kvpress keeps
+    int(N * (1 - alpha)), at least 1 (kvpress.utils.compute_n_kept, the same float expression)."""
+    return max(1, int(prompt_tokens * (1 - alpha)))
 
 
 @dataclass

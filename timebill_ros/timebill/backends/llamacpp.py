@@ -1,0 +1,227 @@
+"""The fast serving path: prefill and compress in torch (every kvpress press), decode in llama.cpp.
+
+Why this split (measured, docs/BENCHMARKS.md): on this CPU torch prefills about twice as fast as
+llama.cpp, and llama.cpp decodes the same model 5-7x faster than torch. The prompt's keys and
+values, after the press has evicted what the plan says, are written into llama.cpp's sequence
+state (``kv_state``); llama.cpp then decodes token by token from that compacted cache, so
+eviction really shortens what each decoding step reads.
+
+Two facts make the carried cache equivalent to the torch one:
+- the GGUF converter permutes the q/k projection rows so that llama.cpp's rotary pairs
+  (adjacent elements) are Hugging Face's (the two halves of a head): a torch key becomes a
+  llama.cpp key by interleaving each head's halves;
+- the keys are stored already rotated, so a cell's position in llama.cpp is only a label for the
+  causal mask. A press may keep different tokens in different heads and layers (SnapKV does):
+  cell j holds, in each head, that head's j-th kept token, exactly as slot j of the torch cache
+  does. The cells are labelled with the last ``kept`` positions of the prompt so that every label
+  is below the first decoded position and llama.cpp's rule "a sequence's next position follows
+  its last one" holds.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import pathlib
+
+import numpy as np
+
+from .base import BackendCannotApply
+from .kv_state import SeqState, probe_prefix
+from .torch_backend import TorchBackend
+
+FLASH_ATTN_DISABLED = 0  # llama_flash_attn_type: V is then stored transposed (kv_state handles both)
+CHUNK = 512              # tokens per llama_decode call in llama.cpp's own prefill
+
+
+class LlamaCppUnavailable(RuntimeError):
+    """llama-cpp-python is not installed, or the model has no GGUF file."""
+
+
+def import_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise LlamaCppUnavailable(
+            "backend llamacpp needs llama-cpp-python 0.3.36: run scripts/setup.sh (it builds it once, ~6 min), "
+            "or set `backend: torch` in config/timebill.yaml"
+        ) from exc
+    return llama_cpp
+
+
+_LOG_CALLBACK = None
+
+
+def _silence_llama_cpp(L) -> None:
+    # llama.cpp prints every load and context detail to stderr; a node's log must not drown in it.
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:
+        _LOG_CALLBACK = L.llama_log_callback(lambda level, text, user: None)
+        L.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
+class LlamaCppModel:
+    """One llama.cpp model and context on a GGUF file: one sequence, decode one token at a time."""
+
+    def __init__(self, gguf: str | os.PathLike, n_ctx: int, threads: int):
+        L = import_llama_cpp()
+        self.L = L
+        _silence_llama_cpp(L)
+        L.llama_backend_init()
+        path = pathlib.Path(gguf)
+        mparams = L.llama_model_default_params()
+        self.model = L.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self.model:
+            raise LlamaCppUnavailable(f"llama.cpp cannot load {path}")
+        cparams = L.llama_context_default_params()
+        cparams.n_ctx = int(n_ctx)
+        cparams.n_batch = cparams.n_ubatch = CHUNK
+        cparams.n_seq_max = 1
+        cparams.n_threads = cparams.n_threads_batch = int(threads)
+        cparams.flash_attn_type = FLASH_ATTN_DISABLED
+        self.ctx = L.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise LlamaCppUnavailable(f"llama.cpp cannot create a context of {n_ctx} tokens for {path}")
+        self.mem = L.llama_get_memory(self.ctx)
+        self.n_vocab = int(L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model)))
+        self.n_ctx = int(n_ctx)
+        self.batch = L.llama_batch_init(CHUNK, 0, 1)
+        self._prefix_u32 = None
+
+    def close(self) -> None:
+        if getattr(self, "ctx", None):
+            self.L.llama_batch_free(self.batch)
+            self.L.llama_free(self.ctx)
+            self.L.llama_model_free(self.model)
+            self.ctx = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # --- decoding ---------------------------------------------------------------------------------
+    def clear(self) -> None:
+        self.L.llama_memory_clear(self.mem, True)
+
+    def _decode(self, tokens, start: int) -> None:
+        b = self.batch
+        n = len(tokens)
+        for i, t in enumerate(tokens):
+            b.token[i] = int(t)
+            b.pos[i] = start + i
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = 0
+            b.logits[i] = i == n - 1
+        b.n_tokens = n
+        rc = self.L.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc} at position {start} ({n} tokens)")
+
+    def logits(self) -> np.ndarray:
+        ptr = self.L.llama_get_logits_ith(self.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def decode_one(self, token: int, position: int) -> np.ndarray:
+        self._decode([token], position)
+        return self.logits()
+
+    def prefill(self, ids) -> np.ndarray:
+        """llama.cpp's own prefill (for comparisons and benchmarks; serving prefills in torch)."""
+        self.clear()
+        for s in range(0, len(ids), CHUNK):
+            self._decode(ids[s:s + CHUNK], s)
+        return self.logits()
+
+    # --- the sequence state -----------------------------------------------------------------------
+    def get_state(self) -> bytes:
+        size = self.L.llama_state_seq_get_size(self.ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        n = self.L.llama_state_seq_get_data(self.ctx, buf, size, 0)
+        return bytes(buf)[:n]
+
+    def set_state(self, data: bytes | bytearray) -> None:
+        self.clear()
+        if isinstance(data, bytearray):  # no copy
+            buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        else:
+            buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if self.L.llama_state_seq_set_data(self.ctx, buf, len(data), 0) == 0:
+            raise RuntimeError("llama_state_seq_set_data refused the cache (layout mismatch?)")
+
+    def read_cache(self) -> SeqState:
+        return SeqState.parse(self.get_state(), self.prefix_u32())
+
+    def prefix_u32(self) -> int:
+        """The state's header length, learnt once from a state llama.cpp wrote itself."""
+        if self._prefix_u32 is None:
+            self.prefill([0])
+            n_layer = int(self.L.llama_model_n_layer(self.model))
+            self._prefix_u32 = probe_prefix(self.get_state(), n_layer)
+            self._prefix = self.get_state()[: 4 * self._prefix_u32]
+            self.clear()
+        return self._prefix_u32
+
+    def write_cache(self, keys: np.ndarray, values: np.ndarray, positions: np.ndarray) -> None:
+        """Replace the sequence with these cells ([n_layer, cells, n_kv_heads, head_dim] f16, llama.cpp order)."""
+        self.prefix_u32()
+        self.set_state(SeqState(self._prefix, positions, keys, values, v_trans=True).pack())
+
+
+def hf_to_llama_keys(k):
+    """Interleave each head's halves: llama.cpp's element 2j is HF's j, 2j+1 is HF's j + head_dim/2."""
+    half = k.shape[-1] // 2
+    return k.unflatten(-1, (2, half)).transpose(-1, -2).reshape(k.shape)
+
+
+class LlamaCppBackend(TorchBackend):
+    """Prefill (and press) in torch, then decode in llama.cpp on the model's own GGUF file."""
+
+    name = "llamacpp"
+
+    def __init__(self, loaded, gguf: str | os.PathLike, threads: int):
+        super().__init__(loaded)
+        self.gguf = pathlib.Path(gguf)
+        self.llama = LlamaCppModel(self.gguf, n_ctx=loaded.max_context, threads=threads)
+        if self.llama.n_vocab != loaded.model.config.vocab_size:
+            raise LlamaCppUnavailable(
+                f"{self.gguf} has {self.llama.n_vocab} tokens but the torch model {loaded.name} has "
+                f"{loaded.model.config.vocab_size}: they are not the same model (use backend: torch)")
+
+    def prefill(self, ids, press=None):
+        logits, cached = super().prefill(ids, press)
+        self.carry_cache(self.cache, len(ids), press)
+        self.cache = None  # decoding reads llama.cpp's copy; free the torch one
+        return logits, cached
+
+    def carry_cache(self, cache, prompt_tokens: int, press=None) -> None:
+        import torch
+
+        layers = cache.layers
+        lengths = {int(layer.keys.shape[2]) for layer in layers}
+        if len(lengths) != 1:
+            raise BackendCannotApply(self.name, press, "it keeps a different number of positions in each layer")
+        if any(getattr(m, "masked_key_indices", None) is not None for m in self.loaded.model.modules()):
+            raise BackendCannotApply(self.name, press, "it masks keys instead of evicting them")
+        kept = lengths.pop()
+        with torch.inference_mode():
+            # f16 first (half the bytes to move), then views only: pack() copies each layer once,
+            # straight into the state buffer, as [cells, heads, dim] rows.
+            k = torch.stack([layer.keys[0].to(torch.float16) for layer in layers])  # [L, heads, kept, dim]
+            v = torch.stack([layer.values[0].to(torch.float16) for layer in layers])
+            k = hf_to_llama_keys(k).permute(0, 2, 1, 3).numpy()  # [L, kept, heads, dim]
+            v = v.permute(0, 2, 1, 3).numpy()
+        positions = np.arange(prompt_tokens - kept, prompt_tokens, dtype=np.int32)
+        self.llama.write_cache(k, v, positions)
+        self._cached = kept
+
+    def decode_one(self, token_id: int, position: int):
+        import torch
+
+        logits = torch.from_numpy(self.llama.decode_one(token_id, position))
+        self._cached += 1
+        return logits
+
+    def cached(self) -> int:
+        return self._cached
+
