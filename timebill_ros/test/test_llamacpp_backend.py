@@ -195,7 +195,9 @@ def test_the_fast_path_profiles_its_own_timing_model_kept_apart_from_the_torch_o
     tm.save(fast_file)
     assert TimeModel.load(fast_file).fit["backend"] == "llamacpp"
     assert load_or_profile_time_model(cfg, embedded).q == tm.q
-    # A torch profile where the llamacpp one belongs would plan every step ~5x too slow: refused.
-    TimeModel(a=0, b=1e-3, c=0.1, p=1e-5, q=0.05, fit={"backend": "torch"}).save(fast_file)
-    with pytest.raises(ValueError, match="timing model of the torch backend.*serves with llamacpp"):
-        load_or_profile_time_model(cfg, embedded)
+    # A torch profile where the llamacpp one belongs would plan every step ~5x too slow: a file the
+    # user named is refused with the fix (a cached one is set aside and profiled again, like any
+    # unusable cached file).
+    TimeModel(a=0, b=1e-3, c=0.1, p=1e-5, q=0.05, fit={"backend": "torch"}).save(torch_file)
+    with pytest.raises(ValueError, match="timing model of the torch backend.*serves with llamacpp.*`time_model` setting"):
+        load_or_profile_time_model({**cfg, "time_model": str(torch_file)}, embedded)
