@@ -3,7 +3,8 @@
 Both torch and llama.cpp parallelise with OpenMP (one libgomp in the process). Runs the same
 loop (a 300-token torch prefill, 10 llama.cpp decoding steps, the prefill again) in a fresh
 process under each OMP_WAIT_POLICY (unset, ACTIVE, PASSIVE), since the policy is read when
-libgomp loads. ``timebill`` sets PASSIVE unless the variable is already set (timebill/__init__.py).
+libgomp loads, and how much CPU the process burns in 2 idle seconds afterwards (spinning
+threads). ``timebill`` leaves the policy to the user (timebill/__init__.py says why).
 
   python benchmarks/omp_wait_bench.py [--threads 2]
 """
@@ -30,6 +31,12 @@ for rep in range(3):
     for i in range(10):
         a = time.perf_counter(); fast.llama.decode_one(5, 10 + i); steps.append(time.perf_counter() - a)
     print(f"  torch prefill 300 tok {t1 - t0:6.3f} s | llama.cpp step median {1e3 * np.median(steps):7.1f} ms", flush=True)
+import resource
+before = resource.getrusage(resource.RUSAGE_SELF)
+time.sleep(2.0)
+after = resource.getrusage(resource.RUSAGE_SELF)
+idle = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+print(f"  CPU seconds used in 2 s idle afterwards: {idle:.2f}", flush=True)
 """
 
 

@@ -10,6 +10,7 @@ the engine on the torch backend (the reference), llama.cpp alone on the same GGU
 prefill and decoding, llama-cpp-python's low-level API) and transformers `generate` fp32.
 
   python benchmarks/speed_bench.py [--repeats 3] [--quick] [--out docs/bench]
+  python benchmarks/speed_bench.py --plot docs/bench/speed_bench.json   # only redraw the PNG
 """
 from __future__ import annotations
 
@@ -99,13 +100,43 @@ class HFGenerate:
                                 do_sample=False, pad_token_id=0)
 
 
+def plot(out: dict, png: pathlib.Path) -> None:
+    """Decode step per path and cache size, and the engine's step per eviction ratio, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, row in out["decode_ms"].items():
+        sizes = sorted(row, key=int)
+        left.plot([int(n) for n in sizes], [row[n] for n in sizes], marker="o", label=name)
+    left.set(xlabel="cached positions", ylabel="ms per decoded token", title="decode step", ylim=(0, None))
+    left.legend()
+    for name, row in out["eviction_ms"].items():
+        ratios = sorted(row, key=float)
+        right.plot([float(a) for a in ratios], [row[a] for a in ratios], marker="o", label=name)
+    right.set(xlabel="eviction ratio (SnapKV) of a 1,500-token prompt", ylabel="ms per decoded token",
+              title="what eviction buys per step", ylim=(0, None))
+    right.legend()
+    fig.suptitle(f"SmolLM2-135M, {out['threads']} threads, {out['date'][:10]}, medians of {out['repeats']}")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"plot: {png}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plot", metavar="JSON", help="redraw the PNG of an earlier run's JSON and stop")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="1 repeat, short prompts, few steps: checks that it runs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="docs/bench")
     args = ap.parse_args(argv)
+    if args.plot:
+        src = pathlib.Path(args.plot)
+        plot(json.loads(src.read_text()), src.with_suffix(".png"))
+        return 0
     repeats = 1 if args.quick else args.repeats
     steps = 8 if args.quick else 32
     answer_tokens = 16 if args.quick else 64
@@ -177,6 +208,7 @@ def main(argv=None) -> int:
     name = "speed_bench_quick.json" if args.quick else "speed_bench.json"
     (path / name).write_text(json.dumps(out, indent=1, default=str))
     print(f"\nfigures: {path / name}")
+    plot(out, (path / name).with_suffix(".png"))
     return 0
 
 

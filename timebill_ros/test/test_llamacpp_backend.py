@@ -167,21 +167,6 @@ def test_kill_stops_before_a_step_the_model_says_would_cross_the_deadline(embedd
     assert r.token_times[-2] + 0.05 <= budget < r.total_time + 0.05
 
 
-def test_cancel_on_the_fast_path_stops_within_one_step(embedded, fast_backend, embedded_fast_time_model):
-    cancel = threading.Event()
-    seen = []
-
-    def on_token(ev):
-        seen.append(ev)
-        if len(seen) == 3:
-            cancel.set()
-
-    r = fast_engine(embedded, fast_backend, embedded_fast_time_model).generate(
-        Request(STORY, budget=30, max_new_tokens=200), on_token=on_token, cancel=cancel)
-    assert r.outcome is Outcome.CANCELED and r.generated_tokens == 3
-    assert r.text == "".join(e.text for e in seen)
-
-
 def test_the_fast_path_profiles_its_own_timing_model_kept_apart_from_the_torch_one(
         embedded, embedded_fast_time_model, tmp_path):
     from timebill.runtime import load_or_profile_time_model, time_model_path

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import QoSProfile
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -35,6 +35,7 @@ from .admission import Admission
 from .common import calibration_values, declare_config, diagnostic_status, load_while_reporting, run_node
 from .convert import (NOT_SCORED, OUTCOME_NAMES, EstimateView, duration, estimate_msg, estimate_request, goal_key,
                       job_report, remaining, result_msg, seconds, short_id, to_request, unrun_result)
+from .managed import ManagedNode
 from .predictor_link import PredictorLink
 
 Result = BudgetedQuery.Result
@@ -70,7 +71,7 @@ class GoalState:
     plan: object = None                # the engine's Estimate once it planned the ratio (after queueing)
 
 
-class GenerationNode(LifecycleNode):
+class GenerationNode(ManagedNode):
     """A managed node: configure loads the model, activate serves the action, deactivate stops
     serving (goals answered first), cleanup drops the model. With ``autostart`` (the default) it
     takes itself to active at start-up; otherwise a lifecycle manager drives it."""
@@ -140,19 +141,8 @@ class GenerationNode(LifecycleNode):
             f"{self.cfg['default_policy']}, predictor service '{self.predictor.name}')")
         return super().on_activate(state)
 
-    def on_deactivate(self, state):
-        self.shutdown()
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state):
+    def drop_model(self):
         self.engine = self.admission = self.scheduler = None
-        self.load_state = "unconfigured"
-        self._publish_diagnostics()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state):
-        self.shutdown()
-        return TransitionCallbackReturn.SUCCESS
 
     def action_path(self) -> str:
         ns = self.get_namespace().rstrip("/")

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import QoSProfile
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -29,6 +29,7 @@ from timebill.request import InvalidRequest
 from .common import calibration_values, declare_config, diagnostic_status, load_while_reporting, run_node
 from .convert import (EstimateView, estimate_msg, fill_estimate, goal_key, is_zero_uuid, running_view, seconds,
                       short_id, time_from_ns, to_request)
+from .managed import ManagedNode
 
 EVENT_QOS = QoSProfile(depth=100)
 
@@ -44,7 +45,7 @@ class Tracked:
     last_update: float = 0.0
 
 
-class PredictorNode(LifecycleNode):
+class PredictorNode(ManagedNode):
     """A managed node: configure loads the estimator, activate serves the service and follows the
     goals, deactivate withdraws them, cleanup drops the estimator. With ``autostart`` (the
     default) it takes itself to active at start-up; otherwise a lifecycle manager drives it."""
@@ -98,19 +99,8 @@ class PredictorNode(LifecycleNode):
         self.get_logger().info(f"serving '{self.service.srv_name}', publishing estimates on '{c['estimates_topic']}'")
         return super().on_activate(state)
 
-    def on_deactivate(self, state):
-        self.shutdown()
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state):
+    def drop_model(self):
         self.estimator = None
-        self.load_state = "unconfigured"
-        self._publish_diagnostics()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state):
-        self.shutdown()
-        return TransitionCallbackReturn.SUCCESS
 
     def shutdown(self, timeout: float = 0.0):
         """Withdraw the service first: a generation node then sees it gone at once and estimates
