@@ -465,6 +465,16 @@ def test_what_if_estimate_service(system):
     assert not bad.valid and "empty" in bad.message
 
 
+def test_the_predictor_estimates_the_ids_it_is_sent_instead_of_tokenizing_again(system):
+    # Issue 12: a goal's prompt is tokenized once, by the generation node, which sends the ids.
+    r = system.client.estimate("Hi", budget=30.0, max_new_tokens=8, prompt_ids=[5] * 150)
+    assert r.valid, r.message
+    assert r.prompt_tokens == 150
+    # Ids no tokenizer of this model makes are refused (the model would index out of its table).
+    bad = system.client.estimate("Hi", budget=30.0, max_new_tokens=8, prompt_ids=[5, 10**9])
+    assert not bad.valid and "outside the model's vocabulary" in bad.message
+
+
 def test_a_huge_budget_saturates_the_deadline_instead_of_wrapping(system):
     # Issue 12, failure 7: builtin_interfaces/Time has int32 seconds; a deadline past 2038 wrapped
     # around (budgets above ~3.5e8 s). It saturates at the largest representable time.

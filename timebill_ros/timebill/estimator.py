@@ -67,7 +67,22 @@ class Estimator:
     def encode(self, req: Request) -> list:
         """Validate the request and return its prompt token ids."""
         check_request(req)
-        ids = self.loaded.encode_chat(req.prompt, req.system_prompt, raw=req.raw)
+        return self._fits_context(req, self.loaded.encode_chat(req.prompt, req.system_prompt, raw=req.raw))
+
+    def tokenized(self, req: Request, ids) -> list:
+        """Validate the request and prompt ids tokenized elsewhere (the generation node hands its ids
+        to the predictor node): what ``encode`` checks, plus the vocabulary, so that no sender can
+        make the model index out of its embedding table."""
+        check_request(req)
+        ids = [int(i) for i in ids]
+        vocab = int(self.loaded.model.config.vocab_size)
+        bad = next((i for i in ids if not 0 <= i < vocab), None)
+        if bad is not None:
+            raise InvalidRequest(f"prompt token id {bad} is outside the model's vocabulary of {vocab}: send the ids "
+                                 f"of this model's tokenizer, or none (the prompt is then tokenized here)")
+        return self._fits_context(req, ids)
+
+    def _fits_context(self, req: Request, ids: list) -> list:
         room = self.loaded.max_context - self.max_new_tokens(req)
         if len(ids) > room:
             raise InvalidRequest(

@@ -300,12 +300,15 @@ class TimeBillClient:
         return h.result(timeout if timeout is not None else float(budget) + 30.0)
 
     def estimate(self, prompt: str, budget: float, system_prompt: str = "", max_new_tokens: int = 0,
-                 max_eviction_ratio: float = -1.0, timeout: float = 5.0):
-        """What-if: the predictor's EstimateCompletion response for this prompt and budget."""
+                 max_eviction_ratio: float = -1.0, timeout: float = 5.0, prompt_ids=()):
+        """What-if: the predictor's EstimateCompletion response for this prompt and budget.
+        ``prompt_ids``: the prompt already tokenized by this model's tokenizer (chat template
+        applied); the predictor then estimates those ids instead of tokenizing ``prompt``."""
         req = self._EstimateCompletion.Request(prompt=prompt, system_prompt=system_prompt,
                                                time_budget=duration(float(budget)),
                                                max_new_tokens=int(max_new_tokens),
-                                               max_eviction_ratio=float(max_eviction_ratio))
+                                               max_eviction_ratio=float(max_eviction_ratio),
+                                               prompt_ids=[int(i) for i in prompt_ids])
         if not self._estimate.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"the estimate service {self.service_name} is not available")
         done = concurrent.futures.Future()

@@ -116,14 +116,15 @@ def to_request(msg, default_policy: str = "kill") -> Request:
     return req
 
 
-def estimate_request(goal, goal_id, already_elapsed: float):
-    """The EstimateCompletion request for an accepted goal (the predictor then tracks it)."""
+def estimate_request(goal, goal_id, already_elapsed: float, prompt_ids=()):
+    """The EstimateCompletion request for an accepted goal (the predictor then tracks it), with the
+    prompt ids tokenized at acceptance."""
     from timebill_msgs.srv import EstimateCompletion
 
     return EstimateCompletion.Request(
         prompt=goal.prompt, system_prompt=goal.system_prompt, time_budget=goal.time_budget,
         max_new_tokens=goal.max_new_tokens, max_eviction_ratio=goal.max_eviction_ratio,
-        already_elapsed=duration(already_elapsed), goal_id=goal_id)
+        already_elapsed=duration(already_elapsed), goal_id=goal_id, prompt_ids=list(prompt_ids))
 
 
 # --- estimates ------------------------------------------------------------------------------------

@@ -305,8 +305,8 @@ class GenerationNode(ManagedNode):
     def _estimate(self, handle, g: GoalState, req, ids):
         """Ask the predictor node; when it is known to be gone, or does not answer in time,
         estimate here and say so. None when the goal was canceled meanwhile."""
-        answer = self.predictor.ask(estimate_request(handle.request, handle.goal_id, time.monotonic() - g.accepted_at),
-                                    g.cancel)
+        request = estimate_request(handle.request, handle.goal_id, time.monotonic() - g.accepted_at, ids)
+        answer = self.predictor.ask(request, g.cancel)
         if answer is None:
             return None, ""
         if isinstance(answer, EstimateView):

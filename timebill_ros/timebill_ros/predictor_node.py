@@ -124,7 +124,9 @@ class PredictorNode(ManagedNode):
         res.time_budget = req.time_budget
         try:
             r = to_request(req)
-            est = self.estimator.estimate(r, already_elapsed=already)
+            # The sender's ids when it sent them (a goal is tokenized once, by the generation node).
+            ids = self.estimator.tokenized(r, req.prompt_ids) if len(req.prompt_ids) else self.estimator.encode(r)
+            est = self.estimator.estimate(r, already_elapsed=already, prompt_ids=ids)
         except InvalidRequest as exc:
             self.invalid += 1
             res.valid, res.message = False, f"invalid request: {exc}"
