@@ -37,13 +37,14 @@ def time_model_path(cfg: dict, loaded) -> pathlib.Path:
     return default_time_model_path(name, int(cfg.get("threads") or 0), cfg.get("cache_dir") or None)
 
 
-def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log.info) -> TimeModel:
+def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log.info, backend=None) -> TimeModel:
     """The timing model: the file the configuration names, else this machine's cached one, profiled
     once when it is missing. A cached file that cannot be used is set aside and re-profiled; a file
-    the user named is theirs to fix, so that stops with what is wrong and how to fix it."""
+    the user named is theirs to fix, so that stops with what is wrong and how to fix it.
+    ``backend``: the serving backend to profile with, when the caller has one (else one is made)."""
     path = time_model_path(cfg, loaded)
     named = bool(cfg.get("time_model"))
-    backend = resolve_backend(cfg.get("backend"), loaded)
+    serving, backend = backend, resolve_backend(cfg.get("backend"), loaded)
     if path.is_file():
         try:
             tm = TimeModel.load(path)
@@ -65,7 +66,7 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
     else:
         say(f"no timing model for {loaded.name} ({backend} backend) on this machine at {path}: profiling once (about a minute)")
     lengths = [n for n in DEFAULT_LENGTHS if n <= int(cfg.get("profile_max_tokens", 2048))]
-    tm = profile(loaded, lengths=lengths, progress=progress, backend=make_backend(backend, loaded, threads=_threads(cfg)))
+    tm = profile(loaded, lengths=lengths, progress=progress, backend=serving or make_backend(backend, loaded, threads=_threads(cfg)))
     if tm.problems():  # not saved: it would be rejected at the next start
         raise RuntimeError(f"profiling {loaded.name} gave an unusable timing model ({'; '.join(tm.problems())}): "
                            "re-run on a quiet machine with `timebill profile`")
@@ -105,9 +106,9 @@ def make_length_predictor(cfg: dict, loaded):
     raise ValueError(f"unknown length_predictor '{kind}' (known: constant, rlp, or a path to an RLP head .pt)")
 
 
-def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info) -> Estimator:
+def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info, backend=None) -> Estimator:
     loaded = loaded or load_configured_model(cfg)
-    tm = load_or_profile_time_model(cfg, loaded, progress=progress, say=say)
+    tm = load_or_profile_time_model(cfg, loaded, progress=progress, say=say, backend=backend)
     return Estimator(
         loaded, tm, make_length_predictor(cfg, loaded),
         default_max_new_tokens=int(cfg.get("default_max_new_tokens", 256)),
@@ -123,8 +124,10 @@ def _threads(cfg: dict) -> int:
 
 
 def build_engine(cfg: dict, loaded=None, progress: bool = True, say=log.info) -> BudgetedEngine:
-    estimator = build_estimator(cfg, loaded, progress, say)
-    backend = make_backend(cfg.get("backend"), estimator.loaded, threads=_threads(cfg))
+    # One backend (for llamacpp: one llama.cpp context) both profiles, when that is needed, and serves.
+    loaded = loaded or load_configured_model(cfg)
+    backend = make_backend(cfg.get("backend"), loaded, threads=_threads(cfg))
+    estimator = build_estimator(cfg, loaded, progress, say, backend=backend)
     engine = BudgetedEngine(estimator, reject_infeasible=bool(cfg.get("reject_infeasible", True)), backend=backend)
     engine.warm_up()
     return engine

@@ -222,6 +222,3 @@ class LlamaCppBackend(TorchBackend):
         self._cached += 1
         return logits
 
-    def cached(self) -> int:
-        return self._cached
-
