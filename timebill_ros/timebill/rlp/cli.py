@@ -15,7 +15,9 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
-DEFAULT_LABELS = REPO / "docs" / "data" / "rlp_labels_SmolLM2-135M-Instruct.jsonl"
+DEFAULT_LABELS = REPO / "docs" / "data" / "rlp_labels_mix_SmolLM2-135M-Instruct.jsonl"
+DEFAULT_MIX = "sharegpt=150,narrativeqa=130,qasper=100,everyday=220,piqa=120,nq_open=80,brief=100"
+MIX_LAYERS = (1, 2, 4)  # the backbone depths the mix's features are kept for (the predictor's time grows with L)
 DEFAULT_WORK = REPO / "runs" / "rlp"
 DEFAULT_LAYERS = "2,4,6,8,12,16"
 
@@ -53,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label", help="generate labels (resumable)")
     _common(p)
     p.add_argument("--max-new-tokens", type=int, default=None, help="label cap (default: config default_max_new_tokens)")
+    p.add_argument("--mix", nargs="?", const=DEFAULT_MIX, default=None,
+                   help=f"label the served-like mix (timebill/rlp/sources.py) one prompt at a time on the serving "
+                        f"backend: SOURCE=COUNT,... (default {DEFAULT_MIX}); without it: the ShareGPT-only batched torch labelling")
     p.add_argument("--max-prompt-tokens", type=int, default=512, help="skip longer chat-encoded prompts (default 512)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-batch-tokens", type=int, default=4096, help="cap on batch size x longest prompt")
@@ -85,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--head", default=None, help="head file (default: the shipped one)")
     p.add_argument("--work", default=str(DEFAULT_WORK))
-    p.add_argument("--out-dir", default=str(REPO / "docs"), help="writes data/rlp_eval.json and rlp_eval.png here")
+    p.add_argument("--out-dir", default=str(REPO / "docs"),
+                   help="writes data/rlp_eval.json, rlp_eval.png and rlp_per_source.png here")
+    p.add_argument("--folds", type=int, default=5, help="folds of the per-source out-of-fold table (default 5)")
     return ap
 
 
@@ -106,6 +113,8 @@ def cmd_label(args) -> int:
 
     cfg, loaded = _load(args)
     cap = int(args.max_new_tokens or cfg.get("default_max_new_tokens", 256))
+    if args.mix:
+        return _label_mix(args, cfg, loaded, cap)
     prompts = first_turn_prompts()
     print(f"{len(prompts)} ShareGPT first-turn prompts; label cap {cap} tokens (greedy, chat template, "
           f"eos {loaded.eos_token_ids}); prompts <= {args.max_prompt_tokens} tokens", flush=True)
@@ -131,6 +140,32 @@ def cmd_label(args) -> int:
                           feature_layers=layers,
                           feature_path=None if args.no_features else label_feature_path(pathlib.Path(args.work), loaded.name, shard),
                           shard=shard, num_shards=num_shards)
+    print(json.dumps(stats))
+    _print_label_counts(args.labels)
+    return 0
+
+
+def _label_mix(args, cfg, loaded, cap) -> int:
+    from ..engine import BudgetedEngine
+    from ..estimator import Estimator
+    from ..length_predictor import ConstantLengthPredictor
+    from ..runtime import load_or_profile_time_model
+    from .labels import label_served
+    from .sources import interleave, load_source
+
+    counts = {}
+    for part in args.mix.split(","):
+        name, _, n = part.partition("=")
+        counts[name.strip()] = int(n) if n else None
+    groups = [load_source(name, loaded.tokenizer, limit=n) for name, n in counts.items()]
+    print("mix: " + ", ".join(f"{name} {len(g)}" for name, g in zip(counts, groups)) + f"; label cap {cap}", flush=True)
+    tm = load_or_profile_time_model(cfg, loaded, say=print)
+    engine = BudgetedEngine(Estimator(loaded, tm, ConstantLengthPredictor(), press=cfg.get("press", "snapkv")),
+                            reject_infeasible=False, learn_online=False, backend=cfg.get("backend", "auto"))
+    engine.warm_up()
+    layers = [L for L in MIX_LAYERS if L < loaded.num_layers]
+    stats = label_served(engine, interleave(groups), args.labels, cap, layers,
+                         pathlib.Path(args.work) / f"label_features_{loaded.name}.mix.pt", progress=not args.quiet)
     print(json.dumps(stats))
     _print_label_counts(args.labels)
     return 0
@@ -184,8 +219,8 @@ def features_for(loaded, recs: list[dict], layers: list[int], max_input_tokens: 
     import torch
     from tqdm import tqdm
 
-    from .data import first_turn_prompts
     from .model import layer_features
+    from .sources import prompts_by_id
 
     work.mkdir(parents=True, exist_ok=True)
     cache_path = work / f"features_{loaded.name}_in{max_input_tokens}.pt"
@@ -194,8 +229,8 @@ def features_for(loaded, recs: list[dict], layers: list[int], max_input_tokens: 
         if not set(layers) <= set(cache["layers"]):
             cache = {"layers": layers, "feats": {}}
     missing = [r["id"] for r in recs if r["id"] not in cache["feats"]]
-    for side in sorted(work.glob(f"label_features_{loaded.name}.shard*.pt")):
-        if not missing or max_input_tokens < 512:
+    for side in sorted(work.glob(f"label_features_{loaded.name}.*.pt")):
+        if not missing:
             break
         lf = torch.load(side, weights_only=True)
         if set(cache["layers"]) <= set(lf["layers"]):
@@ -206,10 +241,11 @@ def features_for(loaded, recs: list[dict], layers: list[int], max_input_tokens: 
             print(f"features: {len(missing) - sum(p not in cache['feats'] for p in missing)} taken from the labelling prefill ({side.name})")
         missing = [r["id"] for r in recs if r["id"] not in cache["feats"]]
     if missing:
-        texts = {p.id: p.text for p in first_turn_prompts()}
+        prompts = prompts_by_id(missing, loaded.tokenizer)
         t_last = time.monotonic()
         for pid in tqdm(missing, desc="features", unit="prompt", disable=not progress):
-            f = layer_features(loaded.model, loaded.encode_chat(texts[pid]), cache["layers"], max_input_tokens)
+            p = prompts[pid]
+            f = layer_features(loaded.model, loaded.encode_chat(p.text, p.system), cache["layers"], max_input_tokens)
             cache["feats"][pid] = torch.stack([f[L] for L in cache["layers"]]).half()
             if time.monotonic() - t_last > 120:
                 torch.save(cache, cache_path)
@@ -241,6 +277,17 @@ def _splits(recs):
 
 
 # --- train ----------------------------------------------------------------------------------------
+def label_cap(recs: list[dict], given: int | None, cfg: dict) -> int:
+    """The cap the labels were made with: ``--max-new-tokens``, else the one the records name
+    (labels of the mix carry it), else the config's ``default_max_new_tokens``."""
+    if given:
+        return int(given)
+    caps = {int(r["cap"]) for r in recs if "cap" in r}
+    if len(caps) > 1:
+        raise SystemExit(f"the labels were made with several caps {sorted(caps)}: give --max-new-tokens")
+    return caps.pop() if caps else int(cfg.get("default_max_new_tokens", 256))
+
+
 def choose_layers(errors: dict, tolerance: float | None = None) -> tuple[int, int, float, str]:
     """The smallest L not measurably worse than the best: within one standard error of the best
     validation MAE (or within ``tolerance`` x the best). Validation MAEs of neighbouring L differ by
@@ -270,8 +317,8 @@ def cmd_train(args) -> int:
     from .predictor import default_head_path
 
     cfg, loaded = _load(args)
-    cap = int(args.max_new_tokens or cfg.get("default_max_new_tokens", 256))
     recs = _labelled(args.labels)
+    cap = label_cap(recs, args.max_new_tokens, cfg)
     sp = _splits(recs)
     print(f"{len(recs)} labelled prompts: train {len(sp['train'])}, val {len(sp['val'])}, test {len(sp['test'])} "
           f"(test not used here); label cap {cap}", flush=True)
@@ -322,7 +369,9 @@ def cmd_eval(args) -> int:
     import numpy as np
 
     from .bounds import calibrated_bound, coverage_of, paper_bound
-    from .evaluate import bounds_table, markdown_table, metrics, plot
+    from .evaluate import (bounds_table, markdown_table, metrics, out_of_fold, per_source_rows, per_source_table, plot,
+                           plot_per_source)
+    from .sources import source_of
     from .model import HeadConfig, LengthHead, train_head
     from .predictor import default_head_path
 
@@ -331,6 +380,9 @@ def cmd_eval(args) -> int:
     hc = head.cfg
     cap = hc.max_tokens
     recs = _labelled(args.labels)
+    if label_cap(recs, None, cfg) != cap:
+        raise SystemExit(f"{args.labels} was labelled with cap {label_cap(recs, None, cfg)}, the head with {cap}: "
+                         "give the labels the head was trained on (--labels)")
     sp = _splits(recs)
     L = hc.layers
     feats = features_for(loaded, recs, [L], hc.max_input_tokens, pathlib.Path(args.work), progress=not args.quiet)[L]
@@ -376,14 +428,21 @@ def cmd_eval(args) -> int:
     print()
     print(t2)
     out = pathlib.Path(args.out_dir)
+    # Per source, out of fold: the test split holds too few prompts of each source for a table.
+    print(f"\nper source, {args.folds}-fold out-of-fold predictions (same recipe as the shipped head):", flush=True)
+    oof = out_of_fold([r["id"] for r in recs], feats, y, hc, train_head, folds=args.folds, coverage=hc.bound_coverage)
+    src_rows = per_source_rows([r.get("source") or source_of(r["id"]) for r in recs], y, oof, cap)
+    print(per_source_table(src_rows))
     result = {"labels": len(recs), "train": len(tr), "val": len(va), "test": len(te), "layers": L, "width": hc.width,
               "cap": cap, "max_input_tokens": hc.max_input_tokens, "table": rows, "bounds": brows,
-              "test_length_mean": float(y[te].mean()), "test_at_cap": float(np.mean(y[te] >= cap))}
+              "test_length_mean": float(y[te].mean()), "test_at_cap": float(np.mean(y[te] >= cap)),
+              "per_source": src_rows, "folds": args.folds, "labels_file": pathlib.Path(args.labels).name}
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "data" / "rlp_eval.json").write_text(json.dumps(result, indent=1))
-    plot(out / "rlp_eval.png", y[te], p, hc.width, cap,
-         title=f"RLP on ShareGPT test split (L={L}, B={hc.width}, n={len(te)})")
-    print(f"wrote {out / 'data' / 'rlp_eval.json'} and {out / 'rlp_eval.png'}")
+    plot(out / "rlp_eval.png", y[te], p, hc.width, cap, title=f"RLP on the test split (L={L}, B={hc.width}, n={len(te)})")
+    plot_per_source(out / "rlp_per_source.png", src_rows,
+                    title=f"RLP per source, {args.folds}-fold out of fold (n={len(recs)})")
+    print(f"wrote {out / 'data' / 'rlp_eval.json'}, {out / 'rlp_eval.png'} and {out / 'rlp_per_source.png'}")
     return 0
 
 

@@ -27,6 +27,8 @@ SPLIT_PERCENT = {"train": 80, "val": 10, "test": 10}
 class Prompt:
     id: str
     text: str
+    system: str = ""          # the system prompt it is served with ("": the chat template's default)
+    source: str = "sharegpt"
 
 
 def split_of(prompt_id: str) -> str:

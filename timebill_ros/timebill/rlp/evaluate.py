@@ -1,6 +1,7 @@
 """Accuracy metrics (MAE, RMSE, R^2), the table of the paper's Table 1 for our model, and the figure."""
 from __future__ import annotations
 
+import hashlib
 import pathlib
 
 import numpy as np
@@ -18,6 +19,102 @@ def metrics(actual, predicted) -> dict:
         "rmse": float(np.sqrt(np.mean(err ** 2))),
         "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
     }
+
+
+def fold_of(prompt_id: str, folds: int) -> int:
+    return int.from_bytes(hashlib.sha256(("timebill-rlp-fold:" + prompt_id).encode("utf-8")).digest()[:8], "big") % folds
+
+
+def out_of_fold(ids, x, y, cfg, train_head, folds: int = 5, coverage: float = 0.95) -> dict:
+    """Every labelled prompt predicted by heads that never saw it (``folds``-fold cross-fitting; in
+    each fold an eighth of the rest stops training early and calibrates the bound): the shipped
+    recipe's classifier, the regression head and the constant predictor (the training median),
+    plus the calibrated bound. Enough predictions per source for a per-source table, where the
+    test split alone holds a dozen prompts of a source."""
+    import copy
+
+    from .bounds import calibrate_factor, calibrated_bound
+
+    y = np.asarray(y)
+    fold = np.array([fold_of(i, folds) for i in ids])
+    inner = np.array([fold_of("inner:" + i, 8) == 0 for i in ids])
+    cap = cfg.max_tokens
+    out = {k: np.zeros(len(y), dtype=int) for k in ("classifier", "regression", "constant", "bound")}
+    for k in range(folds):
+        te = np.where(fold == k)[0]
+        tr = np.where((fold != k) & ~inner)[0]
+        va = np.where((fold != k) & inner)[0]
+        c = copy.deepcopy(cfg)
+        c.kind, c.bound_factor, c.extra = "classifier", 0.0, {}
+        head, _ = train_head(c, x[tr], y[tr], x[va], y[va])
+        out["classifier"][te] = head.predict_lengths(x[te])
+        q = calibrate_factor(y[va], head.predict_lengths(x[va]), coverage)
+        out["bound"][te] = [cap if p >= cap else calibrated_bound(p, cap, q) for p in out["classifier"][te]]
+        c = copy.deepcopy(c)
+        c.kind = "regression"
+        reg, _ = train_head(c, x[tr], y[tr], x[va], y[va])
+        out["regression"][te] = reg.predict_lengths(x[te])
+        out["constant"][te] = int(np.median(y[tr]))
+    return out
+
+
+def per_source_rows(sources, y, oof: dict, cap: int) -> list[dict]:
+    """MAE of each predictor, the bound's coverage, and how the labels sit, per source (and all)."""
+    sources = np.asarray(sources)
+    y = np.asarray(y)
+    rows = []
+    for name in list(dict.fromkeys(sources)) + ["all"]:
+        m = np.ones(len(y), bool) if name == "all" else sources == name
+        a = y[m]
+        rows.append({"source": name, "n": int(m.sum()), "mean_label": float(a.mean()), "median_label": float(np.median(a)),
+                     "at_cap": float(np.mean(a >= cap)),
+                     **{f"mae_{k}": float(np.mean(np.abs(oof[k][m] - a))) for k in ("classifier", "regression", "constant")},
+                     "mean_predicted": float(oof["classifier"][m].mean()),
+                     "bound_coverage": float(np.mean(a <= oof["bound"][m])), "mean_bound": float(oof["bound"][m].mean())})
+    return rows
+
+
+def per_source_table(rows: list[dict]) -> str:
+    out = ["| source | prompts | mean label | at cap | predicted (mean) | MAE classifier | MAE regression | MAE constant "
+           "| bound coverage | mean bound |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['source']} | {r['n']} | {r['mean_label']:.1f} | {100 * r['at_cap']:.0f} % | {r['mean_predicted']:.1f} "
+                   f"| {r['mae_classifier']:.1f} | {r['mae_regression']:.1f} | {r['mae_constant']:.1f} "
+                   f"| {100 * r['bound_coverage']:.1f} % | {r['mean_bound']:.1f} |")
+    return "\n".join(out)
+
+
+def plot_per_source(path, rows: list[dict], title: str = "") -> None:
+    """Left: MAE per source for the three predictors. Right: actual vs predicted mean length, and the bound's coverage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["source"] for r in rows]
+    xs = np.arange(len(rows))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (k, label) in enumerate((("classifier", "RLP classifier"), ("regression", "regression head"),
+                                    ("constant", "constant (median)"))):
+        ax1.bar(xs + (i - 1) * 0.27, [r[f"mae_{k}"] for r in rows], width=0.27, label=label)
+    ax1.set_xticks(xs, names, rotation=30)
+    ax1.set_ylabel("mean absolute error (tokens, out of fold)")
+    ax1.legend(fontsize=8)
+    ax1.set_title(title or "length prediction error per source")
+    ax2.bar(xs - 0.2, [r["mean_label"] for r in rows], width=0.4, label="actual (mean)")
+    ax2.bar(xs + 0.2, [r["mean_predicted"] for r in rows], width=0.4, label="predicted (mean)")
+    for x, r in zip(xs, rows):
+        ax2.text(x, max(r["mean_label"], r["mean_predicted"]), f"{100 * r['bound_coverage']:.0f}%", ha="center",
+                 va="bottom", fontsize=7)
+    ax2.set_xticks(xs, names, rotation=30)
+    ax2.set_ylabel("response length (tokens)")
+    ax2.set_title("mean length per source; numbers: calibrated bound's coverage")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -214,6 +214,61 @@ def label_prompts(loaded, prompts: Iterable, out_path: str | pathlib.Path, max_n
     return {"labelled": len(todo), "tokens": n_tok, "seconds": dt, "tokens_per_s": n_tok / dt if dt else 0.0}
 
 
+def label_served(engine, prompts, out_path: str | pathlib.Path, max_new_tokens: int,
+                 feature_layers: Sequence[int], feature_path: str | pathlib.Path, max_input_tokens: int = 512,
+                 progress: bool = True, say=print) -> dict:
+    """Label ``prompts`` (``data.Prompt``: id, text, system, source) one at a time on the serving
+    engine, as a goal is served: its backend (llama.cpp-decoded by default), no eviction, greedy,
+    the prompt's system prompt, cap ``max_new_tokens``. The predictor's features (``layer_features``
+    at each of ``feature_layers``) are computed from the same token ids and kept in ``feature_path``.
+    Resumable: ids already in ``out_path`` are skipped; features are saved every 16 prompts."""
+    import torch
+    from tqdm import tqdm
+
+    from ..request import Request
+    from .model import layer_features
+
+    out_path, feature_path = pathlib.Path(out_path), pathlib.Path(feature_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    feature_path.parent.mkdir(parents=True, exist_ok=True)
+    done = read_labels(out_path)
+    feats = {"layers": list(feature_layers), "max_input_tokens": max_input_tokens, "feats": {}}
+    if feature_path.is_file():
+        old = torch.load(feature_path, weights_only=True)
+        if list(old["layers"]) == list(feature_layers) and old.get("max_input_tokens", 512) == max_input_tokens:
+            feats = old
+    todo = [p for p in prompts if p.id not in done or p.id not in feats["feats"]]
+    say(f"{len(done)} already labelled, {len(todo)} to label one at a time on the {type(engine.backend).__name__} "
+        f"(cap {max_new_tokens} tokens)")
+
+    def save_features():  # to a temporary name, then renamed: an interrupted save loses nothing
+        tmp = feature_path.with_name(feature_path.name + ".tmp")
+        torch.save(feats, tmp)
+        tmp.replace(feature_path)
+
+    t0, n_tok = time.monotonic(), 0
+    bar = tqdm(todo, unit="prompt", disable=not progress, smoothing=0.05)
+    for i, p in enumerate(bar):
+        ids = engine.loaded.encode_chat(p.text, p.system)
+        f = layer_features(engine.loaded.model, ids, feature_layers, max_input_tokens)
+        feats["feats"][p.id] = torch.stack([f[L] for L in feature_layers]).half()
+        if p.id not in done:
+            r = engine.generate(Request(p.text, budget=3600.0, system_prompt=p.system, max_new_tokens=max_new_tokens,
+                                        policy="skip_next", fixed_alpha=0.0), prompt_ids=ids)
+            if r.stop_reason not in ("eos", "max_tokens"):
+                raise RuntimeError(f"labelling {p.id} stopped with {r.stop_reason}: {r.message}")
+            append_records(out_path, [{"id": p.id, "source": p.source, "prompt_tokens": len(ids),
+                                       "length": r.generated_tokens, "stop": r.stop_reason,
+                                       "cap": max_new_tokens, "seconds": round(r.total_time, 3)}])
+            n_tok += r.generated_tokens
+        bar.set_postfix(tok_s=f"{n_tok / max(time.monotonic() - t0, 1e-9):.1f}")
+        if i % 16 == 15:
+            save_features()
+    save_features()
+    dt = time.monotonic() - t0
+    return {"labelled": len(todo), "tokens": n_tok, "seconds": round(dt, 1), "tokens_per_s": round(n_tok / dt, 1) if dt else 0.0}
+
+
 def measure_batching(loaded, prompts, max_new_tokens: int, max_prompt_tokens: int,
                      batch_sizes=(1, 8, 16, 32), n_prompts: int = 32, n_single: int = 4, say=print) -> list[dict]:
     """Generated tokens per second at each batch size on the same length-sorted prompts.

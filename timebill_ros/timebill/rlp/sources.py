@@ -1,0 +1,89 @@
+"""The served-like mix the length predictor is distilled on: what robots and their operators send.
+
+Sources (each a public data set from the evaluation extra, read at run time, never copied here):
+
+  sharegpt     ShareGPT first turns: open chat requests, many asking for long texts
+  narrativeqa  a question about a story, with the evaluation's system prompt and context cap
+  qasper       a yes/no question about an NLP paper, likewise
+  everyday     TruthfulQA's short questions ("Where did fortune cookies originate?")
+  piqa         physical how-to goals ("How do I sharpen a knife without a sharpener?")
+  nq_open      Natural Questions, short factual questions
+  brief        PIQA and NQ-open questions with the system prompt "Answer in one short sentence."
+
+The evaluation scores the ``eval`` halves of NarrativeQA, QASPER and the everyday questions
+(``evaluation.datasets.half_of``, by story / paper / text); only their ``train`` halves are here.
+Within the mix, the predictor's own train / val / test split is ``data.split_of`` of the prompt id.
+A prompt's text and system prompt are exactly what the evaluation (and so the engine) is given.
+"""
+from __future__ import annotations
+
+import random
+
+from .data import Prompt, first_turn_prompts
+
+SOURCES = ("sharegpt", "narrativeqa", "qasper", "everyday", "piqa", "nq_open", "brief")
+BRIEF_SYSTEM = "Answer in one short sentence."
+CONTEXT_CAP = 1536  # the full evaluation's context cap (tokens)
+
+
+def source_of(prompt_id: str) -> str:
+    """The source named in a mix prompt id (``source/...``); bare ids are ShareGPT's (the first labels)."""
+    return prompt_id.split("/", 1)[0] if "/" in prompt_id else "sharegpt"
+
+
+def load_source(name: str, tokenizer=None, limit: int | None = None, seed: int = 0) -> list[Prompt]:
+    """Up to ``limit`` prompts of a source, a seeded sample in a fixed order (all when None).
+
+    ``tokenizer`` is needed for the sources with contexts (capped in tokens as the evaluation does)."""
+    from ..evaluation import datasets
+    from ..evaluation.run import TASKS
+
+    if name == "sharegpt":
+        prompts = [Prompt(f"sharegpt/{p.id}", p.text, "", name) for p in first_turn_prompts()]
+    elif name in ("narrativeqa", "qasper"):
+        if tokenizer is None:
+            raise ValueError(f"the {name} prompts need the tokenizer (their contexts are capped in tokens)")
+        task = TASKS[name]
+        task.context_cap = CONTEXT_CAP
+        load = datasets.narrativeqa if name == "narrativeqa" else datasets.qasper_yesno
+        items = load(limit or 10 ** 9, seed=seed, split="train")
+        prompts = [Prompt(f"{name}/{it.id}", task.prompt(it, tokenizer), task.system, name) for it in items]
+    elif name == "everyday":
+        items = datasets.everyday(10 ** 9, split="train")
+        prompts = [Prompt(f"everyday/{it.id}", it.question, "", name) for it in items]
+    elif name in ("piqa", "nq_open"):
+        prompts = [Prompt(f"{name}/{it.id}", it.question, "", name) for it in datasets.requests(name)]
+    elif name == "brief":
+        # The same questions as piqa / nq_open under other ids: a brief-answer instruction is what
+        # changes, so the predictor must learn to read it.
+        items = datasets.requests("piqa") + datasets.requests("nq_open")
+        prompts = [Prompt(f"brief/{it.id}", it.question, BRIEF_SYSTEM, name) for it in items]
+    else:
+        raise ValueError(f"unknown prompt source '{name}': use one of {', '.join(SOURCES)}")
+    if limit is not None and len(prompts) > limit:
+        prompts = random.Random(f"{seed}:{name}").sample(prompts, limit)
+    return prompts
+
+
+def interleave(groups: list[list[Prompt]]) -> list[Prompt]:
+    """Round-robin over the sources: a labelling run stopped early still has every source."""
+    out, i = [], 0
+    while any(i < len(g) for g in groups):
+        out.extend(g[i] for g in groups if i < len(g))
+        i += 1
+    return out
+
+
+def prompts_by_id(ids, tokenizer) -> dict[str, Prompt]:
+    """The prompts behind labelled ids (to recompute features), loading only the sources named.
+    A bare id is a ShareGPT prompt of the first, ShareGPT-only labels."""
+    wanted = set(ids)
+    out = {}
+    for name in sorted({source_of(i) for i in wanted}):
+        for p in load_source(name, tokenizer):
+            bare = p.id.split("/", 1)[1]
+            if p.id in wanted:
+                out[p.id] = p
+            elif name == "sharegpt" and bare in wanted:
+                out[bare] = Prompt(bare, p.text, p.system, name)
+    return out
