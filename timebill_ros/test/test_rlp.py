@@ -413,3 +413,16 @@ def test_out_of_fold_predictions_cover_every_prompt_and_beat_the_constant_on_lea
     assert [r["source"] for r in rows] == ["s0", "s1", "all"] and rows[-1]["n"] == 400
     assert rows[-1]["mae_classifier"] < 0.6 * rows[-1]["mae_constant"]
     assert rows[-1]["bound_coverage"] > 0.8
+
+
+def test_the_median_point_prediction_sits_between_an_early_stop_and_a_loop():
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.log(torch.tensor([[0.40, 0.05, 0.15, 0.40]])).expand(len(x), -1)
+
+    head = LengthHead(HeadConfig(kind="classifier", width=16, max_tokens=64, feature_dim=2, hidden=4))
+    head.net = Fixed()
+    x = torch.zeros(3, 2)
+    assert list(head.predict_lengths(x)) == [16] * 3              # the likeliest bucket: the early stop
+    head.cfg.point = "median"
+    assert list(head.predict_lengths(x)) == [48] * 3              # half the mass lies at or below 48

@@ -16,6 +16,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 DEFAULT_LABELS = REPO / "docs" / "data" / "rlp_labels_mix_SmolLM2-135M-Instruct.jsonl"
+SHAREGPT_LABELS = REPO / "docs" / "data" / "rlp_labels_SmolLM2-135M-Instruct.jsonl"  # the first head's (torch, cap 256)
 DEFAULT_MIX = "sharegpt=150,narrativeqa=130,qasper=100,everyday=220,piqa=120,nq_open=80,brief=100"
 MIX_LAYERS = (1, 2, 4)  # the backbone depths the mix's features are kept for (the predictor's time grows with L)
 DEFAULT_WORK = REPO / "runs" / "rlp"
@@ -45,7 +46,8 @@ def _common(p):
     p.add_argument("--config", default=None, help="timebill.yaml (default: the package's)")
     p.add_argument("--model", default=None, help="model spec (default: config `model`, i.e. embedded)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: config `threads`)")
-    p.add_argument("--labels", default=str(DEFAULT_LABELS), help="labels file (JSON lines: id, length)")
+    p.add_argument("--labels", default=None, help=f"labels file (JSON lines: id, length; default {DEFAULT_LABELS.name}, "
+                   f"or {SHAREGPT_LABELS.name} for the ShareGPT-only labelling)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -98,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None, loaded=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.labels is None:
+        args.labels = str(SHAREGPT_LABELS if args.cmd == "label" and not args.mix else DEFAULT_LABELS)
     _PRELOADED[:] = [loaded] if loaded is not None else []
     if args.cmd == "label":
         return cmd_label(args)
@@ -348,7 +352,15 @@ def cmd_train(args) -> int:
     val_predictions = {L: heads[L].predict_lengths(feats[L][va]) for L in layers}
     chosen, best_layers, best, rule = choose_layers({L: np.abs(p - y[va]) for L, p in val_predictions.items()}, args.tolerance)
     head = heads[chosen]
-    pred_val = val_predictions[chosen]
+    # The point prediction, chosen on validation MAE: the likeliest bucket or the distribution's median.
+    point_mae = {}
+    for point in ("argmax", "median"):
+        head.cfg.point = point
+        point_mae[point] = float(np.mean(np.abs(head.predict_lengths(feats[chosen][va]) - y[va])))
+    head.cfg.point = min(point_mae, key=point_mae.get)
+    print("validation MAE by point prediction: " + ", ".join(f"{k} {v:.2f}" for k, v in point_mae.items())
+          + f" -> {head.cfg.point}", flush=True)
+    pred_val = head.predict_lengths(feats[chosen][va])
     q = calibrate_factor(y[va], pred_val, args.coverage)
     head.cfg.bound_factor = q
     cov_val = coverage_of(y[va], [calibrated_bound(p, cap, q) for p in pred_val])

@@ -79,6 +79,7 @@ class HeadConfig:
     bound_factor: float = 0.0         # calibrated factor q (0: not calibrated)
     bound_coverage: float = 0.95
     paper_k: float = 5.0
+    point: str = "argmax"             # classifier's point prediction: the likeliest bucket, or the median of its distribution
     extra: dict = field(default_factory=dict)
 
     @property
@@ -106,7 +107,13 @@ class LengthHead(nn.Module):
         out = self(x.float())
         c = self.cfg
         if c.kind == "classifier":
-            cls = out.argmax(-1).numpy()
+            if c.point == "median":
+                # The median of the predicted distribution minimises the expected absolute error; with
+                # answers that either stop early or loop to the cap, the likeliest bucket often does not.
+                cdf = torch.softmax(out.float(), -1).cumsum(-1)
+                cls = (cdf < 0.5).sum(-1).clamp(max=out.shape[-1] - 1).numpy()
+            else:
+                cls = out.argmax(-1).numpy()
             return np.array([length_of_class(k, c.width, c.max_tokens) for k in cls], dtype=int)
         return np.clip(np.rint(out[:, 0].numpy() * c.max_tokens), 1, c.max_tokens).astype(int)
 
