@@ -249,7 +249,7 @@ def test_shipped_head_is_small_and_calibrated():
         pytest.skip("no trained head shipped yet")
     assert path.stat().st_size < 1_000_000
     cfg = LengthHead.load(path).cfg
-    assert cfg.model_name == "SmolLM2-135M-Instruct" and cfg.max_tokens == 256 and cfg.width == 16
+    assert cfg.model_name == "SmolLM2-135M-Instruct" and cfg.max_tokens == 384 and cfg.width == 16   # docs/RLP.md
     assert cfg.bound_factor >= 1.0 and 1 <= cfg.layers <= 30
 
 
@@ -341,10 +341,13 @@ def test_mix_labels_are_served_generations_with_their_source_cap_and_features(ti
     prompts = [Prompt("everyday/a", "Where is the red cup?", "", "everyday"),
                Prompt("brief/b", "Where is the red cup?", "Answer in one short sentence.", "brief")]
     out, feats = tmp_path / "mix.jsonl", tmp_path / "feats.pt"
+    too_long = Prompt("sharegpt/c", "word " * 300, "", "sharegpt")
     label_served(engine, prompts[:1], out, 7, [1, 2], feats, progress=False, say=lambda *_: None)
-    stats = label_served(engine, prompts, out, 7, [1, 2], feats, progress=False, say=lambda *_: None)
-    assert stats["labelled"] == 1                               # resumed: only the new prompt ran
+    stats = label_served(engine, [*prompts, too_long], out, 7, [1, 2], feats, max_prompt_tokens=100, progress=False,
+                         say=lambda *_: None)
+    assert stats["labelled"] == 2                               # resumed: only the new prompts were looked at
     recs = read_labels(out)
+    assert recs.pop("sharegpt/c") == {"id": "sharegpt/c", "source": "sharegpt", "skipped": "too_long"}
     assert set(recs) == {"everyday/a", "brief/b"}
     for p in prompts:
         r = recs[p.id]

@@ -116,12 +116,13 @@ class Recorder:
                     rec = json.loads(line)
                     self.records[(rec["item"], rec["alpha_key"])] = rec
 
-    def get(self, item_id: str, prompt: str, system: str, alpha: float, max_new: int) -> dict:
-        key = (item_id, alpha_key(alpha))
+    def get(self, item_id: str, prompt: str, system: str, alpha: float, max_new: int, variant: str = "") -> dict:
+        """``variant`` names a prompt other than the task's own for this item (length control)."""
+        key = (item_id, alpha_key(alpha) + variant)
         if key not in self.records:
             r = self.engine.generate(Request(prompt, budget=3600.0, system_prompt=system, max_new_tokens=max_new,
                                              policy="skip_next", fixed_alpha=float(alpha_key(alpha))))
-            rec = {"item": item_id, "alpha_key": key[1], "alpha": r.alpha, "text": r.text, "total": r.total_time,
+            rec = {"item": item_id, "alpha_key": key[1], "variant": variant, "alpha": r.alpha, "text": r.text, "total": r.total_time,
                    "prefill": r.prefill_time, "tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
                    "stop": r.stop_reason, "cached": r.cached_tokens, "steps": [round(t, 6) for t in r.step_times]}
             with self.path.open("a") as f:
@@ -211,7 +212,7 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
         none_durations = [recorder.records[(it.id, alpha_key(0.0))]["total"] for it in items]
         budgets = budgets_arg or task_budgets(task, none_durations, p["budgets"])
         # 2. TimeBill: plan live per (item, budget), generate at that ratio (recorded once per ratio)
-        tb_jobs = {m: {b: [] for b in budgets} for m in planners}
+        tb_jobs = {m: {b: [] for b in budgets} for m in [*planners, "timebill_brief"]}
         bar = tqdm(total=len(items) * len(budgets) * len(planners), desc=f"{tname}: TimeBill", dynamic_ncols=True)
         for i, it in enumerate(items):
             if i > 0:
@@ -221,6 +222,8 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
                 for b in budgets:
                     e = est.estimate(task.request(prompts[it.id], b))
                     rec = recorder.get(it.id, prompts[it.id], task.system, e.plan.alpha, task.max_new_tokens)
+                    if m == "timebill":
+                        tb_jobs["timebill_brief"][b].append(brief_job(est, e, task, it, prompts[it.id], b, recorder))
                     tb_jobs[m][b].append({"item": it.id, "alpha": rec["alpha"], "total": timebill_time(e, rec),
                                           "text": rec["text"], "predicted_total": e.plan.predicted_total,
                                           "predicted_worst": e.plan.predicted_worst_case, "feasible": e.plan.feasible,
@@ -259,7 +262,10 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
             for b in budgets:
                 cmp = compare.versus_best_fixed({m: methods[m][b] for m in ["timebill", *fixed_names]}, "timebill",
                                                 fixed_names, replay, b, lambda j: task.score(j["text"], by_id[j["item"]]))
-                versus.append({"strategy": strategy, "budget": b, **cmp})
+                brief = compare.versus_best_fixed({m: methods[m][b] for m in ("timebill_brief", "timebill")},
+                                                  "timebill_brief", ["timebill"], replay, b,
+                                                  lambda j: task.score(j["text"], by_id[j["item"]]))
+                versus.append({"strategy": strategy, "budget": b, **cmp, "brief_minus_timebill": brief})
                 bar.update(1)
         bar.close()
         fidelity = {}
@@ -298,6 +304,25 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
     (out / f"results-{preset}.json").write_text(json.dumps(report, indent=1))
     plot(report, out, preset)
     return report
+
+
+def brief_job(planner: Estimator, e, task: Task, item, prompt: str, budget: float, recorder: Recorder) -> dict:
+    """``timebill`` with length control (``timebill.length_control``): when fewer tokens fit than
+    the expected answer, the job is planned again with a word limit in its system prompt and runs
+    that prompt. Both length predictions count in its time."""
+    from ..length_control import instructed, word_limit
+
+    words = word_limit(e.plan.tokens_that_fit, e.length.expected) if e.plan.useful_fits else None
+    if words is None:
+        rec = recorder.get(item.id, prompt, task.system, e.plan.alpha, task.max_new_tokens)
+        return {"item": item.id, "alpha": rec["alpha"], "total": timebill_time(e, rec), "text": rec["text"],
+                "infeasible": not e.plan.useful_fits, "words": 0}
+    system = instructed(task.system, words)
+    e2 = planner.estimate(Request(prompt, budget=budget, system_prompt=system, max_new_tokens=task.max_new_tokens),
+                          already_elapsed=e.predictor_latency)
+    rec = recorder.get(item.id, prompt, system, e2.plan.alpha, task.max_new_tokens, variant=f"/w{words}")
+    return {"item": item.id, "alpha": rec["alpha"], "total": e.predictor_latency + timebill_time(e2, rec),
+            "text": rec["text"], "infeasible": not e2.plan.useful_fits, "words": words}
 
 
 def timing_of_records(records: list[dict], tm, max_new_tokens: int) -> dict:
@@ -446,6 +471,13 @@ def print_versus(rows: list[dict]) -> None:
         print(f"{r['strategy']:>9} {r['budget']:>5.2f} s: " + "; ".join(cells))
     worse = sum(r[k]["verdict"] == "worse" for r in rows for k in ("completion_rate", "avg_score"))
     print(f"cells where timebill is worse beyond the interval: {worse} of {2 * len(rows)}")
+    print("-- timebill_brief (length control) minus timebill (completion rate; average score), 95 % bootstrap interval")
+    for r in rows:
+        c = r.get("brief_minus_timebill")
+        if c:
+            print(f"{r['strategy']:>9} {r['budget']:>5.2f} s: " + "; ".join(
+                f"{c[k]['difference']:+.3f} [{c[k]['interval_95'][0]:+.3f}, {c[k]['interval_95'][1]:+.3f}]"
+                for k in ("completion_rate", "avg_score")))
 
 
 def plot(report: dict, out: pathlib.Path, preset: str) -> None:

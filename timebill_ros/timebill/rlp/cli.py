@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mix", nargs="?", const=DEFAULT_MIX, default=None,
                    help=f"label the served-like mix (timebill/rlp/sources.py) one prompt at a time on the serving "
                         f"backend: SOURCE=COUNT,... (default {DEFAULT_MIX}); without it: the ShareGPT-only batched torch labelling")
-    p.add_argument("--max-prompt-tokens", type=int, default=512, help="skip longer chat-encoded prompts (default 512)")
+    p.add_argument("--max-prompt-tokens", type=int, default=None,
+                   help="skip longer chat-encoded prompts (default 512; with --mix 2048, the longest the timing model is profiled for)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-batch-tokens", type=int, default=4096, help="cap on batch size x longest prompt")
     p.add_argument("--limit", type=int, default=None, help="label at most this many new prompts")
@@ -118,7 +119,9 @@ def cmd_label(args) -> int:
     cfg, loaded = _load(args)
     cap = int(args.max_new_tokens or cfg.get("default_max_new_tokens", 256))
     if args.mix:
+        args.max_prompt_tokens = args.max_prompt_tokens or 2048
         return _label_mix(args, cfg, loaded, cap)
+    args.max_prompt_tokens = args.max_prompt_tokens or 512
     prompts = first_turn_prompts()
     print(f"{len(prompts)} ShareGPT first-turn prompts; label cap {cap} tokens (greedy, chat template, "
           f"eos {loaded.eos_token_ids}); prompts <= {args.max_prompt_tokens} tokens", flush=True)
@@ -169,7 +172,8 @@ def _label_mix(args, cfg, loaded, cap) -> int:
     engine.warm_up()
     layers = [L for L in MIX_LAYERS if L < loaded.num_layers]
     stats = label_served(engine, interleave(groups), args.labels, cap, layers,
-                         pathlib.Path(args.work) / f"label_features_{loaded.name}.mix.pt", progress=not args.quiet)
+                         pathlib.Path(args.work) / f"label_features_{loaded.name}.mix.pt",
+                         max_prompt_tokens=args.max_prompt_tokens, progress=not args.quiet)
     print(json.dumps(stats))
     _print_label_counts(args.labels)
     return 0

@@ -216,16 +216,18 @@ def label_prompts(loaded, prompts: Iterable, out_path: str | pathlib.Path, max_n
 
 def label_served(engine, prompts, out_path: str | pathlib.Path, max_new_tokens: int,
                  feature_layers: Sequence[int], feature_path: str | pathlib.Path, max_input_tokens: int = 512,
-                 progress: bool = True, say=print) -> dict:
+                 max_prompt_tokens: int = 2048, progress: bool = True, say=print) -> dict:
     """Label ``prompts`` (``data.Prompt``: id, text, system, source) one at a time on the serving
     engine, as a goal is served: its backend (llama.cpp-decoded by default), no eviction, greedy,
     the prompt's system prompt, cap ``max_new_tokens``. The predictor's features (``layer_features``
     at each of ``feature_layers``) are computed from the same token ids and kept in ``feature_path``.
-    Resumable: ids already in ``out_path`` are skipped; features are saved every 16 prompts."""
+    A prompt longer than ``max_prompt_tokens`` (or whose answer would not fit the model's context) is
+    recorded as skipped. Resumable: ids already in ``out_path`` are skipped; features are saved every
+    16 prompts."""
     import torch
     from tqdm import tqdm
 
-    from ..request import Request
+    from ..request import InvalidRequest, Request
     from .model import layer_features
 
     out_path, feature_path = pathlib.Path(out_path), pathlib.Path(feature_path)
@@ -237,7 +239,7 @@ def label_served(engine, prompts, out_path: str | pathlib.Path, max_new_tokens: 
         old = torch.load(feature_path, weights_only=True)
         if list(old["layers"]) == list(feature_layers) and old.get("max_input_tokens", 512) == max_input_tokens:
             feats = old
-    todo = [p for p in prompts if p.id not in done or p.id not in feats["feats"]]
+    todo = [p for p in prompts if p.id not in done or ("skipped" not in done[p.id] and p.id not in feats["feats"])]
     say(f"{len(done)} already labelled, {len(todo)} to label one at a time on the {type(engine.backend).__name__} "
         f"(cap {max_new_tokens} tokens)")
 
@@ -249,12 +251,19 @@ def label_served(engine, prompts, out_path: str | pathlib.Path, max_new_tokens: 
     t0, n_tok = time.monotonic(), 0
     bar = tqdm(todo, unit="prompt", disable=not progress, smoothing=0.05)
     for i, p in enumerate(bar):
-        ids = engine.loaded.encode_chat(p.text, p.system)
+        req = Request(p.text, budget=3600.0, system_prompt=p.system, max_new_tokens=max_new_tokens, policy="skip_next",
+                      fixed_alpha=0.0)
+        try:
+            ids = engine.estimator.encode(req)  # checked as a goal is: the prompt and its answer fit the context
+        except InvalidRequest:
+            ids = None
+        if ids is None or len(ids) > max_prompt_tokens:
+            append_records(out_path, [{"id": p.id, "source": p.source, "skipped": "too_long"}])
+            continue
         f = layer_features(engine.loaded.model, ids, feature_layers, max_input_tokens)
         feats["feats"][p.id] = torch.stack([f[L] for L in feature_layers]).half()
         if p.id not in done:
-            r = engine.generate(Request(p.text, budget=3600.0, system_prompt=p.system, max_new_tokens=max_new_tokens,
-                                        policy="skip_next", fixed_alpha=0.0), prompt_ids=ids)
+            r = engine.generate(req, prompt_ids=ids)
             if r.stop_reason not in ("eos", "max_tokens"):
                 raise RuntimeError(f"labelling {p.id} stopped with {r.stop_reason}: {r.message}")
             append_records(out_path, [{"id": p.id, "source": p.source, "prompt_tokens": len(ids),
