@@ -35,9 +35,9 @@ STORY = ("The robot left the charging dock at dawn, crossed the warehouse, and c
 
 def ete_accuracy(loaded, repeats: int):
     print("== 1. timing model (ETE) on held-out lengths", flush=True)
-    pre, dec = measure(loaded, lengths=DEFAULT_LENGTHS, repeats=repeats)
+    pre, dec, _ = measure(loaded, lengths=DEFAULT_LENGTHS, repeats=repeats)
     tm = fit(pre, dec, model_name=loaded.name)
-    hpre, hdec = measure(loaded, lengths=HELD_OUT, repeats=repeats)
+    hpre, hdec, _ = measure(loaded, lengths=HELD_OUT, repeats=repeats)
     rows = [(n, t, tm.prefill(n), nd, td, tm.decode_step(nd)) for (n, t), (nd, td) in zip(hpre, hdec)]
     print(f"{'N':>6} {'prefill s':>10} {'predicted':>10} {'N_kv':>6} {'step ms':>8} {'predicted':>10}")
     for n, t, pt, nd, td, pd in rows:

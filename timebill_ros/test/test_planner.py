@@ -324,3 +324,19 @@ def test_a_goals_max_eviction_ratio_caps_the_budget_planner(tiny):
     # The smallest ratio that fits is within the goal's cap (the measured predictor latency moves it a hair).
     assert alpha(1.7, 0.3) == pytest.approx(alpha(1.7), abs=1e-3) and 0.0 < alpha(1.7, 0.3) <= 0.3
     assert alpha(1.2) > 0.3 and alpha(1.2, 0.3) == 0.0  # only more than the goal allows would fit: none
+
+
+def test_the_budget_planner_does_not_evict_where_the_press_costs_more_than_it_saves():
+    from timebill.time_model import TimeModel
+
+    cheap = TimeModel(a=1e-7, b=1.3e-3, c=0.01, p=2.8e-6, q=7.1e-3)
+    costly = TimeModel(a=1e-7, b=1.3e-3, c=0.01, p=2.8e-6, q=7.1e-3, r=0.0, s=0.2)   # more than 0.95 saves
+    budget = cheap.end_to_end(700, 50, 0.0) - 0.02                                      # just too tight
+    assert plan_eviction(cheap, 700, 50, 64, budget, planner="budget").alpha > 0
+    plan = plan_eviction(costly, 700, 50, 64, budget, planner="budget")
+    assert plan.alpha == 0.0 and not plan.expected_fits
+    # where eviction does pay, the ratio chosen covers its overhead too
+    mid = TimeModel(a=1e-7, b=1.3e-3, c=0.01, p=2.8e-6, q=7.1e-3, r=0.0, s=0.03)
+    budget = mid.end_to_end(700, 50, 0.0) - 0.02
+    plan = plan_eviction(mid, 700, 50, 64, budget, planner="budget")
+    assert plan.alpha > 0 and mid.end_to_end(700, 50, plan.alpha) <= budget

@@ -196,3 +196,33 @@ def test_the_fit_keeps_every_coefficient_non_negative():
     # Still the best non-negative fit: no worse than the constant fit, the simplest one allowed.
     const = np.full_like(t, t.mean())
     assert ((a * n * n + b * n + c - t) ** 2).sum() <= ((const - t) ** 2).sum() + 1e-15
+
+
+def test_eviction_costs_its_profiled_overhead_only_when_a_press_evicts(tmp_path):
+    tm = TimeModel(a=0.0, b=1e-3, c=0.01, p=1e-5, q=0.005, r=5e-5, s=0.02)
+    assert tm.end_to_end(1000, 10, 0.0) == pytest.approx(tm.prefill(1000) + tm.decode(1000, 10))
+    assert tm.end_to_end(1000, 10, 0.5) == pytest.approx(tm.prefill(1000) + 0.07 + tm.decode(500, 10))
+    assert tm.scaled(2.0, 1.0).evict_overhead(1000, 0.5) == pytest.approx(0.14)   # it is prefill work
+    assert TimeModel.load(tm.save(tmp_path / "tm.yaml")) == tm
+    old = tmp_path / "old.yaml"
+    old.write_text((tmp_path / "tm.yaml").read_text().split("eviction:")[0] + "fit: {}\n")
+    assert TimeModel.load(old).evict_overhead(1000, 0.5) == 0.0                   # files from before: no term
+    assert any("r = " in p for p in TimeModel(a=0, b=1e-3, c=0.01, p=1e-5, q=0.005, r=-1e-5).problems())
+
+
+def test_an_evicted_jobs_prefill_teaches_the_calibration_net_of_the_eviction_overhead():
+    from timebill.time_model import OnlineCalibration
+
+    tm = TimeModel(a=0.0, b=1e-3, c=0.0, p=0.0, q=0.01, r=0.0, s=0.1)
+    cal = OnlineCalibration(tm)
+    cal.observe(100, 0.2, 50, [0.01])      # 0.1 s prefill + 0.1 s overhead, exactly as modelled
+    assert cal.prefill_scale == pytest.approx(1.0)
+
+
+def test_the_profiler_measures_the_presss_overhead(tiny):
+    from timebill.profiler import profile
+
+    tm = profile(tiny, lengths=(64, 128, 256), repeats=1, decode_steps=2, progress=False, press="snapkv")
+    assert tm.fit["eviction_press"] == "snapkv" and len(tm.fit["points"]["eviction"]) == 3
+    assert tm.r >= 0 and tm.s >= 0
+    assert profile(tiny, lengths=(64, 128), repeats=1, decode_steps=2, progress=False, press=None).r == 0.0

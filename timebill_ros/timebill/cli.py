@@ -108,7 +108,7 @@ def cmd_profile(args) -> int:
     except (ValueError, RuntimeError) as exc:
         _say(f"error: {exc}")
         return 1
-    tm = profile(loaded, lengths=lengths, repeats=args.repeats, backend=backend)
+    tm = profile(loaded, lengths=lengths, repeats=args.repeats, backend=backend, press=cfg.get("press", "snapkv"))
     path = tm.save(args.out or time_model_path(cfg, loaded))
     print(f"timing model for {loaded.name} written to {path}")
     print(summary(tm))

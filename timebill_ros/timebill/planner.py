@@ -103,8 +103,11 @@ def tokens_that_fit(tm: TimeModel, prompt_tokens: int, alpha: float, budget: flo
 
 def _smallest_fitting_alpha(tm: TimeModel, prompt_tokens: int, tokens: int, budget: float, predictor_time: float,
                             ceiling: float) -> float:
-    """The closed form for ``tokens``, clamped to [0, ceiling], on kvpress's grid of whole positions."""
-    alpha = min(max(optimal_alpha(tm, prompt_tokens, tokens, budget, predictor_time), 0.0), ceiling)
+    """The closed form for ``tokens``, clamped to [0, ceiling], on kvpress's grid of whole positions.
+    Any eviction pays the press's overhead (``TimeModel.evict_overhead``), so the ratio is solved
+    with that overhead taken from the budget."""
+    overhead = tm.evict_overhead(prompt_tokens, 1.0)
+    alpha = min(max(optimal_alpha(tm, prompt_tokens, tokens, budget, predictor_time + overhead), 0.0), ceiling)
     # The closed form is continuous; kvpress keeps whole positions (rounding up what is kept),
     # which can cost one position: then evict one position more.
     if predictor_time + tm.end_to_end(prompt_tokens, tokens, alpha) > budget and alpha < ceiling:

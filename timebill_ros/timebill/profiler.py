@@ -70,12 +70,15 @@ def mape(pred, actual) -> float:
 
 
 def measure(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int = 8, progress: bool = True,
-            backend=None):
-    """Time prefills and decoding steps; returns (prefill points, decode points) as [(N, seconds)].
-    ``backend``: the serving path to time (default: ``auto`` for this model)."""
+            backend=None, press: str | None = None):
+    """Time prefills and decoding steps; returns (prefill points, decode points, eviction points),
+    each [(N, seconds)]. ``backend``: the serving path to time (default: ``auto`` for this model).
+    ``press``: also time each prefill with this press evicting half the cache; an eviction point is
+    the extra time over the plain prefill (none without a press)."""
     import torch
 
     from .backends import make_backend
+    from .presses import make_press
 
     backend = backend if backend is not None else make_backend("auto", loaded)
     lengths = [n for n in lengths if n + decode_steps + 2 <= loaded.max_context]
@@ -86,7 +89,7 @@ def measure(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int
         from tqdm import tqdm
 
         bar = tqdm(total=len(lengths) + 1, desc="profiling", unit="length", dynamic_ncols=True)
-    prefill_pts, decode_pts = [], []
+    prefill_pts, decode_pts, evict_pts = [], [], []
     # Warm-up: the first calls after loading are slow (allocator, thread pool).
     warm = torch.randint(0, vocab, (min(256, lengths[-1]),), generator=gen).tolist()
     for _ in range(2):
@@ -102,6 +105,15 @@ def measure(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int
             backend.prefill(ids)
             times.append(time.perf_counter() - t0)
         prefill_pts.append((n, median(times)))
+        pressed = make_press(press, 0.5, n) if press else None
+        if pressed is not None:
+            with_press = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                backend.prefill(ids, pressed)
+                with_press.append(time.perf_counter() - t0)
+            evict_pts.append((n, max(0.0, median(with_press) - prefill_pts[-1][1])))
+            backend.prefill(ids)  # the decoding steps below are timed on the full cache
         steps = []
         tok = int(torch.randint(0, vocab, (1,), generator=gen))
         for i in range(decode_steps):
@@ -114,10 +126,11 @@ def measure(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int
             bar.set_postfix(N=n, prefill=f"{prefill_pts[-1][1]:.3f}s", step=f"{decode_pts[-1][1] * 1000:.1f}ms")
     if bar:
         bar.close()
-    return prefill_pts, decode_pts
+    return prefill_pts, decode_pts, evict_pts
 
 
-def fit(prefill_pts, decode_pts, model_name: str = "", threads: int = 0, backend: str = "torch") -> TimeModel:
+def fit(prefill_pts, decode_pts, model_name: str = "", threads: int = 0, backend: str = "torch",
+        evict_pts=(), press: str = "") -> TimeModel:
     """Fit on alternate points, report held-out quality, then refit on all points."""
     fit_idx = [i for i in range(len(prefill_pts)) if i % 2 == 0]
     held_idx = [i for i in range(len(prefill_pts)) if i % 2 == 1]
@@ -134,28 +147,34 @@ def fit(prefill_pts, decode_pts, model_name: str = "", threads: int = 0, backend
     hdn, hdt = cols(decode_pts, held_idx)
     a, b, c = fit_prefill(*zip(*prefill_pts))
     p, q = fit_decode(*zip(*decode_pts))
-    final = TimeModel(a, b, c, p, q, model=model_name, machine=machine_id(), date=today(), threads=threads)
+    r, s_ = fit_decode(*zip(*evict_pts)) if evict_pts else (0.0, 0.0)  # the same form: r*N + s
+    final = TimeModel(a, b, c, p, q, r=r, s=s_, model=model_name, machine=machine_id(), date=today(), threads=threads)
     final.fit = {
         "backend": backend,
         "prefill_r2": r2([final.prefill(n) for n, _ in prefill_pts], [t for _, t in prefill_pts]),
         "decode_r2": r2([final.decode_step(n) for n, _ in decode_pts], [t for _, t in decode_pts]),
         "prefill_heldout_mape_pct": mape([trial.prefill(n) for n in hpn], hpt) if hpn else float("nan"),
         "decode_heldout_mape_pct": mape([trial.decode_step(n) for n in hdn], hdt) if hdn else float("nan"),
+        "eviction_press": press,
         "points": {"prefill": [[int(n), float(t)] for n, t in prefill_pts],
-                   "decode_step": [[int(n), float(t)] for n, t in decode_pts]},
+                   "decode_step": [[int(n), float(t)] for n, t in decode_pts],
+                   "eviction": [[int(n), float(t)] for n, t in evict_pts]},
     }
     return final
 
 
 def profile(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int = 8, progress: bool = True,
-            backend=None) -> TimeModel:
+            backend=None, press: str | None = "snapkv") -> TimeModel:
+    """Profile the serving path and fit the timing model; ``press``: the configured press, whose
+    eviction overhead is profiled too (None: not profiled, taken as 0)."""
     import torch
 
     from .backends import make_backend
 
     backend = backend if backend is not None else make_backend("auto", loaded)
-    pre, dec = measure(loaded, lengths, repeats, decode_steps, progress, backend=backend)
-    return fit(pre, dec, model_name=loaded.name, threads=torch.get_num_threads(), backend=backend.name)
+    pre, dec, ev = measure(loaded, lengths, repeats, decode_steps, progress, backend=backend, press=press)
+    return fit(pre, dec, model_name=loaded.name, threads=torch.get_num_threads(), backend=backend.name,
+               evict_pts=ev, press=press or "")
 
 
 def backend_of(tm: TimeModel) -> str:
@@ -170,7 +189,8 @@ def summary(tm: TimeModel) -> str:
         f"prefill  t = {tm.a:.3e}*N^2 + {tm.b:.3e}*N + {tm.c:.3e} s   R^2 {f.get('prefill_r2', float('nan')):.4f}  "
         f"held-out MAPE {f.get('prefill_heldout_mape_pct', float('nan')):.2f} %\n"
         f"decode   t = {tm.p:.3e}*N_kv + {tm.q:.3e} s          R^2 {f.get('decode_r2', float('nan')):.4f}  "
-        f"held-out MAPE {f.get('decode_heldout_mape_pct', float('nan')):.2f} %"
+        f"held-out MAPE {f.get('decode_heldout_mape_pct', float('nan')):.2f} %\n"
+        f"eviction t = {tm.r:.3e}*N + {tm.s:.3e} s added to the prefill ({f.get('eviction_press') or 'not profiled'})"
     )
 
 

@@ -48,6 +48,9 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
     if path.is_file():
         try:
             tm = TimeModel.load(path)
+            if not named and tm.fit.get("eviction_press") != cfg.get("press", "snapkv"):
+                raise TimeModelError(path, f"its eviction overhead was not profiled for the press "
+                                           f"{cfg.get('press', 'snapkv')} (files from before 2026-11-25 have none)")
             if backend_of(tm) != backend:
                 raise TimeModelError(path, f"it is a timing model of the {backend_of(tm)} backend, but this engine "
                                            f"serves with {backend} (`timebill profile --backend {backend}`, or set "
@@ -64,9 +67,10 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
             say(f"timing model: {path}")
             return tm
     else:
-        say(f"no timing model for {loaded.name} ({backend} backend) on this machine at {path}: profiling once (about a minute)")
+        say(f"no timing model for {loaded.name} ({backend} backend) on this machine at {path}: profiling once (about two minutes)")
     lengths = [n for n in DEFAULT_LENGTHS if n <= int(cfg.get("profile_max_tokens", 2048))]
-    tm = profile(loaded, lengths=lengths, progress=progress, backend=serving or make_backend(backend, loaded, threads=_threads(cfg)))
+    tm = profile(loaded, lengths=lengths, progress=progress, backend=serving or make_backend(backend, loaded, threads=_threads(cfg)),
+                 press=cfg.get("press", "snapkv"))
     if tm.problems():  # not saved: it would be rejected at the next start
         raise RuntimeError(f"profiling {loaded.name} gave an unusable timing model ({'; '.join(tm.problems())}): "
                            "re-run on a quiet machine with `timebill profile`")

@@ -1,6 +1,9 @@
 """Execution-time estimator (ETE): how long prefill and each decoding step take on this machine.
 
-t_prefill(N) = a*N^2 + b*N + c  and  t_dec(N_kv) = p*N_kv + q  (TimeBill, from a FLOPs count).
+t_prefill(N) = a*N^2 + b*N + c  and  t_dec(N_kv) = p*N_kv + q  (TimeBill, from a FLOPs count), plus
+t_evict(N) = r*N + s when a press evicts (scoring the cache and carrying the kept part costs time:
+40-100 ms on this CPU, as much as evicting 95 % saves on a 64-token answer; the paper's model has
+no such term, and without it the planner chose small ratios that made jobs slower).
 The coefficients come from ``timebill.profiler`` and are stored in a YAML file that records the
 model, the machine and the date. ``OnlineCalibration`` follows the machine's real load from the
 jobs it serves.
@@ -36,6 +39,8 @@ class TimeModel:
     c: float
     p: float
     q: float
+    r: float = 0.0              # eviction overhead per prompt token (s); 0 in files from before it was profiled
+    s: float = 0.0              # fixed eviction overhead (s)
     model: str = ""
     machine: str = ""
     date: str = ""
@@ -45,6 +50,10 @@ class TimeModel:
     def prefill(self, prompt_tokens: int) -> float:
         n = float(prompt_tokens)
         return max(0.0, self.a * n * n + self.b * n + self.c)
+
+    def evict_overhead(self, prompt_tokens: int, alpha: float) -> float:
+        """Extra prefill seconds when ``alpha`` > 0 (the press scores and cuts the cache)."""
+        return max(0.0, self.r * float(prompt_tokens) + self.s) if alpha > 0 else 0.0
 
     def decode_step(self, cached: int) -> float:
         return max(0.0, self.p * cached + self.q)
@@ -56,12 +65,13 @@ class TimeModel:
         return max(0.0, steps * (self.p * cached_first + self.q) + self.p * steps * (steps - 1) / 2.0)
 
     def end_to_end(self, prompt_tokens: int, new_tokens: int, alpha: float = 0.0) -> float:
-        return self.prefill(prompt_tokens) + self.decode(kept_positions(prompt_tokens, alpha), new_tokens)
+        return (self.prefill(prompt_tokens) + self.evict_overhead(prompt_tokens, alpha)
+                + self.decode(kept_positions(prompt_tokens, alpha), new_tokens))
 
     def scaled(self, prefill_scale: float, decode_scale: float) -> "TimeModel":
         return TimeModel(
             a=self.a * prefill_scale, b=self.b * prefill_scale, c=self.c * prefill_scale,
-            p=self.p * decode_scale, q=self.q * decode_scale,
+            p=self.p * decode_scale, q=self.q * decode_scale, r=self.r * prefill_scale, s=self.s * prefill_scale,
             model=self.model, machine=self.machine, date=self.date, threads=self.threads, fit=self.fit,
         )
 
@@ -77,6 +87,7 @@ class TimeModel:
             "threads": self.threads,
             "prefill": {"a": self.a, "b": self.b, "c": self.c, "formula": "a*N^2 + b*N + c (seconds)"},
             "decode_step": {"p": self.p, "q": self.q, "formula": "p*N_kv + q (seconds)"},
+            "eviction": {"r": self.r, "s": self.s, "formula": "r*N + s (seconds, added to the prefill when a press evicts)"},
             "fit": self.fit,
         }
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -91,7 +102,7 @@ class TimeModel:
         the fixed decoding-step costs), so it is finite and not negative: a negative one predicted
         0.023 s for a 1.65 s job, a NaN failed every goal. The profiler's fit keeps them so.
         """
-        coefficients = {"a": self.a, "b": self.b, "c": self.c, "p": self.p, "q": self.q}
+        coefficients = {"a": self.a, "b": self.b, "c": self.c, "p": self.p, "q": self.q, "r": self.r, "s": self.s}
         bad = [f"{k} = {v!r} is not a finite number" for k, v in coefficients.items() if not math.isfinite(v)]
         bad += [f"{k} = {v!r} is negative" for k, v in coefficients.items() if v < 0]
         if bad:
@@ -124,9 +135,10 @@ class TimeModel:
             raise invalid("it is empty" if data is None else f"it holds a {type(data).__name__}, not a mapping")
         try:
             pre, dec = data["prefill"], data["decode_step"]
+            ev = data.get("eviction") or {"r": 0.0, "s": 0.0}
             tm = cls(
                 a=float(pre["a"]), b=float(pre["b"]), c=float(pre["c"]),
-                p=float(dec["p"]), q=float(dec["q"]),
+                p=float(dec["p"]), q=float(dec["q"]), r=float(ev["r"]), s=float(ev["s"]),
                 model=str(data.get("model", "")), machine=str(data.get("machine", "")),
                 date=str(data.get("date", "")), threads=int(data.get("threads", 0)),
                 fit=dict(data.get("fit") or {}),
@@ -222,10 +234,12 @@ class OnlineCalibration:
     def observe(self, prompt_tokens: int, prefill_s: float, cached_first: int, step_times: list[float]) -> None:
         """Add one served job: its measured prefill, and step i's time with cached_first + i positions."""
         if prompt_tokens > 0 and prefill_s > 0 and math.isfinite(prefill_s):
-            pred_now = self._current.prefill(prompt_tokens)
+            # Fewer positions cached than prompted: a press evicted, and its overhead is in the prefill.
+            evicted = 1.0 if 0 < cached_first < prompt_tokens else 0.0
+            pred_now = self._current.prefill(prompt_tokens) + self._current.evict_overhead(prompt_tokens, evicted)
             if pred_now > 0:
                 self._prefill_errors.append(abs(prefill_s - pred_now) / prefill_s)
-            base = self.base.prefill(prompt_tokens)
+            base = self.base.prefill(prompt_tokens) + self.base.evict_overhead(prompt_tokens, evicted)
             if base > 0:
                 self._prefill_ratios.append(prefill_s / base)
         ratios, errors = [], []
