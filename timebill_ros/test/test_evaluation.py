@@ -84,9 +84,9 @@ def test_a_task_with_its_own_budgets_keeps_both_ends_when_thinned():
     from timebill.evaluation.run import TASKS, task_budgets
 
     everyday = TASKS["everyday"]
-    assert task_budgets(everyday, [3.0, 4.0], 7) == [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0]
-    assert task_budgets(everyday, [3.0, 4.0], 4) == [1.0, 3.0, 6.0, 10.0]
-    assert task_budgets(everyday, [3.0, 4.0], 2) == [1.0, 10.0]
+    assert task_budgets(everyday, [3.0, 4.0], 7) == [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 10.0]
+    assert task_budgets(everyday, [3.0, 4.0], 4) == [0.5, 1.0, 1.5, 10.0]
+    assert task_budgets(everyday, [3.0, 4.0], 2) == [0.5, 10.0]
     assert task_budgets(everyday, [3.0, 4.0], 100) == list(everyday.budgets)
     assert task_budgets(TASKS["qasper"], [1.0 + 0.1 * i for i in range(41)], 2) == choose_budgets(
         [1.0 + 0.1 * i for i in range(41)], 2)

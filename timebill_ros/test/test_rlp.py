@@ -429,3 +429,17 @@ def test_the_median_point_prediction_sits_between_an_early_stop_and_a_loop():
     assert list(head.predict_lengths(x)) == [16] * 3              # the likeliest bucket: the early stop
     head.cfg.point = "median"
     assert list(head.predict_lengths(x)) == [48] * 3              # half the mass lies at or below 48
+
+
+def test_the_shipped_head_does_not_predict_the_cap_for_a_request_for_one_sentence(embedded):
+    """Issue 11: a prompt that asks for one sentence must not be predicted at the cap."""
+    from timebill.rlp.predictor import default_head_path
+
+    if not default_head_path().is_file():
+        pytest.skip("no trained head shipped")
+    rlp = RLPPredictor(embedded)
+    q = "Where is the red cup usually kept in a kitchen?"
+    brief = rlp.predict(embedded.encode_chat(q, "Answer in one short sentence."), 256)
+    assert brief.expected < 128 and brief.bound < 256
+    essay = rlp.predict(embedded.encode_chat("Write a detailed essay about the history of robotics."), 256)
+    assert essay.expected > 2 * brief.expected

@@ -396,8 +396,9 @@ def cmd_eval(args) -> int:
     hc = head.cfg
     cap = hc.max_tokens
     recs = _labelled(args.labels)
-    if label_cap(recs, None, cfg) != cap:
-        raise SystemExit(f"{args.labels} was labelled with cap {label_cap(recs, None, cfg)}, the head with {cap}: "
+    named = {int(r["cap"]) for r in recs if "cap" in r}  # the first, ShareGPT-only labels name none
+    if named and named != {cap}:
+        raise SystemExit(f"{args.labels} was labelled with cap {sorted(named)}, the head with {cap}: "
                          "give the labels the head was trained on (--labels)")
     sp = _splits(recs)
     L = hc.layers
