@@ -17,6 +17,7 @@ A prompt's text and system prompt are exactly what the evaluation (and so the en
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from .data import Prompt, first_turn_prompts
@@ -43,8 +44,7 @@ def load_source(name: str, tokenizer=None, limit: int | None = None, seed: int =
     elif name in ("narrativeqa", "qasper"):
         if tokenizer is None:
             raise ValueError(f"the {name} prompts need the tokenizer (their contexts are capped in tokens)")
-        task = TASKS[name]
-        task.context_cap = CONTEXT_CAP
+        task = dataclasses.replace(TASKS[name], context_cap=CONTEXT_CAP)  # a copy: TASKS is shared
         load = datasets.narrativeqa if name == "narrativeqa" else datasets.qasper_yesno
         items = load(limit or 10 ** 9, seed=seed, split="train")
         prompts = [Prompt(f"{name}/{it.id}", task.prompt(it, tokenizer), task.system, name) for it in items]
