@@ -94,7 +94,7 @@ def cmd_profile(args) -> int:
     from .backends import make_backend
     from .models import ModelLoadError
     from .profiler import DEFAULT_LENGTHS, fit_warning, profile, summary
-    from .runtime import load_configured_model, time_model_path
+    from .runtime import configured_press, configured_threads, load_configured_model, time_model_path
 
     cfg = _config(args)
     try:
@@ -104,11 +104,11 @@ def cmd_profile(args) -> int:
         return 1
     lengths = [n for n in DEFAULT_LENGTHS if n <= args.max_tokens]
     try:
-        backend = make_backend(cfg.get("backend"), loaded, threads=int(cfg.get("threads") or 2))
+        backend = make_backend(cfg.get("backend"), loaded, threads=configured_threads(cfg))
     except (ValueError, RuntimeError) as exc:
         _say(f"error: {exc}")
         return 1
-    tm = profile(loaded, lengths=lengths, repeats=args.repeats, backend=backend, press=cfg.get("press", "snapkv"))
+    tm = profile(loaded, lengths=lengths, repeats=args.repeats, backend=backend, press=configured_press(cfg))
     path = tm.save(args.out or time_model_path(cfg, loaded))
     print(f"timing model for {loaded.name} written to {path}")
     print(summary(tm))

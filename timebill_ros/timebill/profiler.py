@@ -17,6 +17,7 @@ from statistics import median
 
 import numpy as np
 
+from .presses import DEFAULT_PRESS
 from .time_model import TimeModel, machine_id, today
 
 DEFAULT_LENGTHS = (32, 64, 128, 192, 256, 384, 512, 640, 768, 1024, 1280, 1536, 2048)
@@ -99,21 +100,21 @@ def measure(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int
         bar.update(1)
     for n in lengths:
         ids = torch.randint(0, vocab, (n,), generator=gen).tolist()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            backend.prefill(ids)
-            times.append(time.perf_counter() - t0)
-        prefill_pts.append((n, median(times)))
-        pressed = make_press(press, 0.5, n) if press else None
-        if pressed is not None:
-            with_press = []
+
+        def timed_prefills(pressed=None) -> float:
+            times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 backend.prefill(ids, pressed)
-                with_press.append(time.perf_counter() - t0)
-            evict_pts.append((n, max(0.0, median(with_press) - prefill_pts[-1][1])))
-            backend.prefill(ids)  # the decoding steps below are timed on the full cache
+                times.append(time.perf_counter() - t0)
+            return median(times)
+
+        pressed = make_press(press, 0.5, n) if press else None
+        # With the press first: the plain prefills after it leave the full cache the steps below are timed on.
+        with_press = timed_prefills(pressed) if pressed is not None else None
+        prefill_pts.append((n, timed_prefills()))
+        if with_press is not None:
+            evict_pts.append((n, max(0.0, with_press - prefill_pts[-1][1])))
         steps = []
         tok = int(torch.randint(0, vocab, (1,), generator=gen))
         for i in range(decode_steps):
@@ -164,7 +165,7 @@ def fit(prefill_pts, decode_pts, model_name: str = "", threads: int = 0, backend
 
 
 def profile(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int = 8, progress: bool = True,
-            backend=None, press: str | None = "snapkv") -> TimeModel:
+            backend=None, press: str | None = DEFAULT_PRESS) -> TimeModel:
     """Profile the serving path and fit the timing model; ``press``: the configured press, whose
     eviction overhead is profiled too (None: not profiled, taken as 0)."""
     import torch

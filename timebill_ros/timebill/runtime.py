@@ -48,9 +48,9 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
     if path.is_file():
         try:
             tm = TimeModel.load(path)
-            if not named and tm.fit.get("eviction_press") != cfg.get("press", "snapkv"):
+            if not named and tm.fit.get("eviction_press") != configured_press(cfg):
                 raise TimeModelError(path, f"its eviction overhead was not profiled for the press "
-                                           f"{cfg.get('press', 'snapkv')} (files from before 2026-11-25 have none)")
+                                           f"{configured_press(cfg)} (files from before 2026-11-25 have none)")
             if backend_of(tm) != backend:
                 raise TimeModelError(path, f"it is a timing model of the {backend_of(tm)} backend, but this engine "
                                            f"serves with {backend} (`timebill profile --backend {backend}`, or set "
@@ -69,8 +69,8 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
     else:
         say(f"no timing model for {loaded.name} ({backend} backend) on this machine at {path}: profiling once (about two minutes)")
     lengths = [n for n in DEFAULT_LENGTHS if n <= int(cfg.get("profile_max_tokens", 2048))]
-    tm = profile(loaded, lengths=lengths, progress=progress, backend=serving or make_backend(backend, loaded, threads=_threads(cfg)),
-                 press=cfg.get("press", "snapkv"))
+    tm = profile(loaded, lengths=lengths, progress=progress, backend=serving or make_backend(backend, loaded, threads=configured_threads(cfg)),
+                 press=configured_press(cfg))
     if tm.problems():  # not saved: it would be rejected at the next start
         raise RuntimeError(f"profiling {loaded.name} gave an unusable timing model ({'; '.join(tm.problems())}): "
                            "re-run on a quiet machine with `timebill profile`")
@@ -116,21 +116,28 @@ def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info,
     return Estimator(
         loaded, tm, make_length_predictor(cfg, loaded),
         default_max_new_tokens=int(cfg.get("default_max_new_tokens", 256)),
-        alpha_max=float(cfg.get("alpha_max", 0.95)), press=str(cfg.get("press", "snapkv")),
+        alpha_max=float(cfg.get("alpha_max", 0.95)), press=configured_press(cfg),
         worst_case_quantile=float(cfg.get("worst_case_quantile", 0.5)),
         planner=str(cfg.get("planner", DEFAULT_PLANNER)),
         min_useful_tokens=int(cfg.get("min_useful_tokens", DEFAULT_MIN_USEFUL_TOKENS)),
     )
 
 
-def _threads(cfg: dict) -> int:
+def configured_threads(cfg: dict) -> int:
     return int(cfg.get("threads") or 2)
+
+
+def configured_press(cfg: dict) -> str:
+    """The press the configuration names (the timing model's eviction term is profiled for it)."""
+    from .presses import DEFAULT_PRESS
+
+    return str(cfg.get("press", DEFAULT_PRESS))
 
 
 def build_engine(cfg: dict, loaded=None, progress: bool = True, say=log.info) -> BudgetedEngine:
     # One backend (for llamacpp: one llama.cpp context) both profiles, when that is needed, and serves.
     loaded = loaded or load_configured_model(cfg)
-    backend = make_backend(cfg.get("backend"), loaded, threads=_threads(cfg))
+    backend = make_backend(cfg.get("backend"), loaded, threads=configured_threads(cfg))
     estimator = build_estimator(cfg, loaded, progress, say, backend=backend)
     engine = BudgetedEngine(estimator, reject_infeasible=bool(cfg.get("reject_infeasible", True)), backend=backend)
     engine.warm_up()

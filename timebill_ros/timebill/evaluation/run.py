@@ -171,14 +171,14 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
     from ..config import load_config
     from ..models import load_model
     from ..rlp.predictor import RLPPredictor
-    from ..runtime import load_or_profile_time_model
+    from ..runtime import configured_press, load_or_profile_time_model
 
     p = PRESETS[preset]
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(cfg_path)
     loaded = load_model(cfg.get("model") or "embedded", cfg.get("cache_dir") or None, threads=threads)
     tm = load_or_profile_time_model(cfg, loaded, say=lambda m: print(f"[eval] {m}", flush=True))
-    press = cfg.get("press", "snapkv")
+    press = configured_press(cfg)
     recorder_engine = BudgetedEngine(Estimator(loaded, tm, ConstantLengthPredictor(), press=press),
                                      reject_infeasible=False, learn_online=False)
     recorder_engine.warm_up()
@@ -235,6 +235,10 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
         # 3. scores, fidelity, replay under both strategies
         ref_text = {it.id: recorder.records[(it.id, alpha_key(0.0))]["text"] for it in items}
         by_id = {it.id: it for it in items}
+
+        def score_job(j):
+            return task.score(j["text"], by_id[j["item"]])
+
         methods = {}
         for a in FIXED:
             name = "none" if a == 0 else f"fixed_{a:.2f}"
@@ -248,7 +252,7 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
                 for b in budgets:
                     jobs = per_budget[b]
                     outcomes = replay_outcomes(replay, jobs, b)
-                    scores = [task.score(j["text"], by_id[j["item"]]) if o.completed else 0.0 for j, o in zip(jobs, outcomes)]
+                    scores = [score_job(j) if o.completed else 0.0 for j, o in zip(jobs, outcomes)]
                     table.append({"strategy": strategy, "method": m, "budget": b,
                                   "completion_rate": float(np.mean([o.completed for o in outcomes])),
                                   "avg_score": float(np.mean(scores)),
@@ -261,10 +265,9 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
         for strategy, replay in (("kill", schedule.kill), ("skip_next", schedule.skip_next)):
             for b in budgets:
                 cmp = compare.versus_best_fixed({m: methods[m][b] for m in ["timebill", *fixed_names]}, "timebill",
-                                                fixed_names, replay, b, lambda j: task.score(j["text"], by_id[j["item"]]))
+                                                fixed_names, replay, b, score_job)
                 brief = compare.versus_best_fixed({m: methods[m][b] for m in ("timebill_brief", "timebill")},
-                                                  "timebill_brief", ["timebill"], replay, b,
-                                                  lambda j: task.score(j["text"], by_id[j["item"]]))
+                                                  "timebill_brief", ["timebill"], replay, b, score_job)
                 versus.append({"strategy": strategy, "budget": b, **cmp, "brief_minus_timebill": brief})
                 bar.update(1)
         bar.close()
@@ -272,7 +275,7 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
         for m, per_budget in methods.items():
             vals = [metrics.rouge_l(j["text"], ref_text[j["item"]]) for b in budgets for j in per_budget[b]]
             fidelity[m] = float(np.mean(vals))
-        quality_uncapped = {m: float(np.mean([task.score(j["text"], by_id[j["item"]]) for b in budgets for j in pb[b]]))
+        quality_uncapped = {m: float(np.mean([score_job(j) for b in budgets for j in pb[b]]))
                             for m, pb in methods.items()}
         tm_acc = {}
         for m in planners:
@@ -461,13 +464,17 @@ def print_versus(rows: list[dict]) -> None:
     """timebill minus the best fixed ratio per cell, with its 95 % bootstrap interval over prompts."""
     if not rows:
         return
+
+    def interval(c: dict) -> str:
+        return f"{c['difference']:+.3f} [{c['interval_95'][0]:+.3f}, {c['interval_95'][1]:+.3f}]"
+
     print("-- timebill minus the best fixed ratio (completion rate; average score), 95 % bootstrap interval over prompts")
     for r in rows:
         cells = []
         for k in ("completion_rate", "avg_score"):
             c = r[k]
             mark = {"at_least": "", "within_variation": " (within)", "worse": " WORSE"}[c["verdict"]]
-            cells.append(f"{c['difference']:+.3f} [{c['interval_95'][0]:+.3f}, {c['interval_95'][1]:+.3f}]{mark}")
+            cells.append(interval(c) + mark)
         print(f"{r['strategy']:>9} {r['budget']:>5.2f} s: " + "; ".join(cells))
     worse = sum(r[k]["verdict"] == "worse" for r in rows for k in ("completion_rate", "avg_score"))
     print(f"cells where timebill is worse beyond the interval: {worse} of {2 * len(rows)}")
@@ -475,9 +482,7 @@ def print_versus(rows: list[dict]) -> None:
     for r in rows:
         c = r.get("brief_minus_timebill")
         if c:
-            print(f"{r['strategy']:>9} {r['budget']:>5.2f} s: " + "; ".join(
-                f"{c[k]['difference']:+.3f} [{c[k]['interval_95'][0]:+.3f}, {c[k]['interval_95'][1]:+.3f}]"
-                for k in ("completion_rate", "avg_score")))
+            print(f"{r['strategy']:>9} {r['budget']:>5.2f} s: " + "; ".join(interval(c[k]) for k in ("completion_rate", "avg_score")))
 
 
 def plot(report: dict, out: pathlib.Path, preset: str) -> None:

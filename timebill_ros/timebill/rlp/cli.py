@@ -156,7 +156,7 @@ def _label_mix(args, cfg, loaded, cap) -> int:
     from ..engine import BudgetedEngine
     from ..estimator import Estimator
     from ..length_predictor import ConstantLengthPredictor
-    from ..runtime import load_or_profile_time_model
+    from ..runtime import configured_press, load_or_profile_time_model
     from .labels import label_served
     from .sources import interleave, load_source
 
@@ -167,7 +167,7 @@ def _label_mix(args, cfg, loaded, cap) -> int:
     groups = [load_source(name, loaded.tokenizer, limit=n) for name, n in counts.items()]
     print("mix: " + ", ".join(f"{name} {len(g)}" for name, g in zip(counts, groups)) + f"; label cap {cap}", flush=True)
     tm = load_or_profile_time_model(cfg, loaded, say=print)
-    engine = BudgetedEngine(Estimator(loaded, tm, ConstantLengthPredictor(), press=cfg.get("press", "snapkv")),
+    engine = BudgetedEngine(Estimator(loaded, tm, ConstantLengthPredictor(), press=configured_press(cfg)),
                             reject_infeasible=False, learn_online=False, backend=cfg.get("backend", "auto"))
     engine.warm_up()
     layers = [L for L in MIX_LAYERS if L < loaded.num_layers]
@@ -285,12 +285,17 @@ def _splits(recs):
 
 
 # --- train ----------------------------------------------------------------------------------------
+def named_caps(recs: list[dict]) -> set[int]:
+    """The label caps the records name (labels of the mix carry theirs; the first, ShareGPT-only ones none)."""
+    return {int(r["cap"]) for r in recs if "cap" in r}
+
+
 def label_cap(recs: list[dict], given: int | None, cfg: dict) -> int:
-    """The cap the labels were made with: ``--max-new-tokens``, else the one the records name
-    (labels of the mix carry it), else the config's ``default_max_new_tokens``."""
+    """The cap the labels were made with: ``--max-new-tokens``, else the one the records name,
+    else the config's ``default_max_new_tokens``."""
     if given:
         return int(given)
-    caps = {int(r["cap"]) for r in recs if "cap" in r}
+    caps = named_caps(recs)
     if len(caps) > 1:
         raise SystemExit(f"the labels were made with several caps {sorted(caps)}: give --max-new-tokens")
     return caps.pop() if caps else int(cfg.get("default_max_new_tokens", 256))
@@ -396,7 +401,7 @@ def cmd_eval(args) -> int:
     hc = head.cfg
     cap = hc.max_tokens
     recs = _labelled(args.labels)
-    named = {int(r["cap"]) for r in recs if "cap" in r}  # the first, ShareGPT-only labels name none
+    named = named_caps(recs)
     if named and named != {cap}:
         raise SystemExit(f"{args.labels} was labelled with cap {sorted(named)}, the head with {cap}: "
                          "give the labels the head was trained on (--labels)")

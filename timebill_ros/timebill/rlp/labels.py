@@ -56,6 +56,15 @@ def append_records(path: pathlib.Path, records: Iterable[dict]) -> None:
         os.close(fd)
 
 
+def save_atomically(obj, path: pathlib.Path) -> None:
+    """torch.save to a temporary name, then rename: an interrupted save leaves the old file whole."""
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
 def _select_rows(cache, keep) -> None:
     for layer in cache.layers:
         layer.keys = layer.keys.index_select(0, keep)
@@ -205,10 +214,8 @@ def label_prompts(loaded, prompts: Iterable, out_path: str | pathlib.Path, max_n
             n_tok += sum(n for n, _ in res)
             bar.update(len(b))
             bar.set_postfix(tok_s=f"{n_tok / max(time.monotonic() - t0, 1e-9):.1f}")
-        if feature_path:  # after each chunk; written to a temporary name, then renamed (atomic)
-            tmp = feature_path.with_name(feature_path.name + ".tmp")
-            torch.save(feats, tmp)
-            tmp.replace(feature_path)
+        if feature_path:  # after each chunk
+            save_atomically(feats, feature_path)
     bar.close()
     dt = time.monotonic() - t0
     return {"labelled": len(todo), "tokens": n_tok, "seconds": dt, "tokens_per_s": n_tok / dt if dt else 0.0}
@@ -243,11 +250,6 @@ def label_served(engine, prompts, out_path: str | pathlib.Path, max_new_tokens: 
     say(f"{len(done)} already labelled, {len(todo)} to label one at a time on the {type(engine.backend).__name__} "
         f"(cap {max_new_tokens} tokens)")
 
-    def save_features():  # to a temporary name, then renamed: an interrupted save loses nothing
-        tmp = feature_path.with_name(feature_path.name + ".tmp")
-        torch.save(feats, tmp)
-        tmp.replace(feature_path)
-
     t0, n_tok = time.monotonic(), 0
     bar = tqdm(todo, unit="prompt", disable=not progress, smoothing=0.05)
     for i, p in enumerate(bar):
@@ -272,8 +274,8 @@ def label_served(engine, prompts, out_path: str | pathlib.Path, max_new_tokens: 
             n_tok += r.generated_tokens
         bar.set_postfix(tok_s=f"{n_tok / max(time.monotonic() - t0, 1e-9):.1f}")
         if i % 16 == 15:
-            save_features()
-    save_features()
+            save_atomically(feats, feature_path)
+    save_atomically(feats, feature_path)
     dt = time.monotonic() - t0
     return {"labelled": len(todo), "tokens": n_tok, "seconds": round(dt, 1), "tokens_per_s": round(n_tok / dt, 1) if dt else 0.0}
 
