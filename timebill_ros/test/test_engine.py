@@ -137,6 +137,24 @@ def test_planner_chooses_eviction_to_fit_a_tight_budget(tiny):
     assert 0.3 < est.plan.alpha < 0.6 and est.plan.feasible
 
 
+def test_a_job_whose_expected_answer_does_not_fit_runs_the_prompt_with_a_word_limit(served):
+    # Issue 11, part 4: the engine plans the job again with "Answer in at most W words." and runs
+    # that prompt; the result's plan says which limit was asked.
+    from timebill.length_control import WORD_LIMITS, instructed
+    from timebill.length_predictor import ConstantLengthPredictor
+
+    question = "Where is the red cup usually kept in a kitchen?"
+    eng = engine_for(*served, length_predictor=ConstantLengthPredictor(expected=100))
+    n = len(served.model.encode_chat(question))
+    budget = eng.estimator.time_model.end_to_end(n, 30, 0.0)      # about 30 of the 100 expected tokens fit
+    r = eng.generate(Request(question, budget=budget, max_new_tokens=128, policy="skip_next"))
+    words = r.plan.answer_words
+    assert words in WORD_LIMITS and r.outcome is Outcome.COMPLETED
+    assert r.prompt_tokens == len(served.model.encode_chat(question, instructed("", words)))
+    unlimited = eng.generate(Request(question, budget=budget, max_new_tokens=128, policy="skip_next", length_control=False))
+    assert unlimited.plan.answer_words == 0 and unlimited.prompt_tokens == n
+
+
 def test_sampling_is_reproducible_with_a_seed(served):
     eng = engine_for(*served)
     a = eng.generate(Request(PROMPT, budget=30, max_new_tokens=12, temperature=1.0, top_p=0.9, seed=7))

@@ -143,20 +143,11 @@ def test_versus_best_fixed_calls_worse_only_what_the_prompts_cannot_explain():
     assert close["completion_rate"]["difference"] == pytest.approx(-0.05)
 
 
-def test_length_control_asks_for_a_word_limit_only_when_the_expected_answer_does_not_fit():
-    from timebill.length_control import WORD_LIMITS, instructed, word_limit
-
-    assert word_limit(64, 64) is None and word_limit(100, 64) is None
-    assert word_limit(30, 64) == 20 and word_limit(14, 64) == 10 and word_limit(2, 64) == WORD_LIMITS[0]
-    assert instructed("", 10) == "Answer in at most 10 words."
-    assert instructed("Answer yes or no.", 5) == "Answer yes or no. Answer in at most 5 words."
-
-
-def test_the_length_controlled_job_runs_the_instructed_prompt_and_pays_both_predictions(tiny, tiny_time_model, tmp_path):
+def test_a_length_controlled_plan_replays_the_record_of_its_instructed_prompt(tiny, tiny_time_model, tmp_path):
     from timebill.engine import BudgetedEngine
     from timebill.estimator import Estimator
     from timebill.evaluation import datasets
-    from timebill.evaluation.run import TASKS, Recorder, brief_job
+    from timebill.evaluation.run import TASKS, Recorder, planned_record, timebill_time
     from timebill.length_predictor import ConstantLengthPredictor
 
     task = TASKS["everyday"]
@@ -167,11 +158,18 @@ def test_the_length_controlled_job_runs_the_instructed_prompt_and_pays_both_pred
     n = len(tiny.encode_chat(item.question))
     tight = tiny_time_model.end_to_end(n, 20, 0.0)                 # about 20 tokens fit, 100 expected
     e = planner.estimate(task.request(item.question, tight))
-    job = brief_job(planner, e, task, item, item.question, tight, recorder)
-    assert job["words"] in (5, 10) and not job["infeasible"]
-    rec = next(r for r in recorder.records.values() if r.get("variant"))
-    assert rec["variant"] == f"/w{job['words']}" and job["text"] == rec["text"]
-    assert job["total"] >= rec["total"] + e.predictor_latency        # the first prediction counts too
+    words = e.request.answer_words
+    assert words in (5, 10)
+    rec = planned_record(recorder, "q", item.question, e, task.max_new_tokens)
+    assert rec["variant"] == f"/w{words}" and rec["prompt_tokens"] == len(e.prompt_ids) > n
+    assert timebill_time(e, rec) == rec["total"] + e.predictor_latency   # both predictions' time
     loose = planner.estimate(task.request(item.question, 60.0))
-    plain = brief_job(planner, loose, task, item, item.question, 60.0, recorder)
-    assert plain["words"] == 0 and plain["text"] == recorder.records[("q", "0.0000")]["text"]
+    plain = planned_record(recorder, "q", item.question, loose, task.max_new_tokens)
+    assert loose.request.answer_words == 0 and plain is recorder.records[("q", "0.0000")]
+
+
+def test_qasper_goals_say_a_one_token_answer_is_useful():
+    from timebill.evaluation.run import TASKS
+
+    assert TASKS["qasper"].request("Is it?", 3.0).min_useful_tokens == 1
+    assert TASKS["everyday"].request("Where?", 3.0).min_useful_tokens == 0   # the node's default

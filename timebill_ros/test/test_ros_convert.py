@@ -32,6 +32,28 @@ def test_outcome_and_policy_codes_come_from_the_message_constants():
         policy_code("sometimes")
 
 
+def test_a_goals_length_control_and_useful_minimum_reach_the_core_request_and_back():
+    from timebill_msgs.action import BudgetedQuery
+
+    from timebill.request import InvalidRequest
+    from timebill_ros.convert import duration, length_control_code, to_request
+
+    g = BudgetedQuery.Goal
+    goal = g(prompt="Is the door open?", time_budget=duration(2.0), max_eviction_ratio=-1.0)
+    req = to_request(goal)
+    assert req.length_control is None and req.min_useful_tokens == 0       # the node's defaults
+    goal.length_control, goal.min_useful_tokens = g.LENGTH_CONTROL_OFF, 1
+    req = to_request(goal)
+    assert req.length_control is False and req.min_useful_tokens == 1
+    goal.length_control = g.LENGTH_CONTROL_ON
+    assert to_request(goal).length_control is True
+    assert [length_control_code(v) for v in (None, False, True)] == [
+        g.LENGTH_CONTROL_DEFAULT, g.LENGTH_CONTROL_OFF, g.LENGTH_CONTROL_ON]
+    goal.length_control = 7
+    with pytest.raises(InvalidRequest, match="unknown length_control 7"):
+        to_request(goal)
+
+
 def test_times_saturate_at_int32_seconds_instead_of_wrapping():
     from timebill_ros.convert import INT32_MAX, duration, seconds, time_after
 

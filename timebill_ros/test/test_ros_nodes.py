@@ -54,7 +54,7 @@ def system(tmp_path_factory):
     model: "test:tiny"
     cache_dir: "{cache}"
     profile_max_tokens: 256
-    constant_expected_tokens: 16
+    constant_expected_tokens: 400
     default_max_new_tokens: 64
     predictor_timeout: 0.5
     diagnostics_period: 0.5
@@ -463,6 +463,35 @@ def test_what_if_estimate_service(system):
     assert 0.0 <= r.eviction_ratio < 1.0 and r.time_budget.sec == 2
     bad = system.client.estimate("", budget=2.5)
     assert not bad.valid and "empty" in bad.message
+
+
+def test_a_budget_too_short_for_the_expected_answer_asks_for_fewer_words(system):
+    # Issue 11, part 4. The tiny system predicts 400 tokens (constant_expected_tokens); at a budget
+    # that holds about half of them the prompt is planned, and run, with "Answer in at most W words.".
+    from timebill.length_control import WORD_LIMITS
+    from timebill_ros.convert import seconds
+
+    prompt = "Where is the red cup usually kept in a kitchen?"
+    plain = system.client.estimate(prompt, budget=60.0, max_new_tokens=LONG)
+    assert plain.answer_word_limit == 0 and plain.predicted_tokens == 400
+    per_token = (seconds(plain.predicted_total) - seconds(plain.predicted_prefill)) / plain.predicted_tokens
+    budget = seconds(plain.predicted_prefill) + 200 * per_token
+    limited = system.client.estimate(prompt, budget=budget, max_new_tokens=LONG)
+    assert limited.valid, limited.message
+    assert limited.answer_word_limit in WORD_LIMITS and limited.prompt_tokens > plain.prompt_tokens
+    off = system.client.estimate(prompt, budget=budget, max_new_tokens=LONG, length_control=False)
+    assert off.answer_word_limit == 0 and off.prompt_tokens == plain.prompt_tokens
+    # A goal: the node runs the limited prompt, and the stream, the result and the report say so.
+    h = system.send(prompt, budget, max_new_tokens=LONG, policy="kill")
+    r = _result(h)
+    assert r.answer_word_limit in WORD_LIMITS, r.message
+    assert r.prompt_tokens > plain.prompt_tokens
+    assert h.fbs and all(fb.answer_word_limit == r.answer_word_limit for fb in h.fbs)
+    wait_for(lambda: system.heard.of(system.heard.reports, h.goal_id), 5, what="a report")
+    assert system.heard.of(system.heard.reports, h.goal_id)[0].answer_word_limit == r.answer_word_limit
+    # A goal that turns it off runs its prompt as sent.
+    r = _result(system.send(prompt, budget, max_new_tokens=LONG, policy="kill", length_control=False))
+    assert r.answer_word_limit == 0 and r.prompt_tokens == plain.prompt_tokens
 
 
 def test_the_predictor_estimates_the_ids_it_is_sent_instead_of_tokenizing_again(system):

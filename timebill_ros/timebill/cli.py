@@ -30,6 +30,14 @@ def _config(args) -> dict:
                                                "backend": args.backend, **getattr(args, "extra_overrides", {})})
 
 
+def add_answer_args(p: argparse.ArgumentParser) -> None:
+    """A request's length-control and minimal-answer options (this CLI and timebill_ros's)."""
+    p.add_argument("--length-control", action=argparse.BooleanOptionalAction, default=None,
+                   help="ask for a shorter answer when the predicted one does not fit the budget (default: configured, on)")
+    p.add_argument("--min-useful-tokens", type=int, default=0,
+                   help="the least answer worth starting, e.g. 1 for a yes/no question (0 = the configured default)")
+
+
 def _say(msg: str) -> None:
     print(f"[timebill] {msg}", file=sys.stderr, flush=True)
 
@@ -42,7 +50,8 @@ def cmd_generate(args) -> int:
     req = Request(prompt=args.prompt, budget=args.budget, system_prompt=args.system or "",
                   max_new_tokens=args.max_new_tokens, policy=args.policy, max_eviction_ratio=args.alpha_max,
                   raw=args.raw, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                  fixed_alpha=args.fixed_alpha)
+                  fixed_alpha=args.fixed_alpha, length_control=args.length_control,
+                  min_useful_tokens=args.min_useful_tokens)
     try:
         check_request(req)  # before loading anything: a typo should cost milliseconds
         args.extra_overrides = {"press": args.press, "length_predictor": args.length_predictor}
@@ -78,6 +87,8 @@ def format_result(result, req) -> str:
             f"worst case {plan.predicted_worst_case:.3f} s | budget {float(req.budget):.3f} s, "
             f"{plan.tokens_that_fit} tokens fit | {'feasible' if plan.feasible else 'NOT feasible: ' + plan.reason}"
         )
+        if plan.answer_words:
+            lines.append(f"brevity  the predicted answer did not fit: asked for at most {plan.answer_words} words")
     lines.append(
         f"outcome  {result.outcome.value.upper()} ({result.stop_reason}) | {result.generated_tokens} tokens | "
         f"prefill {result.prefill_time:.3f} s, decode {result.decode_time:.3f} s, total {result.total_time:.3f} s | "
@@ -141,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--press", help="kvpress press by name (default from the config: snapkv)")
     g.add_argument("--length-predictor", help="`constant` or `rlp`")
     g.add_argument("--raw", action="store_true", help="no chat template")
+    add_answer_args(g)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int)

@@ -10,6 +10,7 @@ import pathlib
 
 import yaml
 
+from .length_control import DEFAULT_LENGTH_CONTROL
 from .planner import DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER
 
 DEFAULTS = {
@@ -29,6 +30,7 @@ DEFAULTS = {
     "planner": DEFAULT_PLANNER,
     "min_useful_tokens": DEFAULT_MIN_USEFUL_TOKENS,
     "reject_infeasible": True,
+    "length_control": DEFAULT_LENGTH_CONTROL,
     "default_max_new_tokens": 256,
     "default_policy": "kill",
     "action_name": "budgeted_query",

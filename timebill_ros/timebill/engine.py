@@ -78,7 +78,7 @@ class BudgetedEngine:
         It also applies the configured press once, so a press the backend cannot apply fails at start-up."""
         req = Request(prompt="Hello. " * 24, budget=3600.0, max_new_tokens=4, fixed_alpha=0.5)
         with self._lock:  # not through generate(): these times must not teach the calibration
-            self._run(req, self.estimator.estimate(req), time.monotonic(), 0.0, None, None)
+            self._run(self.estimator.estimate(req), time.monotonic(), 0.0, None, None)
 
     def generate(
         self,
@@ -95,6 +95,8 @@ class BudgetedEngine:
         ``length``: a length prediction already made for this job (not repeated in the budget).
         ``prompt_ids``: the prompt already tokenized and checked by ``Estimator.encode`` (not repeated).
         ``on_plan`` is called with the estimate once the ratio is planned, before the prefill.
+        The job runs the estimate's request: ``req``, or ``req`` with the word limit length control
+        chose (``Result.plan.answer_words``).
         Raises InvalidRequest for a bad request; every other problem is a Result.
         """
         accepted_at = time.monotonic() if accepted_at is None else accepted_at
@@ -103,13 +105,14 @@ class BudgetedEngine:
             est = self.estimator.estimate(req, already_elapsed=queue_wait, length=length, prompt_ids=prompt_ids)
             if on_plan is not None:
                 on_plan(est)
-            result = self._run(req, est, accepted_at, queue_wait, on_token, cancel)
+            result = self._run(est, accepted_at, queue_wait, on_token, cancel)
         if self.learn_online and result.generated_tokens:
             self.estimator.calibration.observe(result.prompt_tokens, result.prefill_time, result.cached_tokens, result.step_times)
         return result
 
     # ---------------------------------------------------------------------------------------------
-    def _run(self, req, est: Estimate, accepted_at, queue_wait, on_token, cancel) -> Result:
+    def _run(self, est: Estimate, accepted_at, queue_wait, on_token, cancel) -> Result:
+        req = est.request
         job = _Job(req, est, accepted_at, queue_wait, self.estimator.max_new_tokens(req))
         refusal = self._refusal(job, cancel)
         if refusal is not None:

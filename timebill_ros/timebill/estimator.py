@@ -5,9 +5,11 @@ predictor node), so both always give the same answer for the same request.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
+from .length_control import DEFAULT_LENGTH_CONTROL, system_prompt_of, word_limit
 from .length_predictor import ConstantLengthPredictor, LengthEstimate, LengthPredictor
 from .planner import (DEFAULT_ALPHA_MAX, DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER, Plan, check_planner_settings,
                       plan_eviction)
@@ -21,7 +23,8 @@ class Estimate:
     prompt_ids: list
     length: LengthEstimate
     plan: Plan
-    predictor_latency: float  # measured seconds of this estimate's length prediction
+    predictor_latency: float  # measured seconds of this estimate's length predictions
+    request: Request          # the request as it is to run: with the word limit length control chose, if any
 
 
 class Estimator:
@@ -36,6 +39,7 @@ class Estimator:
         worst_case_quantile: float = 0.5,
         planner: str = DEFAULT_PLANNER,
         min_useful_tokens: int = DEFAULT_MIN_USEFUL_TOKENS,
+        length_control: bool = DEFAULT_LENGTH_CONTROL,
     ):
         self.loaded = loaded
         self.calibration = time_model if isinstance(time_model, OnlineCalibration) else OnlineCalibration(time_model)
@@ -50,6 +54,7 @@ class Estimator:
         check_planner_settings(planner, min_useful_tokens)  # at start-up, not at the first goal
         self.planner = planner
         self.min_useful_tokens = int(min_useful_tokens)
+        self.length_control = bool(length_control)
         press_class(press)  # fail at start-up, not at the first goal
         self.press = press
 
@@ -67,7 +72,7 @@ class Estimator:
     def encode(self, req: Request) -> list:
         """Validate the request and return its prompt token ids."""
         check_request(req)
-        return self._fits_context(req, self.loaded.encode_chat(req.prompt, req.system_prompt, raw=req.raw))
+        return self._fits_context(req, self.loaded.encode_chat(req.prompt, system_prompt_of(req), raw=req.raw))
 
     def tokenized(self, req: Request, ids) -> list:
         """Validate the request and prompt ids tokenized elsewhere (the generation node hands its ids
@@ -92,12 +97,40 @@ class Estimator:
         return ids
 
     def estimate(self, req: Request, already_elapsed: float = 0.0, prompt_ids: list | None = None,
-                 length: LengthEstimate | None = None) -> Estimate:
+                 length: LengthEstimate | None = None, control_length: bool = True) -> Estimate:
         """Plan ``req`` with ``already_elapsed`` seconds of its budget gone (e.g. queueing).
 
-        ``length``: a prediction already made for this request (e.g. by the predictor node when
-        the goal was accepted); it is then not predicted again inside the budget.
+        ``prompt_ids``: ``req`` already tokenized by ``encode``. ``length``: a prediction already
+        made for these ids (e.g. by the predictor node when the goal was accepted); it is then not
+        predicted again inside the budget. When the budget holds fewer tokens than the expected
+        answer and length control is on, the request is planned again with a word limit
+        (``timebill.length_control``): the Estimate then carries the limited request, its ids and
+        its second prediction, and both predictions' time. ``control_length=False`` plans ``req``
+        as it is (a verdict that must not run the predictor).
         """
+        est = self._plan(req, already_elapsed, prompt_ids, length)
+        words = self._word_limit(req, est) if control_length else None
+        if words is None:
+            return est
+        limited = dataclasses.replace(req, answer_words=words)
+        try:
+            second = self._plan(limited, already_elapsed + est.predictor_latency, None, None)
+        except InvalidRequest:  # the instruction pushed the prompt past the context
+            return est
+        if not second.plan.useful_fits:  # the instruction lengthens the prompt; it must not make the job infeasible
+            return est
+        return dataclasses.replace(second, predictor_latency=est.predictor_latency + second.predictor_latency)
+
+    def _word_limit(self, req: Request, est: Estimate) -> int | None:
+        """The word limit length control asks for, or None (off, already limited, a raw prompt
+        without a system prompt to carry it, a baseline's fixed ratio, nothing useful fits, or the
+        expected answer fits)."""
+        on = self.length_control if req.length_control is None else bool(req.length_control)
+        if not on or req.answer_words or req.raw or req.fixed_alpha is not None or not est.plan.useful_fits:
+            return None
+        return word_limit(est.plan.tokens_that_fit, est.length.expected)
+
+    def _plan(self, req: Request, already_elapsed: float, prompt_ids: list | None, length: LengthEstimate | None) -> Estimate:
         ids = prompt_ids if prompt_ids is not None else self.encode(req)
         max_new = self.max_new_tokens(req)
         t0 = time.perf_counter()
@@ -110,7 +143,9 @@ class Estimator:
             alpha_max=self.alpha_ceiling(req), predictor_time=latency,
             press_applies=press_applies(len(ids)), fixed_alpha=req.fixed_alpha,
             worst_tm=self.calibration.model_at(self.worst_case_quantile),
-            planner=self.planner, min_useful_tokens=self.min_useful_tokens, max_new_tokens=max_new,
+            planner=self.planner, min_useful_tokens=int(req.min_useful_tokens) or self.min_useful_tokens,
+            max_new_tokens=max_new,
         )
-        return Estimate(prompt_ids=ids, length=length, plan=plan, predictor_latency=latency)
-
+        if req.answer_words:
+            plan = dataclasses.replace(plan, answer_words=int(req.answer_words))
+        return Estimate(prompt_ids=ids, length=length, plan=plan, predictor_latency=latency, request=req)

@@ -65,6 +65,7 @@ class Plan:
     predicted_worst_case: float  # predictor + prefill + decode of predicted_tokens_bound
     tokens_that_fit: int = 0    # answer tokens the expected speed fits in the budget at ``alpha`` (<= the job's token limit)
     useful_fits: bool = True    # a useful answer fits at the largest allowed ratio; False: answer INFEASIBLE
+    answer_words: int = 0       # > 0: length control asked the model for at most this many words
 
     @property
     def cached_tokens(self) -> int:

@@ -48,6 +48,9 @@ class Request:
     top_p: float = 1.0
     seed: int | None = None
     fixed_alpha: float | None = None       # bypass the planner (baselines)
+    length_control: bool | None = None     # None = the engine's default; False: never ask for a shorter answer
+    min_useful_tokens: int = 0             # the least answer worth starting (1 for a yes/no question); 0 = the engine's default
+    answer_words: int = 0                  # > 0: the system prompt asks for at most this many words (set by length control)
 
 
 def check_budget(budget) -> float:
@@ -68,6 +71,9 @@ def check_request(req: Request) -> None:
     Policy.parse(req.policy)
     if int(req.max_new_tokens) < 0:
         raise InvalidRequest(f"max_new_tokens must be >= 0, got {req.max_new_tokens}")
+    for name in ("min_useful_tokens", "answer_words"):
+        if int(getattr(req, name)) < 0:
+            raise InvalidRequest(f"{name} must be >= 0 (0 = the default), got {getattr(req, name)}")
     a = req.max_eviction_ratio
     if a is not None and (not math.isfinite(a) or a >= 1.0):
         raise InvalidRequest(f"max_eviction_ratio must be below 1 (negative = default), got {a}")

@@ -8,6 +8,7 @@ import pathlib
 from .backends import make_backend, resolve_backend
 from .engine import BudgetedEngine
 from .estimator import Estimator
+from .length_control import DEFAULT_LENGTH_CONTROL
 from .length_predictor import ConstantLengthPredictor
 from .models import EMBEDDED, LoadedModel, load_model
 from .planner import DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER
@@ -120,6 +121,7 @@ def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info,
         worst_case_quantile=float(cfg.get("worst_case_quantile", 0.5)),
         planner=str(cfg.get("planner", DEFAULT_PLANNER)),
         min_useful_tokens=int(cfg.get("min_useful_tokens", DEFAULT_MIN_USEFUL_TOKENS)),
+        length_control=bool(cfg.get("length_control", DEFAULT_LENGTH_CONTROL)),
     )
 
 

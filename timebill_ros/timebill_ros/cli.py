@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 
+from timebill.cli import add_answer_args
+
 DEFAULT_PROMPT = "In two sentences: why should a robot's language model answer within a time budget?"
 EXIT_OK, EXIT_GOAL_FAILED, EXIT_NO_SYSTEM = 0, 1, 2
 
@@ -49,6 +51,7 @@ def _add_goal_args(p, prompt_required=True):
     p.add_argument("--system", default="", help="system prompt")
     p.add_argument("--max-new-tokens", type=int, default=0, help="0 = the node's default")
     p.add_argument("--max-eviction-ratio", type=float, default=-1.0, help="negative = the node's default")
+    add_answer_args(p)
 
 
 def _add_ns(p):
@@ -86,6 +89,9 @@ def print_result(result, status_name: str, budget: float, out=sys.stdout):
     print(f"tokens: prompt {result.prompt_tokens}, generated {result.generated_tokens} "
           f"(predicted {result.predicted_tokens}, bound {result.predicted_tokens_bound}); "
           f"eviction ratio {result.eviction_ratio:.2f}", file=out)
+    if result.answer_word_limit:
+        print(f"length control: the predicted answer did not fit; asked for at most {result.answer_word_limit} words",
+              file=out)
     if result.message:
         print(f"message: {result.message}", file=out)
 
@@ -97,7 +103,7 @@ def run_query(client, args, out=sys.stdout) -> int:
 
     h = client.query(args.prompt, args.budget, policy=args.policy, system_prompt=args.system,
                      max_new_tokens=args.max_new_tokens, max_eviction_ratio=args.max_eviction_ratio,
-                     on_token=on_token)
+                     on_token=on_token, length_control=args.length_control, min_useful_tokens=args.min_useful_tokens)
     try:
         h.wait_accepted(timeout=10.0)
     except Exception as exc:
@@ -132,7 +138,8 @@ def cmd_estimate(args) -> int:
         try:
             r = client.estimate(args.prompt, args.budget, system_prompt=args.system,
                                 max_new_tokens=args.max_new_tokens, max_eviction_ratio=args.max_eviction_ratio,
-                                timeout=args.wait)
+                                timeout=args.wait, length_control=args.length_control,
+                                min_useful_tokens=args.min_useful_tokens)
         except TimeoutError as exc:
             print(f"{exc}: is the predictor node running? (timebill_ros bringup)", file=sys.stderr)
             return EXIT_NO_SYSTEM
@@ -144,6 +151,8 @@ def cmd_estimate(args) -> int:
           f"(prefill {seconds(r.predicted_prefill):.3f} s, worst case {seconds(r.predicted_worst_case):.3f} s) "
           f"of {args.budget:.3f} s")
     print("worst case fits the budget" if r.feasible else f"worst case does not fit: {r.reason}")
+    if r.answer_word_limit:
+        print(f"length control would ask for at most {r.answer_word_limit} words (the estimate is for that prompt)")
     return EXIT_OK
 
 

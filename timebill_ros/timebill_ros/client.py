@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Callable
 
-from .convert import duration, policy_code
+from .convert import duration, length_control_code, policy_code
 
 GOAL_STATUS_NAMES = {0: "UNKNOWN", 1: "ACCEPTED", 2: "EXECUTING", 3: "CANCELING", 4: "SUCCEEDED", 5: "CANCELED",
                      6: "ABORTED"}
@@ -258,14 +258,18 @@ class TimeBillClient:
     def query(self, prompt: str, budget: float, policy: str | int = "default", system_prompt: str = "",
               max_new_tokens: int = 0, max_eviction_ratio: float = -1.0,
               on_token: Callable[[str, object], None] | None = None,
-              on_feedback: Callable[[object], None] | None = None) -> QueryHandle:
+              on_feedback: Callable[[object], None] | None = None,
+              length_control: bool | None = None, min_useful_tokens: int = 0) -> QueryHandle:
         """Send a budgeted query; returns at once. ``on_token(text, feedback)`` gets each streamed piece.
 
         ``policy``: "default" (the node's), "kill", "skip_next" or the goal's integer code.
+        ``length_control``: None (the node's), False (never ask for a shorter answer) or True.
+        ``min_useful_tokens``: the least answer worth starting, e.g. 1 for a yes/no question (0 = the node's).
         """
         from unique_identifier_msgs.msg import UUID
 
-        goal = self.make_goal(prompt, budget, policy, system_prompt, max_new_tokens, max_eviction_ratio)
+        goal = self.make_goal(prompt, budget, policy, system_prompt, max_new_tokens, max_eviction_ratio,
+                              length_control, min_useful_tokens)
         handle = QueryHandle(self, on_token, on_feedback)
         uuid = UUID(uuid=list(os.urandom(16)))
         with self._handles_lock:
@@ -286,10 +290,12 @@ class TimeBillClient:
             self._handles.pop(bytes(handle._uuid.uuid), None)
 
     def make_goal(self, prompt, budget, policy="default", system_prompt="", max_new_tokens=0,
-                  max_eviction_ratio=-1.0):
+                  max_eviction_ratio=-1.0, length_control: bool | None = None, min_useful_tokens: int = 0):
         goal = self._BudgetedQuery.Goal(prompt=prompt, system_prompt=system_prompt,
                                         max_new_tokens=int(max_new_tokens),
-                                        max_eviction_ratio=float(max_eviction_ratio))
+                                        max_eviction_ratio=float(max_eviction_ratio),
+                                        length_control=length_control_code(length_control),
+                                        min_useful_tokens=int(min_useful_tokens))
         goal.overrun_policy = policy_code(policy)
         goal.time_budget = budget if hasattr(budget, "nanosec") else duration(float(budget))
         return goal
@@ -300,7 +306,8 @@ class TimeBillClient:
         return h.result(timeout if timeout is not None else float(budget) + 30.0)
 
     def estimate(self, prompt: str, budget: float, system_prompt: str = "", max_new_tokens: int = 0,
-                 max_eviction_ratio: float = -1.0, timeout: float = 5.0, prompt_ids=()):
+                 max_eviction_ratio: float = -1.0, timeout: float = 5.0, prompt_ids=(),
+                 length_control: bool | None = None, min_useful_tokens: int = 0):
         """What-if: the predictor's EstimateCompletion response for this prompt and budget.
         ``prompt_ids``: the prompt already tokenized by this model's tokenizer (chat template
         applied); the predictor then estimates those ids instead of tokenizing ``prompt``."""
@@ -308,6 +315,8 @@ class TimeBillClient:
                                                time_budget=duration(float(budget)),
                                                max_new_tokens=int(max_new_tokens),
                                                max_eviction_ratio=float(max_eviction_ratio),
+                                               length_control=length_control_code(length_control),
+                                               min_useful_tokens=int(min_useful_tokens),
                                                prompt_ids=[int(i) for i in prompt_ids])
         if not self._estimate.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"the estimate service {self.service_name} is not available")

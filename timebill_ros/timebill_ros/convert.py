@@ -56,6 +56,21 @@ def policy_from_code(code: int, default: str) -> Policy:
                          f"{Goal.POLICY_KILL} (kill) or {Goal.POLICY_SKIP_NEXT} (skip_next)")
 
 
+LENGTH_CONTROL_CODES = {Goal.LENGTH_CONTROL_DEFAULT: None, Goal.LENGTH_CONTROL_OFF: False, Goal.LENGTH_CONTROL_ON: True}
+
+
+def length_control_from_code(code: int) -> bool | None:
+    """Goal ``length_control`` -> core Request.length_control (None = the node's); unknown codes raise InvalidRequest."""
+    if code not in LENGTH_CONTROL_CODES:
+        raise InvalidRequest(f"unknown length_control {code}: use {Goal.LENGTH_CONTROL_DEFAULT} (node default), "
+                             f"{Goal.LENGTH_CONTROL_OFF} (off) or {Goal.LENGTH_CONTROL_ON} (on)")
+    return LENGTH_CONTROL_CODES[code]
+
+
+def length_control_code(on: bool | None) -> int:
+    return {None: Goal.LENGTH_CONTROL_DEFAULT, False: Goal.LENGTH_CONTROL_OFF, True: Goal.LENGTH_CONTROL_ON}[on]
+
+
 # --- time -----------------------------------------------------------------------------------------
 def seconds(d) -> float:
     """builtin_interfaces/Duration (or Time) -> seconds."""
@@ -111,7 +126,9 @@ def to_request(msg, default_policy: str = "kill") -> Request:
     ratio = float(msg.max_eviction_ratio)
     req = Request(prompt=msg.prompt, budget=seconds(msg.time_budget), system_prompt=msg.system_prompt,
                   max_new_tokens=int(msg.max_new_tokens), policy=policy_from_code(code, default_policy),
-                  max_eviction_ratio=ratio if (math.isnan(ratio) or ratio >= 0) else None)
+                  max_eviction_ratio=ratio if (math.isnan(ratio) or ratio >= 0) else None,
+                  length_control=length_control_from_code(int(msg.length_control)),
+                  min_useful_tokens=int(msg.min_useful_tokens))
     check_request(req)
     return req
 
@@ -124,7 +141,7 @@ def estimate_request(goal, goal_id, already_elapsed: float, prompt_ids=()):
     return EstimateCompletion.Request(
         prompt=goal.prompt, system_prompt=goal.system_prompt, time_budget=goal.time_budget,
         max_new_tokens=goal.max_new_tokens, max_eviction_ratio=goal.max_eviction_ratio,
-        already_elapsed=duration(already_elapsed), goal_id=goal_id, prompt_ids=list(prompt_ids))
+        length_control=goal.length_control, min_useful_tokens=goal.min_useful_tokens, already_elapsed=duration(already_elapsed), goal_id=goal_id, prompt_ids=list(prompt_ids))
 
 
 # --- estimates ------------------------------------------------------------------------------------
@@ -144,6 +161,7 @@ class EstimateView:
     reason: str
     tokens_that_fit: int = 0    # answer tokens the budget holds at ``alpha`` (the planner's figure)
     latency: float = 0.0
+    answer_words: int = 0       # > 0: length control's word limit; the estimate is for that prompt
 
     @classmethod
     def of_estimate(cls, est, source: str) -> "EstimateView":
@@ -153,7 +171,7 @@ class EstimateView:
                    bound=est.length.bound, alpha=p.alpha, predicted_prefill=p.predicted_prefill,
                    predicted_total=p.predicted_total, predicted_worst_case=p.predicted_worst_case,
                    feasible=p.feasible, reason=p.reason, tokens_that_fit=p.tokens_that_fit,
-                   latency=est.predictor_latency)
+                   latency=est.predictor_latency, answer_words=p.answer_words)
 
     @classmethod
     def of_response(cls, r) -> "EstimateView":
@@ -162,7 +180,8 @@ class EstimateView:
                    bound=r.predicted_tokens_bound, alpha=r.eviction_ratio,
                    predicted_prefill=seconds(r.predicted_prefill), predicted_total=seconds(r.predicted_total),
                    predicted_worst_case=seconds(r.predicted_worst_case), feasible=r.feasible, reason=r.reason,
-                   tokens_that_fit=r.tokens_that_fit, latency=seconds(r.predictor_latency))
+                   tokens_that_fit=r.tokens_that_fit, latency=seconds(r.predictor_latency),
+                   answer_words=int(r.answer_word_limit))
 
 
 def fill_estimate(msg, v: EstimateView, now_ns: int, accepted_ns: int, budget: float, offset: float = 0.0):
@@ -174,7 +193,7 @@ def fill_estimate(msg, v: EstimateView, now_ns: int, accepted_ns: int, budget: f
     msg.header.stamp = time_from_ns(now_ns)
     msg.prompt_tokens, msg.predicted_tokens, msg.predicted_tokens_bound = v.prompt_tokens, v.expected, v.bound
     msg.eviction_ratio, msg.feasible, msg.reason = float(v.alpha), bool(v.feasible), v.reason
-    msg.tokens_that_fit = int(v.tokens_that_fit)
+    msg.tokens_that_fit, msg.answer_word_limit = int(v.tokens_that_fit), int(v.answer_words)
     msg.time_budget = duration(budget)
     msg.predicted_prefill = duration(v.predicted_prefill)
     msg.predicted_total = duration(offset + v.predicted_total)
@@ -212,7 +231,7 @@ def running_view(v: EstimateView, tm, generated: int, elapsed: float, budget: fl
     return EstimateView(source=v.source, prompt_tokens=v.prompt_tokens, expected=v.expected, bound=v.bound,
                         alpha=v.alpha, predicted_prefill=v.predicted_prefill, predicted_total=left,
                         predicted_worst_case=worst, feasible=feasible, reason=reason,
-                        tokens_that_fit=v.tokens_that_fit, latency=v.latency)
+                        tokens_that_fit=v.tokens_that_fit, latency=v.latency, answer_words=v.answer_words)
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -236,6 +255,7 @@ def result_msg(core, v: EstimateView | None = None):
     if plan is not None:
         res.predicted_tokens, res.predicted_tokens_bound = int(plan.predicted_tokens), int(plan.predicted_tokens_bound)
         res.predicted_time = duration(plan.predicted_total)
+        res.answer_word_limit = int(plan.answer_words)
     elif v is not None:
         res.predicted_tokens, res.predicted_tokens_bound = v.expected, v.bound
     return res
@@ -250,7 +270,7 @@ def job_report(goal_id, res, budget: float, now_ns: int, core=None, v: EstimateV
                     time_budget=duration(budget), eviction_ratio=res.eviction_ratio,
                     prompt_tokens=res.prompt_tokens or (v.prompt_tokens if v else 0),
                     generated_tokens=res.generated_tokens, predicted_tokens=res.predicted_tokens,
-                    predicted_tokens_bound=res.predicted_tokens_bound)
+                    predicted_tokens_bound=res.predicted_tokens_bound, answer_word_limit=res.answer_word_limit)
     rep.header.stamp = time_from_ns(now_ns)
     if plan is not None:
         rep.predicted_prefill = duration(plan.predicted_prefill)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import quiet  # noqa: F401  (first: before anything imports tqdm)
 import collections
+import dataclasses
 import math
 import sys
 import threading
@@ -266,12 +267,21 @@ class GenerationNode(ManagedNode):
             why = "canceled: the node is shutting down" if g.shutting_down else "canceled while being estimated"
             return unrun_result(Outcome.CANCELED, why, since()), None
         g.estimate = view
+        if view.answer_words:
+            # The estimate is for the prompt with length control's word limit: run that prompt
+            # (unless the instruction pushes it past the context; then the prompt as sent).
+            try:
+                limited = dataclasses.replace(req, answer_words=view.answer_words)
+                req, ids = limited, self.engine.estimator.encode(limited)
+            except InvalidRequest:
+                pass
         log.info(f"goal {sid}: budget {req.budget:.3f} s, policy {req.policy.value}, {view.prompt_tokens} prompt "
                  f"tokens, expected {view.expected} (bound {view.bound}) tokens, alpha {view.alpha:.2f}, "
-                 f"predicted {view.predicted_total:.3f} s [{view.source}]")
+                 f"predicted {view.predicted_total:.3f} s{f', at most {view.answer_words} words asked' if view.answer_words else ''} "
+                 f"[{view.source}]")
         # The planner's verdict for the length predicted at acceptance (planning again is arithmetic:
         # no tokenization, no prediction), so the node answers INFEASIBLE by the engine's own rule.
-        verdict = self.engine.estimator.estimate(req, already_elapsed=since(), prompt_ids=ids,
+        verdict = self.engine.estimator.estimate(req, already_elapsed=since(), prompt_ids=ids, control_length=False,
                                                  length=LengthEstimate(expected=view.expected, bound=view.bound)).plan
         if self.engine.reject_infeasible and not verdict.useful_fits:
             why = verdict.reason or "not even a minimal answer fits the budget"
@@ -354,15 +364,15 @@ class GenerationNode(ManagedNode):
             self._marker(g)
 
     def _send_feedback(self, g: GoalState, elapsed: float):
-        alpha, left, fit = 0.0, 0.0, 0
+        alpha, left, fit, words = 0.0, 0.0, 0, 0
         if g.plan is not None:
             p = g.plan.plan
-            alpha, fit = p.alpha, p.tokens_that_fit
+            alpha, fit, words = p.alpha, p.tokens_that_fit, p.answer_words
             left, _ = remaining(self.engine.estimator.time_model, p.prompt_tokens, alpha, p.predicted_tokens,
                                 p.predicted_tokens_bound, g.tokens)
         fb = BudgetedQuery.Feedback(text=g.pending_text, tokens_generated=g.tokens, elapsed=duration(elapsed),
                                     predicted_remaining=duration(left), eviction_ratio=alpha,
-                                    tokens_that_fit=fit)
+                                    tokens_that_fit=fit, answer_word_limit=words)
         g.sent_text += g.pending_text
         g.pending_text = ""
         g.sent_tokens = g.tokens

@@ -9,10 +9,12 @@ How it runs (and what is replayed):
   (resumable). Fixed-ratio methods are replayed from these records against every budget.
 * TimeBill plans its ratio live, per (prompt, budget), with the trained RLP (calibrated bound) and
   the machine's timing model corrected online, as served, by the recorded runs of the prompts
-  before: `timebill` is the default planner (`planner: budget`), `timebill_paper` the paper's
-  closed form (`planner: paper`). The generation at the chosen ratio is the record for that ratio
-  (recorded when first needed), and the job's time is the predictor's measured latency plus the
-  record's time. A job whose plan says nothing useful fits is answered INFEASIBLE, as served with
+  before: `timebill` is the default (`planner: budget`, `length_control: true`),
+  `timebill_budget` the same planner without length control, `timebill_paper` the paper's closed
+  form (`planner: paper`). The generation at the chosen ratio (and, under length control, of the
+  prompt with its word limit) is the record for it (recorded when first needed), and the job's
+  time is the predictors' measured latency plus the record's time. QASPER's goals, yes/no
+  questions, say `min_useful_tokens: 1`. A job whose plan says nothing useful fits is answered INFEASIBLE, as served with
   the default `reject_infeasible: true`: not completed, scored as empty, and it occupies no time.
 * Kill: a job completes iff its time <= budget; a killed job scores as empty. Skip-Next: jobs are
   released one per period = budget; an overrunning job finishes (late: not completed, scores as
@@ -41,6 +43,7 @@ import numpy as np
 
 from ..engine import BudgetedEngine
 from ..estimator import Estimator
+from ..length_control import system_prompt_of
 from ..length_predictor import ConstantLengthPredictor
 from ..profiler import mape
 from ..request import Outcome, Request
@@ -62,9 +65,11 @@ class Task:
     score_name: str
     score: Callable[[str, "datasets.Item"], float]
     budgets: tuple[float, ...] = ()          # fixed budgets (s); empty: chosen from the no-eviction times
+    min_useful_tokens: int = 0               # what the task's goals say is worth starting (0 = the default)
 
     def request(self, prompt: str, budget: float, **kw) -> Request:
-        return Request(prompt, budget=budget, system_prompt=self.system, max_new_tokens=self.max_new_tokens, **kw)
+        return Request(prompt, budget=budget, system_prompt=self.system, max_new_tokens=self.max_new_tokens,
+                       min_useful_tokens=self.min_useful_tokens, **kw)
 
     def prompt(self, item, tokenizer) -> str:
         if not item.context:
@@ -82,7 +87,9 @@ TASKS = {
     "qasper": Task(
         "qasper", datasets.qasper_yesno, "Answer the question about the paper with yes or no.",
         "\nAnswer yes or no.", max_new_tokens=32, context_cap=1536, score_name="accuracy",
-        score=lambda pred, it: metrics.yes_no_accuracy(pred, it.references[0])),
+        score=lambda pred, it: metrics.yes_no_accuracy(pred, it.references[0]),
+        # A yes/no question's goal says so: one token is a useful answer (a goal field, min_useful_tokens).
+        min_useful_tokens=1),
     # What a robot's user asks: a short question, no system prompt, the answer as long as the model
     # makes it (up to 128 tokens, ~1.2 s on the llamacpp backend), at budgets from 0.5 to 10 s
     # (from 1 s on, no eviction completes them nearly all).
@@ -138,9 +145,17 @@ def observe_record(calibration: OnlineCalibration, rec: dict) -> None:
         calibration.observe(rec["prompt_tokens"], rec["prefill"], rec["cached"], rec["steps"])
 
 
+def planned_record(recorder: Recorder, item_id: str, prompt: str, est, max_new: int) -> dict:
+    """The recorded run of what ``est`` planned: its ratio and its request's prompt (with length
+    control's word limit, a variant of the item's prompt recorded on its own)."""
+    words = est.request.answer_words
+    return recorder.get(item_id, prompt, system_prompt_of(est.request), est.plan.alpha, max_new,
+                        variant=f"/w{words}" if words else "")
+
+
 def timebill_time(estimate, rec: dict) -> float:
-    """A replayed TimeBill job's end-to-end time: its own measured length-prediction latency (it
-    runs inside the budget) plus the recorded run at the ratio it chose."""
+    """A replayed TimeBill job's end-to-end time: its own measured length-prediction latency (both
+    predictions under length control; they run inside the budget) plus the recorded run of its plan."""
     return estimate.predictor_latency + rec["total"]
 
 
@@ -186,13 +201,17 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
     # here, before planning prompt i, the calibration has seen the recorded runs of prompts < i.
     calibration = OnlineCalibration(tm)
     calibrated_rlp = RLPPredictor(loaded, bound="calibrated")
-    # Both planners as configured by default otherwise (calibrated bound, alpha_max 0.95, median speed).
+    # As configured by default otherwise (calibrated bound, alpha_max 0.95, median speed):
+    # `timebill` is the default (budget planner, length control), the others leave one part out.
     planners = {
-        "timebill": Estimator(loaded, calibration, calibrated_rlp, press=press, planner="budget"),
-        "timebill_paper": Estimator(loaded, calibration, calibrated_rlp, press=press, planner="paper"),
+        "timebill": Estimator(loaded, calibration, calibrated_rlp, press=press, planner="budget", length_control=True),
+        "timebill_budget": Estimator(loaded, calibration, calibrated_rlp, press=press, planner="budget",
+                                     length_control=False),
+        "timebill_paper": Estimator(loaded, calibration, calibrated_rlp, press=press, planner="paper", length_control=False),
     }
     # The paper's k sweep: its planner with its bound k x predicted length.
-    k_planner = Estimator(loaded, calibration, RLPPredictor(loaded, bound="paper", k=5.0), press=press, planner="paper")
+    k_planner = Estimator(loaded, calibration, RLPPredictor(loaded, bound="paper", k=5.0), press=press, planner="paper",
+                          length_control=False)
     report = {"preset": preset, "model": loaded.name, "machine": platform.node(), "threads": threads,
               "date": time.strftime("%Y-%m-%d %H:%M"), "tasks": {}}
     for tname in tasks:
@@ -212,7 +231,7 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
         none_durations = [recorder.records[(it.id, alpha_key(0.0))]["total"] for it in items]
         budgets = budgets_arg or task_budgets(task, none_durations, p["budgets"])
         # 2. TimeBill: plan live per (item, budget), generate at that ratio (recorded once per ratio)
-        tb_jobs = {m: {b: [] for b in budgets} for m in [*planners, "timebill_brief"]}
+        tb_jobs = {m: {b: [] for b in budgets} for m in planners}
         bar = tqdm(total=len(items) * len(budgets) * len(planners), desc=f"{tname}: TimeBill", dynamic_ncols=True)
         for i, it in enumerate(items):
             if i > 0:
@@ -221,15 +240,13 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
             for m, est in planners.items():
                 for b in budgets:
                     e = est.estimate(task.request(prompts[it.id], b))
-                    rec = recorder.get(it.id, prompts[it.id], task.system, e.plan.alpha, task.max_new_tokens)
-                    if m == "timebill":
-                        tb_jobs["timebill_brief"][b].append(brief_job(est, e, task, it, prompts[it.id], b, recorder))
+                    rec = planned_record(recorder, it.id, prompts[it.id], e, task.max_new_tokens)
                     tb_jobs[m][b].append({"item": it.id, "alpha": rec["alpha"], "total": timebill_time(e, rec),
                                           "text": rec["text"], "predicted_total": e.plan.predicted_total,
                                           "predicted_worst": e.plan.predicted_worst_case, "feasible": e.plan.feasible,
                                           "infeasible": not e.plan.useful_fits, "tokens_that_fit": e.plan.tokens_that_fit,
                                           "predicted_tokens": e.length.expected, "bound": e.length.bound,
-                                          "tokens": rec["tokens"]})
+                                          "tokens": rec["tokens"], "words": e.request.answer_words})
                     bar.update(1)
         bar.close()
         # 3. scores, fidelity, replay under both strategies
@@ -266,9 +283,9 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
             for b in budgets:
                 cmp = compare.versus_best_fixed({m: methods[m][b] for m in ["timebill", *fixed_names]}, "timebill",
                                                 fixed_names, replay, b, score_job)
-                brief = compare.versus_best_fixed({m: methods[m][b] for m in ("timebill_brief", "timebill")},
-                                                  "timebill_brief", ["timebill"], replay, b, score_job)
-                versus.append({"strategy": strategy, "budget": b, **cmp, "brief_minus_timebill": brief})
+                gain = compare.versus_best_fixed({m: methods[m][b] for m in ("timebill", "timebill_budget")},
+                                                 "timebill", ["timebill_budget"], replay, b, score_job)
+                versus.append({"strategy": strategy, "budget": b, **cmp, "length_control_gain": gain})
                 bar.update(1)
         bar.close()
         fidelity = {}
@@ -307,25 +324,6 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
     (out / f"results-{preset}.json").write_text(json.dumps(report, indent=1))
     plot(report, out, preset)
     return report
-
-
-def brief_job(planner: Estimator, e, task: Task, item, prompt: str, budget: float, recorder: Recorder) -> dict:
-    """``timebill`` with length control (``timebill.length_control``): when fewer tokens fit than
-    the expected answer, the job is planned again with a word limit in its system prompt and runs
-    that prompt. Both length predictions count in its time."""
-    from ..length_control import instructed, word_limit
-
-    words = word_limit(e.plan.tokens_that_fit, e.length.expected) if e.plan.useful_fits else None
-    if words is None:
-        rec = recorder.get(item.id, prompt, task.system, e.plan.alpha, task.max_new_tokens)
-        return {"item": item.id, "alpha": rec["alpha"], "total": timebill_time(e, rec), "text": rec["text"],
-                "infeasible": not e.plan.useful_fits, "words": 0}
-    system = instructed(task.system, words)
-    e2 = planner.estimate(Request(prompt, budget=budget, system_prompt=system, max_new_tokens=task.max_new_tokens),
-                          already_elapsed=e.predictor_latency)
-    rec = recorder.get(item.id, prompt, system, e2.plan.alpha, task.max_new_tokens, variant=f"/w{words}")
-    return {"item": item.id, "alpha": rec["alpha"], "total": e.predictor_latency + timebill_time(e2, rec),
-            "text": rec["text"], "infeasible": not e2.plan.useful_fits, "words": words}
 
 
 def timing_of_records(records: list[dict], tm, max_new_tokens: int) -> dict:
@@ -373,7 +371,7 @@ def k_sweep(planner: Estimator, items, prompts, task, budget: float, recorder) -
             totals, texts, alphas, bounds = [], [], [], []
             for it in items:
                 e = planner.estimate(task.request(prompts[it.id], budget))
-                rec = recorder.get(it.id, prompts[it.id], task.system, e.plan.alpha, task.max_new_tokens)
+                rec = planned_record(recorder, it.id, prompts[it.id], e, task.max_new_tokens)
                 totals.append(timebill_time(e, rec))
                 texts.append(rec["text"])
                 alphas.append(e.plan.alpha)
@@ -403,7 +401,7 @@ def live_check(engine, planner, items, prompts, task, budgets, recorder) -> dict
                 req = task.request(prompts[it.id], b, policy="kill")
                 if kind == "timebill":
                     est = planner.estimate(req)
-                    rec = recorder.get(it.id, prompts[it.id], task.system, est.plan.alpha, task.max_new_tokens)
+                    rec = planned_record(recorder, it.id, prompts[it.id], est, task.max_new_tokens)
                     replay_done = est.plan.useful_fits and timebill_time(est, rec) <= b
                     live = timebill.generate(req)
                 else:
@@ -478,9 +476,9 @@ def print_versus(rows: list[dict]) -> None:
         print(f"{r['strategy']:>9} {r['budget']:>5.2f} s: " + "; ".join(cells))
     worse = sum(r[k]["verdict"] == "worse" for r in rows for k in ("completion_rate", "avg_score"))
     print(f"cells where timebill is worse beyond the interval: {worse} of {2 * len(rows)}")
-    print("-- timebill_brief (length control) minus timebill (completion rate; average score), 95 % bootstrap interval")
+    print("-- what length control adds: timebill minus timebill_budget (completion rate; average score), 95 % bootstrap interval")
     for r in rows:
-        c = r.get("brief_minus_timebill")
+        c = r.get("length_control_gain")
         if c:
             print(f"{r['strategy']:>9} {r['budget']:>5.2f} s: " + "; ".join(interval(c[k]) for k in ("completion_rate", "avg_score")))
 
