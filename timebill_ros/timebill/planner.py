@@ -18,8 +18,8 @@ Two planners (config ``planner``):
   with the budget.
 
 Both planners give the same early verdict (``Plan.useful_fits``): whether at least
-``min_useful_tokens`` tokens of the answer (or the whole expected answer, if shorter) fit at the
-largest allowed ratio. Only when they do not is a job answered INFEASIBLE without generating.
+``min_useful_tokens`` tokens of the answer (or the whole expected answer, if shorter) fit without
+eviction or at the largest allowed ratio. Only when they do not is a job answered INFEASIBLE without generating.
 """
 from __future__ import annotations
 
@@ -171,18 +171,20 @@ def plan_eviction(
     feasible = worst <= budget
     limit = bound_tokens if max_new_tokens is None else max_new_tokens
     fit = tokens_that_fit(tm, prompt_tokens, alpha, budget, predictor_time, limit)
-    # The early "no": judged at the largest allowed ratio, so that it does not depend on which
-    # planner chose alpha.
+    # The early "no": judged at the most favourable allowed ratio, so that it does not depend on
+    # which planner chose alpha. That is no eviction or the largest ratio: any eviction pays the
+    # press's prefill overhead once, so for a short answer evicting nothing can fit more.
     useful = min(min_useful_tokens, predicted_tokens, limit)
-    fit_at_ceiling = fit if ceiling == alpha else tokens_that_fit(tm, prompt_tokens, ceiling, budget, predictor_time, limit)
-    useful_fits = fit_at_ceiling >= useful
+    best_ratio, best_fit = max(((a, fit if a == alpha else tokens_that_fit(tm, prompt_tokens, a, budget, predictor_time, limit))
+                                for a in {0.0, ceiling}), key=lambda af: (af[1], -af[0]))
+    useful_fits = best_fit >= useful
     reason = ""
     if predictor_time + prefill > budget:
         reason = (f"prefill alone exceeds the budget: predictor {predictor_time:.3f} s + prefill of "
                   f"{prompt_tokens} tokens {prefill:.3f} s > {budget:.3f} s")
     elif not useful_fits:
-        need = predictor_time + tm.end_to_end(prompt_tokens, useful, ceiling)
-        reason = (f"not even {useful} tokens fit: they need {need:.3f} s at eviction ratio {ceiling:.2f} "
+        need = predictor_time + tm.end_to_end(prompt_tokens, useful, best_ratio)
+        reason = (f"not even {useful} tokens fit: they need {need:.3f} s at eviction ratio {best_ratio:.2f} "
                   f"> budget {budget:.3f} s")
     elif not feasible:
         reason = (f"the length bound is too long: {bound_tokens} tokens need {worst:.3f} s at "

@@ -507,7 +507,7 @@ def plot(report: dict, out: pathlib.Path, preset: str) -> None:
                 ax.grid(alpha=0.3)
             axes[ti * 2 + si][1].legend(fontsize=7)
     fig.suptitle(f"TimeBill on {report['model']}, CPU ({report['threads']} threads), preset {preset}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # leave the suptitle its own band above the top panels
     fig.savefig(out / f"completion_score-{preset}.png", dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 5))
