@@ -162,7 +162,10 @@ def test_kill_on_the_fast_path_returns_by_the_deadline(embedded, fast_backend, e
 def test_kill_stops_before_a_step_the_model_says_would_cross_the_deadline(embedded, fast_backend):
     tm = slow_time_model(step=0.05, prefill=0.01)  # claims 50 ms a step; llama.cpp takes ~10
     budget = 1.0  # the real prefill of ~45 tokens takes ~0.1 s
-    r = fast_engine(embedded, fast_backend, tm).generate(Request(STORY, budget=budget, max_new_tokens=500))
+    # The prompt as sent: length control would ask this slow-seeming model for an answer short
+    # enough to end before the deadline.
+    r = fast_engine(embedded, fast_backend, tm).generate(Request(STORY, budget=budget, max_new_tokens=500,
+                                                                 length_control=False))
     assert r.outcome is Outcome.KILLED and r.deadline_met and 0 < r.generated_tokens < 500
     assert r.token_times[-2] + 0.05 <= budget < r.total_time + 0.05
 
