@@ -70,8 +70,10 @@ def test_kill_never_starts_a_step_the_time_model_says_would_end_after_the_deadli
     tm = slow_time_model(step=0.05, prefill=0.01)
     budget = 0.4 if served.backend == "torch" else 1.0  # the embedded model's real prefill takes ~0.1 s
     # More tokens than fit in the budget at any real speed (the tiny model makes ~1,400 a second).
+    # The prompt as sent: length control would ask the embedded model for an answer short enough
+    # to end before the deadline (this timing model claims it is 5x slower than it is).
     r = engine_for(served.model, tm, served.backend, reject_infeasible=False).generate(
-        Request(PROMPT, budget=budget, max_new_tokens=1900))
+        Request(PROMPT, budget=budget, max_new_tokens=1900, length_control=False))
     assert r.outcome is Outcome.KILLED and r.stop_reason == "deadline"
     assert r.deadline_met and r.total_time <= budget
     assert 0 < r.generated_tokens < 1900 and r.text
