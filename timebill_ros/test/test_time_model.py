@@ -172,6 +172,25 @@ def test_a_corrupt_cached_timing_model_is_set_aside_with_a_warning_and_profiled_
     assert any(str(path) in r.getMessage() and "profiling again" in r.getMessage() for r in caplog.records)
 
 
+def test_a_cached_timing_model_without_the_presss_overhead_is_profiled_again_without_calling_it_damaged(tmp_path, tiny,
+                                                                                                     caplog):
+    from timebill.runtime import load_or_profile_time_model, time_model_path
+
+    cfg = {"model": "test:tiny", "cache_dir": str(tmp_path / "cache"), "profile_max_tokens": 256, "press": "snapkv"}
+    path = time_model_path(cfg, tiny)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_valid_yaml(tmp_path))
+    old = TimeModel.load(path)
+    assert old.fit.get("eviction_press") is None            # the premise: a file from before the term
+    said = []
+    with caplog.at_level("WARNING", logger="timebill"):
+        tm = load_or_profile_time_model(cfg, tiny, progress=False, say=said.append)
+    assert tm.fit["eviction_press"] == "snapkv" and TimeModel.load(path) == tm
+    assert TimeModel.load(path.with_name(path.name + ".old")) == old
+    assert any("no eviction overhead for the press snapkv" in m and "profiling again" in m for m in said)
+    assert not [r for r in caplog.records if "usable" in r.getMessage()]
+
+
 def test_a_corrupt_timing_model_the_user_named_stops_start_up_with_the_fix(tmp_path, tiny):
     from timebill.runtime import load_or_profile_time_model
     from timebill.time_model import TimeModelError

@@ -49,9 +49,6 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
     if path.is_file():
         try:
             tm = TimeModel.load(path)
-            if not named and tm.fit.get("eviction_press") != configured_press(cfg):
-                raise TimeModelError(path, f"its eviction overhead was not profiled for the press "
-                                           f"{configured_press(cfg)} (files from before 2026-11-25 have none)")
             if backend_of(tm) != backend:
                 raise TimeModelError(path, f"it is a timing model of the {backend_of(tm)} backend, but this engine "
                                            f"serves with {backend} (`timebill profile --backend {backend}`, or set "
@@ -65,8 +62,15 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
             path.replace(aside)
             log.warning("%s; moved it to %s and profiling again", exc, aside)
         else:
-            say(f"timing model: {path}")
-            return tm
+            if named or tm.fit.get("eviction_press") == configured_press(cfg):
+                say(f"timing model: {path}")
+                return tm
+            # Sound, only out of date: its eviction overhead is for another press, or it predates
+            # that term (2026-11-25). Kept, not called damaged.
+            aside = path.with_name(path.name + ".old")
+            path.replace(aside)
+            say(f"timing model {path} has no eviction overhead for the press {configured_press(cfg)} (profiled for "
+                f"another press, or before that term existed): kept as {aside.name}, profiling again (about two minutes)")
     else:
         say(f"no timing model for {loaded.name} ({backend} backend) on this machine at {path}: profiling once (about two minutes)")
     lengths = [n for n in DEFAULT_LENGTHS if n <= int(cfg.get("profile_max_tokens", 2048))]
