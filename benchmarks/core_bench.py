@@ -85,7 +85,9 @@ def decode_speed(loaded, tm, repeats: int, new_tokens: int = 64):
 
 def lateness(loaded, tm, budgets, per_budget: int, out_dir: pathlib.Path):
     print(f"\n== 3. lateness under Kill ({per_budget} jobs per budget)", flush=True)
-    engine = BudgetedEngine(Estimator(loaded, tm, default_max_new_tokens=512), reject_infeasible=False, learn_online=False)
+    # The prompt as written (no length control): this measures how late Kill stops a long answer.
+    engine = BudgetedEngine(Estimator(loaded, tm, default_max_new_tokens=512, length_control=False), reject_infeasible=False,
+                            learn_online=False)
     engine.warm_up()
     prompt = STORY * 6 + "\nWhat did the robot find, and where? Answer in detail, then list what it should do next."
     rows, all_late = [], []
