@@ -19,7 +19,8 @@ Two planners (config ``planner``):
 
 Both planners give the same early verdict (``Plan.useful_fits``): whether at least
 ``min_useful_tokens`` tokens of the answer (or the whole expected answer, if shorter) fit without
-eviction or at the largest allowed ratio. Only when they do not is a job answered INFEASIBLE without generating.
+eviction or at the largest allowed ratio. Only when they do not is a job answered INFEASIBLE
+without generating.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ class Plan:
     predicted_total: float      # predictor + prefill + decode of predicted_tokens
     predicted_worst_case: float  # predictor + prefill + decode of predicted_tokens_bound
     tokens_that_fit: int = 0    # answer tokens the expected speed fits in the budget at ``alpha`` (<= the job's token limit)
-    useful_fits: bool = True    # a useful answer fits at the largest allowed ratio; False: answer INFEASIBLE
+    useful_fits: bool = True    # a useful answer fits without eviction or at the largest allowed ratio; False: INFEASIBLE
     answer_words: int = 0       # > 0: length control asked the model for at most this many words
 
     @property
@@ -175,9 +176,10 @@ def plan_eviction(
     # which planner chose alpha. That is no eviction or the largest ratio: any eviction pays the
     # press's prefill overhead once, so for a short answer evicting nothing can fit more.
     useful = min(min_useful_tokens, predicted_tokens, limit)
-    best_ratio, best_fit = max(((a, fit if a == alpha else tokens_that_fit(tm, prompt_tokens, a, budget, predictor_time, limit))
-                                for a in {0.0, ceiling}), key=lambda af: (af[1], -af[0]))
-    useful_fits = best_fit >= useful
+    fits = {a: fit if a == alpha else tokens_that_fit(tm, prompt_tokens, a, budget, predictor_time, limit)
+            for a in (0.0, ceiling)}
+    best_ratio = max(fits, key=lambda a: (fits[a], -a))  # on a tie, the ratio that evicts less
+    useful_fits = fits[best_ratio] >= useful
     reason = ""
     if predictor_time + prefill > budget:
         reason = (f"prefill alone exceeds the budget: predictor {predictor_time:.3f} s + prefill of "

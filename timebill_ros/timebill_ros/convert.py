@@ -68,7 +68,8 @@ def length_control_from_code(code: int) -> bool | None:
 
 
 def length_control_code(on: bool | None) -> int:
-    return {None: Goal.LENGTH_CONTROL_DEFAULT, False: Goal.LENGTH_CONTROL_OFF, True: Goal.LENGTH_CONTROL_ON}[on]
+    """Core Request.length_control -> the goal's code (the inverse of ``length_control_from_code``)."""
+    return {value: code for code, value in LENGTH_CONTROL_CODES.items()}[on]
 
 
 # --- time -----------------------------------------------------------------------------------------
@@ -141,7 +142,8 @@ def estimate_request(goal, goal_id, already_elapsed: float, prompt_ids=()):
     return EstimateCompletion.Request(
         prompt=goal.prompt, system_prompt=goal.system_prompt, time_budget=goal.time_budget,
         max_new_tokens=goal.max_new_tokens, max_eviction_ratio=goal.max_eviction_ratio,
-        length_control=goal.length_control, min_useful_tokens=goal.min_useful_tokens, already_elapsed=duration(already_elapsed), goal_id=goal_id, prompt_ids=list(prompt_ids))
+        length_control=goal.length_control, min_useful_tokens=goal.min_useful_tokens,
+        already_elapsed=duration(already_elapsed), goal_id=goal_id, prompt_ids=list(prompt_ids))
 
 
 # --- estimates ------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ How it runs (and what is replayed):
   form (`planner: paper`). The generation at the chosen ratio (and, under length control, of the
   prompt with its word limit) is the record for it (recorded when first needed), and the job's
   time is the predictors' measured latency plus the record's time. QASPER's goals, yes/no
-  questions, say `min_useful_tokens: 1`. A job whose plan says nothing useful fits is answered INFEASIBLE, as served with
-  the default `reject_infeasible: true`: not completed, scored as empty, and it occupies no time.
+  questions, say `min_useful_tokens: 1`. A job whose plan says nothing useful fits is answered
+  INFEASIBLE, as served with the default `reject_infeasible: true`: not completed, scored as
+  empty, and it occupies no time.
 * Kill: a job completes iff its time <= budget; a killed job scores as empty. Skip-Next: jobs are
   released one per period = budget; an overrunning job finishes (late: not completed, scores as
   empty) and the jobs released while it runs are skipped.
