@@ -14,11 +14,20 @@ pytestmark = needs_ros
 lifecycle_msgs = pytest.importorskip("lifecycle_msgs", reason="source scripts/env.sh")
 
 
-def _call(client, request, timeout=60.0):
+def _call(client, request, timeout: float):
+    """The service's response, or None when none came within ``timeout``. A response can be lost
+    when it is the first on a newly discovered service: Fast DDS drops it if the server has not yet
+    matched the client's response reader (ros2/rmw_fastrtps#390 waits only 100 ms for that), which
+    a loaded CI machine exceeded once (stop 15). The callers below retry or check instead."""
     assert client.wait_for_service(timeout_sec=30), f"no service {client.srv_name}"
     done = concurrent.futures.Future()
-    client.call_async(request).add_done_callback(lambda f: done.set_result(f.result()))
-    return done.result(timeout)
+    fut = client.call_async(request)
+    fut.add_done_callback(lambda f: done.set_result(f.result()))
+    try:
+        return done.result(timeout)
+    except concurrent.futures.TimeoutError:
+        client.remove_pending_request(fut)
+        return None
 
 
 def test_a_lifecycle_manager_drives_the_generation_node(processes, rclpy_context, tmp_path):
@@ -39,13 +48,32 @@ def test_a_lifecycle_manager_drives_the_generation_node(processes, rclpy_context
         get_state = node.create_client(GetState, "/timebill/generation_node/get_state")
         change = node.create_client(ChangeState, "/timebill/generation_node/change_state")
 
+        def log_tail() -> str:
+            with open(gen.log_path) as f:
+                return f.read()[-2000:]
+
         def state() -> int:
-            return _call(get_state, GetState.Request()).current_state.id
+            # Asking the state changes nothing, so a lost response is simply asked again.
+            for _ in range(6):
+                response = _call(get_state, GetState.Request(), timeout=10.0)
+                if response is not None:
+                    return response.current_state.id
+            raise AssertionError(f"no answer from {get_state.srv_name} in 60 s; the node's log:\n{log_tail()}")
+
+        # Where each transition leads; a transition is not sent twice (the second would be refused
+        # from the state the first reached), so a lost response is judged by the state it left.
+        goal_of = {Transition.TRANSITION_CONFIGURE: State.PRIMARY_STATE_INACTIVE,
+                   Transition.TRANSITION_ACTIVATE: State.PRIMARY_STATE_ACTIVE,
+                   Transition.TRANSITION_DEACTIVATE: State.PRIMARY_STATE_INACTIVE,
+                   Transition.TRANSITION_CLEANUP: State.PRIMARY_STATE_UNCONFIGURED}
 
         def transition(tid) -> bool:
-            return _call(change, ChangeState.Request(transition=Transition(id=tid))).success
+            response = _call(change, ChangeState.Request(transition=Transition(id=tid)), timeout=30.0)
+            if response is not None:
+                return response.success
+            return state() == goal_of[tid]
 
-        assert state() == State.PRIMARY_STATE_UNCONFIGURED, open(gen.log_path).read()[-2000:]
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED, log_tail()
         assert not client.wait_until_ready(timeout=1.0), "an unconfigured node serves the action"
         assert transition(Transition.TRANSITION_CONFIGURE)
         assert state() == State.PRIMARY_STATE_INACTIVE
