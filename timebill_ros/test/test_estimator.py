@@ -19,7 +19,7 @@ def test_ids_tokenized_elsewhere_plan_exactly_like_the_estimators_own(tiny):
            (b.prompt_tokens, b.alpha, b.predicted_tokens, b.tokens_that_fit)
 
 
-def test_ids_outside_the_vocabulary_or_the_context_are_refused_with_the_reason(tiny):
+def test_ids_outside_the_vocabulary_or_the_context_or_none_at_all_are_refused_with_the_reason(tiny):
     est = Estimator(tiny, TM)
     req = Request("x", budget=5.0, max_new_tokens=16)
     vocab = tiny.model.config.vocab_size
@@ -31,6 +31,8 @@ def test_ids_outside_the_vocabulary_or_the_context_are_refused_with_the_reason(t
         est.tokenized(req, [1] * tiny.max_context)
     with pytest.raises(InvalidRequest, match="empty"):
         est.tokenized(Request(" ", budget=5.0), [1, 2])
+    with pytest.raises(InvalidRequest, match="prompt ids are empty"):
+        est.tokenized(req, [])
 
 
 # --- length control (issue 11, part 4) ------------------------------------------------------------

@@ -54,6 +54,26 @@ def test_a_goals_length_control_and_useful_minimum_reach_the_core_request_and_ba
         to_request(goal)
 
 
+def test_an_estimate_with_a_word_limit_carries_the_limited_prompts_ids_to_run(tiny):
+    # A goal is tokenized once: the limited prompt's ids travel with the estimate, from the core
+    # (the local path) or the service response (the predictor's), and stay with it while it runs.
+    from timebill.estimator import Estimator
+    from timebill.length_predictor import ConstantLengthPredictor
+    from timebill.request import Request
+    from timebill.time_model import TimeModel
+    from timebill_ros.convert import EstimateView, running_view
+
+    est = Estimator(tiny, TimeModel(a=0.0, b=0.0, c=0.01, p=0.0, q=0.01, model="x"), ConstantLengthPredictor(expected=100))
+    req = Request("Where is the red cup usually kept?", budget=0.5, max_new_tokens=128)
+    limited = est.estimate(req)
+    assert limited.plan.answer_words > 0
+    v = EstimateView.of_estimate(limited, "local")
+    assert v.limited_ids == tuple(limited.prompt_ids) and len(v.limited_ids) == v.prompt_tokens
+    assert running_view(v, est.time_model, 3, 0.2, 0.5).limited_ids == v.limited_ids
+    plain = EstimateView.of_estimate(est.estimate(Request(**{**req.__dict__, "budget": 60.0})), "local")
+    assert plain.answer_words == 0 and plain.limited_ids == ()
+
+
 def test_times_saturate_at_int32_seconds_instead_of_wrapping():
     from timebill_ros.convert import INT32_MAX, duration, seconds, time_after
 

@@ -479,6 +479,8 @@ def test_a_budget_too_short_for_the_expected_answer_asks_for_fewer_words(system)
     limited = system.client.estimate(prompt, budget=budget, max_new_tokens=LONG)
     assert limited.valid, limited.message
     assert limited.answer_word_limit in WORD_LIMITS and limited.prompt_tokens > plain.prompt_tokens
+    # The limited prompt comes tokenized, so the generation node runs those ids as they are.
+    assert len(limited.limited_prompt_ids) == limited.prompt_tokens and not plain.limited_prompt_ids
     off = system.client.estimate(prompt, budget=budget, max_new_tokens=LONG, length_control=False)
     assert off.answer_word_limit == 0 and off.prompt_tokens == plain.prompt_tokens
     # A goal: the node runs the limited prompt, and the stream, the result and the report say so.

@@ -80,6 +80,9 @@ class Estimator:
         make the model index out of its embedding table."""
         check_request(req)
         ids = [int(i) for i in ids]
+        if not ids:
+            raise InvalidRequest("the prompt ids are empty: send the ids of the prompt, or none (the prompt is then "
+                                 "tokenized here)")
         vocab = int(self.loaded.model.config.vocab_size)
         bad = next((i for i in ids if not 0 <= i < vocab), None)
         if bad is not None:

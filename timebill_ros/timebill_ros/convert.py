@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid as uuid_mod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from builtin_interfaces.msg import Duration, Time
 from timebill_msgs.action import BudgetedQuery
@@ -164,6 +164,7 @@ class EstimateView:
     tokens_that_fit: int = 0    # answer tokens the budget holds at ``alpha`` (the planner's figure)
     latency: float = 0.0
     answer_words: int = 0       # > 0: length control's word limit; the estimate is for that prompt
+    limited_ids: tuple = ()     # with answer_words: that prompt's ids, tokenized where the limit was chosen
 
     @classmethod
     def of_estimate(cls, est, source: str) -> "EstimateView":
@@ -173,7 +174,8 @@ class EstimateView:
                    bound=est.length.bound, alpha=p.alpha, predicted_prefill=p.predicted_prefill,
                    predicted_total=p.predicted_total, predicted_worst_case=p.predicted_worst_case,
                    feasible=p.feasible, reason=p.reason, tokens_that_fit=p.tokens_that_fit,
-                   latency=est.predictor_latency, answer_words=p.answer_words)
+                   latency=est.predictor_latency, answer_words=p.answer_words,
+                   limited_ids=tuple(est.prompt_ids) if p.answer_words else ())
 
     @classmethod
     def of_response(cls, r) -> "EstimateView":
@@ -183,7 +185,7 @@ class EstimateView:
                    predicted_prefill=seconds(r.predicted_prefill), predicted_total=seconds(r.predicted_total),
                    predicted_worst_case=seconds(r.predicted_worst_case), feasible=r.feasible, reason=r.reason,
                    tokens_that_fit=r.tokens_that_fit, latency=seconds(r.predictor_latency),
-                   answer_words=int(r.answer_word_limit))
+                   answer_words=int(r.answer_word_limit), limited_ids=tuple(r.limited_prompt_ids))
 
 
 def fill_estimate(msg, v: EstimateView, now_ns: int, accepted_ns: int, budget: float, offset: float = 0.0):
@@ -230,10 +232,7 @@ def running_view(v: EstimateView, tm, generated: int, elapsed: float, budget: fl
     feasible = elapsed + worst <= budget
     reason = "" if feasible else (f"{v.bound - generated} more tokens in the worst case need {worst:.3f} s; "
                                   f"{max(budget - elapsed, 0):.3f} s left")
-    return EstimateView(source=v.source, prompt_tokens=v.prompt_tokens, expected=v.expected, bound=v.bound,
-                        alpha=v.alpha, predicted_prefill=v.predicted_prefill, predicted_total=left,
-                        predicted_worst_case=worst, feasible=feasible, reason=reason,
-                        tokens_that_fit=v.tokens_that_fit, latency=v.latency, answer_words=v.answer_words)
+    return replace(v, predicted_total=left, predicted_worst_case=worst, feasible=feasible, reason=reason)
 
 
 # --- results --------------------------------------------------------------------------------------

@@ -268,13 +268,13 @@ class GenerationNode(ManagedNode):
             return unrun_result(Outcome.CANCELED, why, since()), None
         g.estimate = view
         if view.answer_words:
-            # The estimate is for the prompt with length control's word limit: run that prompt
-            # (unless the instruction pushes it past the context; then the prompt as sent).
+            # The estimate is for the prompt with length control's word limit: run that prompt, as
+            # tokenized where the limit was chosen (checked like any ids from another node).
             try:
                 limited = dataclasses.replace(req, answer_words=view.answer_words)
-                req, ids = limited, self.engine.estimator.encode(limited)
-            except InvalidRequest:
-                pass
+                req, ids = limited, self.engine.estimator.tokenized(limited, view.limited_ids)
+            except InvalidRequest as exc:
+                log.warning(f"goal {sid}: the estimate's limited prompt is unusable ({exc}); running the prompt as sent")
         log.info(f"goal {sid}: budget {req.budget:.3f} s, policy {req.policy.value}, {view.prompt_tokens} prompt "
                  f"tokens, expected {view.expected} (bound {view.bound}) tokens, alpha {view.alpha:.2f}, "
                  f"predicted {view.predicted_total:.3f} s{f', at most {view.answer_words} words asked' if view.answer_words else ''} "

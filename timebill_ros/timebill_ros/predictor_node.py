@@ -139,6 +139,7 @@ class PredictorNode(ManagedNode):
         view = EstimateView.of_estimate(est, "predictor")
         res.valid = True
         fill_estimate(res, view, now, accepted, r.budget)
+        res.limited_prompt_ids = list(view.limited_ids)
         if not is_zero_uuid(req.goal_id):
             t = Tracked(goal_id=req.goal_id, view=view, budget=r.budget, accepted_ns=accepted)
             self.tracked[goal_key(req.goal_id)] = t
