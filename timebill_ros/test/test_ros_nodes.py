@@ -166,6 +166,15 @@ def test_tokens_stream_in_order_and_add_up_to_the_result(system):
     assert rep.measured_total.sec + rep.measured_total.nanosec * 1e-9 > 0
 
 
+def test_the_client_keeps_nothing_per_finished_goal(system):
+    # rclpy 9.1's ActionClient kept a never-completed future per goal sent (ros2/rclpy#1532), which
+    # the executor walks at every feedback message: a planner's client grew slower with every goal.
+    action = system.client._action
+    for i in range(5):
+        assert _result(system.send(f"Goal {i}?", budget=10.0, max_new_tokens=2)).outcome == COMPLETED
+    wait_for(lambda: not action._futures, 5, what="the client to hold no futures once its goals are done")
+
+
 def test_a_fast_models_whole_stream_reaches_the_client(system):
     # The tiny model streams about 800 tokens a second, and a 1,500-token answer is longer than the
     # feedback queue (depth 1,000): a client that falls behind loses pieces (benchmarks/feedback_bench.py).
