@@ -76,7 +76,7 @@ def main() -> int:
         from timebill_ros.client import TimeBillClient
 
         if args.rclpy_as_is:
-            timebill_ros.client._forget_orphaned_futures = lambda action: None
+            timebill_ros.client.forget_orphaned_futures = lambda action: None
         ctx = rclpy.Context()
         rclpy.init(context=ctx, domain_id=args.domain, args=[])
         with TimeBillClient(context=ctx) as client:

@@ -26,7 +26,7 @@ GOAL_STATUS_NAMES = {0: "UNKNOWN", 1: "ACCEPTED", 2: "EXECUTING", 3: "CANCELING"
                      6: "ABORTED"}
 
 
-def _forget_orphaned_futures(action) -> None:
+def forget_orphaned_futures(action) -> None:
     """Drop the futures an rclpy ActionClient registered but will never complete.
 
     rclpy 9.1.x (Kilted) ``send_goal_async`` registers each goal's future twice and completes only
@@ -293,7 +293,7 @@ class TimeBillClient:
             self._handles[bytes(uuid.uuid)] = handle
         handle._uuid = uuid
         fut = self._action.send_goal_async(goal, goal_uuid=uuid)
-        _forget_orphaned_futures(self._action)
+        forget_orphaned_futures(self._action)
         fut.add_done_callback(handle._goal_response)
         return handle
 
