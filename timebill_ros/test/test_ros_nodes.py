@@ -594,6 +594,8 @@ def test_cli_query_and_monitor(system):
 
 # --- the predictor goes away ----------------------------------------------------------------------
 def test_predictor_stopped_mid_run_falls_back_to_local_estimates(system):
+    from timebill_ros.convert import short_id
+
     running = system.send("Keep going.", 30.0, max_new_tokens=1000)
     wait_for(lambda: running.fbs, 10, what="the goal to run")
     code = system.procs.stop(system.pred, timeout=10)
@@ -621,6 +623,12 @@ def test_predictor_stopped_mid_run_falls_back_to_local_estimates(system):
     assert {kv.key: kv.value for kv in st.values}["predictor_reachable"] == "no"
     with open(system.gen.log_path) as f:
         assert "predictor unreachable" in f.read()
+    # Once it is known to be gone, later goals say so in their result, not in a warning each.
+    later = system.send("Still nobody?", 10.0, max_new_tokens=4)
+    assert "local estimate" in _result(later).message
+    sid = short_id(later.goal_id)
+    with open(system.gen.log_path) as f:
+        assert not [line for line in f if "WARN" in line and sid in line], system.logs()
 
 
 def test_generation_node_shuts_down_cleanly_mid_goal(system):

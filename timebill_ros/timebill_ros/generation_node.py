@@ -325,7 +325,10 @@ class GenerationNode(ManagedNode):
         if view is None:
             return None, ""
         note = f"{answer}: planned with the generation node's local estimate"
-        self.get_logger().warning(f"goal {short_id(handle.goal_id)}: {note}")
+        # A predictor known to be gone was logged once, when it went (and /diagnostics says so):
+        # a warning for each goal after it would bury the console (`bringup --no-predictor`).
+        log = self.get_logger().debug if self.predictor.ok is False else self.get_logger().warning
+        log(f"goal {short_id(handle.goal_id)}: {note}")
         return view, note
 
     def _local_estimate(self, handle, g: GoalState, req, ids) -> EstimateView | None:

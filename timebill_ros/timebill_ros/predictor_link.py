@@ -89,8 +89,10 @@ class PredictorLink:
             changed = ok != self.ok
             self.ok, self.problem = ok, problem
         if changed:
-            self.node.get_logger().info("predictor reachable" if ok else
-                                        f"predictor unreachable: {problem}; probing it in the background")
+            if ok:
+                self.node.get_logger().info("predictor reachable")
+            else:
+                self.node.get_logger().warning(f"predictor unreachable: {problem}; probing it in the background")
 
     def _probe_tick(self):
         """While the predictor is known to be gone, ask it a what-if now and then; its answer
