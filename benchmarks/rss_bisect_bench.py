@@ -7,11 +7,13 @@ runs the pieces on their own, with resident memory (VmRSS) sampled every --every
 - ``core``: the TimeBill engine on the tiny test model, no ROS, every job on this thread.
 - ``core-threads``: the same, each job on a new thread (as threads differ between goals in a node).
 - ``rclpy-server``: a minimal rclpy action server of BudgetedQuery in its own process (16 feedback
-  messages and a result per goal, no model), driven by TimeBillClient.
+  messages and a result per goal, no model), driven by TimeBillClient; ``--deep-queues`` gives it
+  the generation node's queue depth of 1000 on its services and feedback.
 
     source scripts/env.sh
     python benchmarks/rss_bisect_bench.py --mode core --jobs 2000           # ~30 s
     python benchmarks/rss_bisect_bench.py --mode rclpy-server --jobs 2000   # ~40 s
+    python benchmarks/rss_bisect_bench.py --mode rclpy-server --deep-queues --jobs 3000 --every 500
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import rclpy
 from rclpy.action import ActionServer
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
+from rclpy.qos import QoSProfile
 from timebill_msgs.action import BudgetedQuery
 
 rclpy.init()
@@ -41,7 +44,10 @@ def execute(handle):
     handle.succeed()
     return BudgetedQuery.Result(outcome=BudgetedQuery.Result.COMPLETED, text="x" * 16, generated_tokens=16)
 
-server = ActionServer(node, BudgetedQuery, "budgeted_query", execute, callback_group=ReentrantCallbackGroup())
+queues = {f"{k}_qos_profile": QoSProfile(depth=DEPTH) for k in ("goal_service", "result_service",
+                                                                  "cancel_service", "feedback_pub")} if DEPTH else {}
+server = ActionServer(node, BudgetedQuery, "budgeted_query", execute, callback_group=ReentrantCallbackGroup(),
+                      **queues)
 executor = MultiThreadedExecutor(num_threads=8)
 executor.add_node(node)
 try:
@@ -81,10 +87,11 @@ def run_core(jobs: int, every: int, threads: bool, sample):
             sample(i, os.getpid())
 
 
-def run_rclpy_server(jobs: int, every: int, domain: int, sample):
+def run_rclpy_server(jobs: int, every: int, domain: int, depth: int, sample):
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    server = subprocess.Popen([sys.executable, "-c", MINIMAL_SERVER], env=env, start_new_session=True)
+    server = subprocess.Popen([sys.executable, "-c", f"DEPTH = {depth}\n" + MINIMAL_SERVER], env=env,
+                              start_new_session=True)
     try:
         import rclpy
 
@@ -112,6 +119,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2000)
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--domain", type=int, default=76)
+    ap.add_argument("--deep-queues", action="store_true",
+                    help="rclpy-server: the generation node's depth of 1000 (rclpy's default is 10)")
     args = ap.parse_args()
 
     samples: list[tuple[int, float, float]] = []
@@ -122,7 +131,7 @@ def main() -> int:
         print(f"  {i:6d} jobs  RSS {samples[-1][1]:7.1f} MB  {samples[-1][2]:6.1f} s", flush=True)
 
     if args.mode == "rclpy-server":
-        run_rclpy_server(args.jobs, args.every, args.domain, sample)
+        run_rclpy_server(args.jobs, args.every, args.domain, 1000 if args.deep_queues else 0, sample)
     else:
         run_core(args.jobs, args.every, args.mode == "core-threads", sample)
     half = [mb for n, mb, _ in samples if n >= args.jobs // 2]
