@@ -20,12 +20,7 @@ import tempfile
 import threading
 import tracemalloc
 
-
-def rss_mb() -> float:
-    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmRSS in /proc/self/status")
+from soak_bench import rss_mb, tiny_params  # benchmarks/, this script's folder
 
 
 def main() -> int:
@@ -41,16 +36,7 @@ def main() -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="timebill-heap-"))
     os.environ.update(ROS_DOMAIN_ID=str(args.domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                       ROS_HOME=str(work), ROS_LOG_DIR=str(work / "log"))
-    params = work / "tiny.yaml"
-    params.write_text(f"""/**:
-  ros__parameters:
-    model: "test:tiny"
-    cache_dir: "{work / 'cache'}"
-    profile_max_tokens: 256
-    constant_expected_tokens: 16
-    default_max_new_tokens: 16
-    autostart: false
-""")
+    params = tiny_params(work, autostart=False)  # configured and activated below, in this process
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
 
@@ -81,11 +67,11 @@ def main() -> int:
             client.ask(f"Soak question {i}: where is the cup?", 30.0, max_new_tokens=16, policy="kill", timeout=60.0)
             if i == args.warmup:
                 gc.collect()
-                first, rss0 = tracemalloc.take_snapshot(), rss_mb()
+                first, rss0 = tracemalloc.take_snapshot(), rss_mb(os.getpid())
                 print(f"{i} goals: RSS {rss0:.1f} MB, Python heap {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MB",
                       flush=True)
         gc.collect()
-        last, rss1 = tracemalloc.take_snapshot(), rss_mb()
+        last, rss1 = tracemalloc.take_snapshot(), rss_mb(os.getpid())
         heap = sum(s.size_diff for s in last.compare_to(first, "filename"))
         n = args.goals - args.warmup
         print(f"{args.goals} goals: RSS {rss1:.1f} MB, Python heap {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MB")

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+from soak_bench import rss_mb  # benchmarks/, this script's folder
 
 MINIMAL_SERVER = '''
 import rclpy
@@ -55,13 +56,6 @@ try:
 except KeyboardInterrupt:
     pass
 '''
-
-
-def rss_mb(pid: int) -> float:
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def run_core(jobs: int, every: int, threads: bool, sample):

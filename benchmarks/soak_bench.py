@@ -33,7 +33,8 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def start_nodes(work: pathlib.Path, env: dict, predictor: bool) -> list[subprocess.Popen]:
+def tiny_params(work: pathlib.Path, autostart: bool = True) -> pathlib.Path:
+    """A parameter file for the nodes on the tiny test model, 16-token answers, cache in ``work``."""
     params = work / "tiny.yaml"
     params.write_text(f"""/**:
   ros__parameters:
@@ -42,8 +43,13 @@ def start_nodes(work: pathlib.Path, env: dict, predictor: bool) -> list[subproce
     profile_max_tokens: 256
     constant_expected_tokens: 16
     default_max_new_tokens: 16
+    autostart: {str(autostart).lower()}
 """)
-    ros = ["--ros-args", "-r", "__ns:=/timebill", "--params-file", str(params)]
+    return params
+
+
+def start_nodes(work: pathlib.Path, env: dict, predictor: bool) -> list[subprocess.Popen]:
+    ros = ["--ros-args", "-r", "__ns:=/timebill", "--params-file", str(tiny_params(work))]
     names = ["generation_node"] + (["predictor_node"] if predictor else [])
     return [subprocess.Popen([sys.executable, "-m", f"timebill_ros.{n}", *ros], env=env, start_new_session=True,
                              stdout=open(work / f"{n}.log", "w"), stderr=subprocess.STDOUT) for n in names]
