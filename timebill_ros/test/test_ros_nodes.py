@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -70,6 +71,7 @@ def system(tmp_path_factory):
     client = TimeBillClient(context=ctx)
     heard = Heard(client.node)
     s = System(procs, gen, pred, client, heard, params)
+    s.cache = cache
     try:
         if not client.wait_until_ready(timeout=90, estimator=True):
             raise AssertionError(f"nodes not ready in 90 s; logs: {gen.log_path}, {pred.log_path}\n" + s.logs())
@@ -173,6 +175,19 @@ def test_the_client_keeps_nothing_per_finished_goal(system):
     for i in range(5):
         assert _result(system.send(f"Goal {i}?", budget=10.0, max_new_tokens=2)).outcome == COMPLETED
     wait_for(lambda: not action._futures, 5, what="the client to hold no futures once its goals are done")
+
+
+def test_the_generation_node_keeps_the_speed_it_serves_at_for_its_next_start(system):
+    # The timing model is profiled on an idle machine; served, the model runs slower. The node
+    # writes the online calibration's ratios next to the timing model after each job.
+    import json
+
+    assert _result(system.send("How fast are you?", budget=10.0, max_new_tokens=8)).outcome == COMPLETED
+    files = list(pathlib.Path(system.cache).rglob("*.served.json"))
+    assert len(files) == 1 and files[0].name.endswith(".yaml.served.json"), files
+    wait_for(lambda: json.loads(files[0].read_text())["decode"], 5, what="the served speed to include a job")
+    saved = json.loads(files[0].read_text())
+    assert saved["timing_model"]["model"] == "tiny-test-model" and all(r > 0 for r in saved["decode"])
 
 
 def test_a_fast_models_whole_stream_reaches_the_client(system):

@@ -245,3 +245,65 @@ def test_the_profiler_measures_the_presss_overhead(tiny):
     assert tm.fit["eviction_press"] == "snapkv" and len(tm.fit["points"]["eviction"]) == 3
     assert tm.r >= 0 and tm.s >= 0
     assert profile(tiny, lengths=(64, 128), repeats=1, decode_steps=2, progress=False, press=None).r == 0.0
+
+
+# --- the served speed across restarts -------------------------------------------------------------
+
+def _served(cal: OnlineCalibration, decode_scale: float, prefill_scale: float, jobs: int = 5):
+    for _ in range(jobs):
+        cal.observe(200, cal.base.prefill(200) * prefill_scale, 200,
+                    [cal.base.decode_step(200 + i) * decode_scale for i in range(16)])
+
+
+def test_a_restart_plans_from_the_speed_measured_while_serving(tmp_path):
+    from timebill.served_speed import recall, remember, served_path
+
+    serving = OnlineCalibration(TRUE)
+    _served(serving, decode_scale=1.8, prefill_scale=1.2)
+    path = served_path(tmp_path / "model.yaml")
+    remember(path, serving)
+    restarted = OnlineCalibration(TRUE)
+    said = recall(path, restarted)
+    assert "1.80x the profiled decoding time" in said and "1.20x its prefill time" in said
+    assert restarted.model.decode_step(300) == pytest.approx(serving.model.decode_step(300))
+    assert restarted.model.prefill(500) == pytest.approx(serving.model.prefill(500))
+    # It goes on learning from there, in the same bounded window.
+    _served(restarted, decode_scale=1.0, prefill_scale=1.0, jobs=40)
+    assert restarted.decode_scale == pytest.approx(1.0)
+    assert len(restarted.ratios()["decode"]) == 32
+
+
+def test_a_served_speed_of_another_timing_model_or_a_damaged_file_is_not_used(tmp_path):
+    from timebill.served_speed import recall, remember, served_path
+
+    path = served_path(tmp_path / "model.yaml")
+    assert recall(path, OnlineCalibration(TRUE)) == ""                    # none yet: nothing to say
+    serving = OnlineCalibration(TRUE)
+    _served(serving, decode_scale=2.0, prefill_scale=2.0)
+    remember(path, serving)
+    reprofiled = OnlineCalibration(TimeModel(a=TRUE.a, b=TRUE.b, c=TRUE.c, p=TRUE.p, q=TRUE.q * 1.5))
+    assert "another timing model, not used" in recall(path, reprofiled)
+    assert reprofiled.decode_scale == 1.0
+    for damaged in ("{", '{"timing_model": 3}', "[]"):
+        path.write_text(damaged)
+        cal = OnlineCalibration(TRUE)
+        assert "unreadable" in recall(path, cal) and cal.decode_scale == 1.0
+    cal = OnlineCalibration(TRUE)
+    cal.seed([float("nan"), -1.0, 1.5], [float("inf"), 0.0, "x", 2.0])    # only sane ratios are taken
+    assert cal.ratios() == {"prefill": [1.5], "decode": [2.0]}
+
+
+def test_only_a_node_starts_from_the_served_speed(tmp_path, tiny):
+    from timebill.runtime import build_estimator, time_model_path
+    from timebill.served_speed import remember, served_path
+
+    cfg = {"model": "test:tiny", "cache_dir": str(tmp_path / "cache"), "profile_max_tokens": 256,
+           "length_predictor": "constant"}
+    first = build_estimator(cfg, tiny, progress=False, say=lambda m: None, served=True)
+    _served(first.calibration, decode_scale=1.7, prefill_scale=1.0)
+    remember(served_path(time_model_path(cfg, tiny)), first.calibration)
+    said = []
+    node = build_estimator(cfg, tiny, progress=False, say=said.append, served=True)
+    assert node.calibration.decode_scale == pytest.approx(1.7) and any("served speed" in m for m in said)
+    one_off = build_estimator(cfg, tiny, progress=False, say=lambda m: None)    # e.g. `timebill generate`
+    assert one_off.calibration.decode_scale == 1.0

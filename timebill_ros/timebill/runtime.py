@@ -13,6 +13,7 @@ from .length_predictor import ConstantLengthPredictor
 from .models import EMBEDDED, LoadedModel, load_model
 from .planner import DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER
 from .profiler import DEFAULT_LENGTHS, backend_of, fit_warning, profile, summary
+from .served_speed import recall, served_path
 from .testing import TEST_TINY, tiny_test_model
 from .time_model import TimeModel, TimeModelError, default_time_model_path
 
@@ -115,10 +116,13 @@ def make_length_predictor(cfg: dict, loaded):
     raise ValueError(f"unknown length_predictor '{kind}' (known: constant, rlp, or a path to an RLP head .pt)")
 
 
-def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info, backend=None) -> Estimator:
+def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info, backend=None,
+                    served: bool = False) -> Estimator:
+    """``served``: for a node, which plans from the speed it measured while serving before its
+    last restart (timebill/served_speed.py); a one-off run alone on the machine does not."""
     loaded = loaded or load_configured_model(cfg)
     tm = load_or_profile_time_model(cfg, loaded, progress=progress, say=say, backend=backend)
-    return Estimator(
+    est = Estimator(
         loaded, tm, make_length_predictor(cfg, loaded),
         default_max_new_tokens=int(cfg.get("default_max_new_tokens", 256)),
         alpha_max=float(cfg.get("alpha_max", 0.95)), press=configured_press(cfg),
@@ -127,6 +131,11 @@ def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info,
         min_useful_tokens=int(cfg.get("min_useful_tokens", DEFAULT_MIN_USEFUL_TOKENS)),
         length_control=bool(cfg.get("length_control", DEFAULT_LENGTH_CONTROL)),
     )
+    if served:
+        line = recall(served_path(time_model_path(cfg, loaded)), est.calibration)
+        if line:
+            say(line)
+    return est
 
 
 def configured_threads(cfg: dict) -> int:
@@ -140,11 +149,11 @@ def configured_press(cfg: dict) -> str:
     return str(cfg.get("press", DEFAULT_PRESS))
 
 
-def build_engine(cfg: dict, loaded=None, progress: bool = True, say=log.info) -> BudgetedEngine:
+def build_engine(cfg: dict, loaded=None, progress: bool = True, say=log.info, served: bool = False) -> BudgetedEngine:
     # One backend (for llamacpp: one llama.cpp context) both profiles, when that is needed, and serves.
     loaded = loaded or load_configured_model(cfg)
     backend = make_backend(cfg.get("backend"), loaded, threads=configured_threads(cfg))
-    estimator = build_estimator(cfg, loaded, progress, say, backend=backend)
+    estimator = build_estimator(cfg, loaded, progress, say, backend=backend, served=served)
     engine = BudgetedEngine(estimator, reject_infeasible=bool(cfg.get("reject_infeasible", True)), backend=backend)
     engine.warm_up()
     return engine

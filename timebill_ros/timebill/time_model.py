@@ -15,6 +15,7 @@ import math
 import os
 import pathlib
 import platform
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from statistics import median
@@ -217,6 +218,9 @@ class OnlineCalibration:
         self._prefill_errors: deque[float] = deque(maxlen=window)
         self._decode_errors: deque[float] = deque(maxlen=window)
         self._current = base
+        # Jobs are observed on the engine's thread while diagnostics and the served-speed file
+        # read the windows from others: iterating a deque that is appended to meanwhile raises.
+        self._lock = threading.RLock()
 
     @property
     def model(self) -> TimeModel:
@@ -225,14 +229,20 @@ class OnlineCalibration:
 
     @property
     def prefill_scale(self) -> float:
-        return median(self._prefill_ratios) if self._prefill_ratios else 1.0
+        with self._lock:
+            return median(self._prefill_ratios) if self._prefill_ratios else 1.0
 
     @property
     def decode_scale(self) -> float:
-        return median(self._decode_ratios) if self._decode_ratios else 1.0
+        with self._lock:
+            return median(self._decode_ratios) if self._decode_ratios else 1.0
 
     def observe(self, prompt_tokens: int, prefill_s: float, cached_first: int, step_times: list[float]) -> None:
         """Add one served job: its measured prefill, and step i's time with cached_first + i positions."""
+        with self._lock:
+            self._observe(prompt_tokens, prefill_s, cached_first, step_times)
+
+    def _observe(self, prompt_tokens: int, prefill_s: float, cached_first: int, step_times: list[float]) -> None:
         if prompt_tokens > 0 and prefill_s > 0 and math.isfinite(prefill_s):
             # Fewer positions cached than prompted: a press evicted, and its overhead is in the prefill.
             evicted = 1.0 if 0 < cached_first < prompt_tokens else 0.0
@@ -257,6 +267,22 @@ class OnlineCalibration:
             self._decode_errors.append(median(errors))
         self._current = self.base.scaled(self.prefill_scale, self.decode_scale)
 
+    def ratios(self) -> dict:
+        """The recent jobs' measured/predicted ratios against the profiled model, oldest first."""
+        with self._lock:
+            return {"prefill": list(self._prefill_ratios), "decode": list(self._decode_ratios)}
+
+    def seed(self, prefill: list[float], decode: list[float]) -> None:
+        """Take ratios measured earlier against this same profiled model as if their jobs had just
+        run (the newest ``window`` of them); non-finite or non-positive ones are skipped."""
+        def sane(xs):
+            return [float(x) for x in xs if isinstance(x, (int, float)) and math.isfinite(x) and x > 0]
+
+        with self._lock:
+            self._prefill_ratios.extend(sane(prefill))
+            self._decode_ratios.extend(sane(decode))
+            self._current = self.base.scaled(self.prefill_scale, self.decode_scale)
+
     def model_at(self, q: float) -> TimeModel:
         """The profiled model scaled by the q-quantile of the recent jobs' measured/predicted ratios.
 
@@ -273,19 +299,21 @@ class OnlineCalibration:
 
         if q == 0.5:
             return self._current
-        return self.base.scaled(scale(self._prefill_ratios, self.prefill_scale),
-                                scale(self._decode_ratios, self.decode_scale))
+        with self._lock:
+            return self.base.scaled(scale(self._prefill_ratios, self.prefill_scale),
+                                    scale(self._decode_ratios, self.decode_scale))
 
     def errors(self) -> dict:
         """Recent mean absolute percentage errors (%) of the predictions that were in force."""
         def mape(xs):
             return 100.0 * sum(xs) / len(xs) if xs else float("nan")
 
-        return {
-            "prefill_mape_pct": mape(self._prefill_errors),
-            "decode_step_mape_pct": mape(self._decode_errors),
-            "jobs": len(self._decode_ratios),
-            "prefill_scale": self.prefill_scale,
-            "decode_scale": self.decode_scale,
-        }
+        with self._lock:
+            return {
+                "prefill_mape_pct": mape(self._prefill_errors),
+                "decode_step_mape_pct": mape(self._decode_errors),
+                "jobs": len(self._decode_ratios),
+                "prefill_scale": self.prefill_scale,
+                "decode_scale": self.decode_scale,
+            }
 

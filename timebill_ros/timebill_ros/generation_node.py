@@ -100,6 +100,7 @@ class GenerationNode(ManagedNode):
         self.closing = False
         self.scored = collections.deque(maxlen=max(1, int(c["diagnostics_window"])))
         self.finished = 0
+        self.served_speed_warned = False  # a served-speed file that cannot be written is said once
         self.rejected = 0
         self.last_rejection = ""
         # From construction, so /diagnostics also says "loading", "failed" or "inactive".
@@ -108,16 +109,19 @@ class GenerationNode(ManagedNode):
     # --- lifecycle ------------------------------------------------------------------------------
     def on_configure(self, state):
         """Load the model, timing model and length predictor (blocking)."""
-        from timebill.runtime import build_engine
+        from timebill.runtime import build_engine, time_model_path
+        from timebill.served_speed import served_path
 
         log = self.get_logger()
         log.info(f"loading model '{self.cfg['model']}'")
         self.load_state = "loading"
         t0 = time.monotonic()
         try:
-            self.engine = load_while_reporting(self, lambda: build_engine(self.cfg, progress=False, say=log.info))
+            self.engine = load_while_reporting(self, lambda: build_engine(self.cfg, progress=False, say=log.info,
+                                                                          served=True))
         except Exception:  # load_while_reporting recorded and published it; run_node reports it
             return TransitionCallbackReturn.FAILURE
+        self.served_speed_file = served_path(time_model_path(self.cfg, self.engine.loaded))
         log.info(f"model {self.engine.loaded.name} ready in {time.monotonic() - t0:.1f} s")
         self.admission = Admission.of_estimator(self.engine.estimator)
         self.scheduler = Scheduler(self.engine, max_pending=int(self.cfg["queue_size"]), on_start=self._on_start)
@@ -416,10 +420,23 @@ class GenerationNode(ManagedNode):
             self.get_logger().debug(f"marker not published: {exc}")
 
     # --- reporting --------------------------------------------------------------------------------
+    def _remember_served_speed(self):
+        from timebill.served_speed import remember
+
+        try:
+            remember(self.served_speed_file, self.engine.estimator.calibration)
+        except OSError as exc:  # e.g. a read-only folder: a slower start next time, not a lost goal
+            if not self.served_speed_warned:
+                self.served_speed_warned = True
+                self.get_logger().warning(f"cannot keep the served speed in {self.served_speed_file} ({exc}); the "
+                                          f"next start plans its first goals at the profiled speed")
+
     def _report(self, handle, g: GoalState, res, core):
         rep = job_report(handle.goal_id, res, g.budget, self.get_clock().now().nanoseconds, core=core, v=g.estimate,
                          waited=time.monotonic() - g.accepted_at)
         self.report_pub.publish(rep)
+        if core is not None:
+            self._remember_served_speed()
         with self.lock:
             self.finished += 1
             if res.outcome not in NOT_SCORED:

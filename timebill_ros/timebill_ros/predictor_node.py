@@ -76,7 +76,7 @@ class PredictorNode(ManagedNode):
         t0 = time.monotonic()
         try:
             self.estimator = load_while_reporting(
-                self, lambda: build_estimator(self.cfg, progress=False, say=log.info))
+                self, lambda: build_estimator(self.cfg, progress=False, say=log.info, served=True))
         except Exception:  # load_while_reporting recorded and published it; run_node reports it
             return TransitionCallbackReturn.FAILURE
         log.info(f"estimator for {self.estimator.loaded.name} ready in {time.monotonic() - t0:.1f} s "

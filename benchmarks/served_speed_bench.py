@@ -1,0 +1,100 @@
+"""How well is the first goal after a start predicted? The served speed across restarts.
+
+Starts `timebill_ros bringup` (the embedded model, this machine's cached timing model) --starts
+times in a row, sends --goals goals to each, and prints each goal's predicted and measured time.
+The timing model is profiled with the machine idle; served, decoding shares the CPU with the
+action server, the predictor node and the client. Within one start the online calibration
+learns that from the first job on; the generation node also writes it next to the timing model
+(`<timing model>.served.json`), so the next start begins from it (timebill/served_speed.py).
+``--forget`` sets the served-speed files aside first, to see a start without one.
+
+    source scripts/env.sh
+    python benchmarks/served_speed_bench.py --forget --starts 2 --goals 3     # ~2 minutes
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PROMPT = "What should a robot do when its battery is low?"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--starts", type=int, default=2)
+    ap.add_argument("--goals", type=int, default=3)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--budget", type=float, default=8.0)
+    ap.add_argument("--forget", action="store_true", help="set this machine's *.served.json files aside first")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE", help="a node parameter")
+    ap.add_argument("--domain", type=int, default=74)
+    args = ap.parse_args()
+
+    from timebill.time_model import default_time_model_path
+
+    if args.forget:
+        folder = default_time_model_path("any", 0, None).parent
+        for f in folder.glob("*.served.json"):
+            aside = f.with_name(f.name + f".{int(time.time())}.aside")
+            f.replace(aside)
+            print(f"set aside {f} -> {aside.name}")
+
+    env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    import rclpy
+
+    from timebill_ros.client import TimeBillClient
+    from timebill_ros.convert import seconds
+
+    rows = []  # (start, goal, predicted, measured)
+    log_dir = pathlib.Path(tempfile.mkdtemp(prefix="timebill-served-"))
+    for start in range(1, args.starts + 1):
+        params = [a for p in args.param for a in ("--param", p)]
+        log = open(log_dir / f"bringup-{start}.log", "w")
+        bringup = subprocess.Popen(["timebill_ros", "bringup", *params], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx, domain_id=args.domain, args=[])
+        try:
+            with TimeBillClient(context=ctx) as client:
+                if not client.wait_until_ready(timeout=600, estimator=True):
+                    print(f"the nodes did not come up; log: {log.name}", file=sys.stderr)
+                    return 2
+                for goal in range(1, args.goals + 1):
+                    r = client.ask(PROMPT, args.budget, max_new_tokens=args.max_new_tokens, policy="skip_next",
+                                   timeout=args.budget + 60)
+                    rows.append((start, goal, seconds(r.predicted_time), seconds(r.elapsed), r.generated_tokens))
+                    print(f"  start {start} goal {goal}: predicted {rows[-1][2]:.3f} s, took {rows[-1][3]:.3f} s "
+                          f"({r.generated_tokens} tokens)", flush=True)
+        finally:
+            ctx.try_shutdown()
+            os.killpg(bringup.pid, signal.SIGINT)
+            bringup.wait(timeout=30)
+        with open(log.name) as f:
+            said = [line.strip() for line in f if "served speed" in line]
+        print(f"  start {start}: {said[0] if said else 'no served speed on record'}", flush=True)
+
+    print(f"\n'{PROMPT}', {args.max_new_tokens} new tokens, Skip-Next, budget {args.budget} s"
+          f"{', ' + ' '.join(args.param) if args.param else ''}")
+    print(f"{'start':>5} {'goal':>4} {'predicted s':>11} {'took s':>7} {'took/predicted':>14} {'tokens':>6}")
+    for start, goal, pred, took, tokens in rows:
+        print(f"{start:>5} {goal:>4} {pred:>11.3f} {took:>7.3f} {took / pred if pred else float('nan'):>14.2f} "
+              f"{tokens:>6}")
+    for label, sel in (("first goal of the first start", lambda s, g: s == 1 and g == 1),
+                       ("first goal of later starts", lambda s, g: s > 1 and g == 1),
+                       ("later goals", lambda s, g: g > 1)):
+        ratios = [took / pred for s, g, pred, took, _ in rows if sel(s, g) and pred > 0]
+        if ratios:
+            print(f"{label}: median took/predicted {statistics.median(ratios):.2f} ({len(ratios)} goals)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
