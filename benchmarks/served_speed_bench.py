@@ -10,6 +10,7 @@ learns that from the first job on; the generation node also writes it next to th
 
     source scripts/env.sh
     python benchmarks/served_speed_bench.py --forget --starts 2 --goals 3     # ~2 minutes
+    python benchmarks/served_speed_bench.py --starts 1 --goals 4 --long --param threads:=1
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ import tempfile
 import time
 
 PROMPT = "What should a robot do when its battery is low?"
+# About 1,000 tokens: prefill-bound, where more threads pay even while serving.
+LONG_PROMPT = " ".join(["The robot moved from the kitchen to the hallway and checked the red cup on the table."] * 50
+                       ) + " Where is the cup?"
 
 
 def main() -> int:
@@ -34,6 +38,7 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=8.0)
     ap.add_argument("--forget", action="store_true", help="set this machine's *.served.json files aside first")
     ap.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE", help="a node parameter")
+    ap.add_argument("--long", action="store_true", help="every second goal asks about a ~1,000-token text")
     ap.add_argument("--domain", type=int, default=74)
     args = ap.parse_args()
 
@@ -68,11 +73,14 @@ def main() -> int:
                     print(f"the nodes did not come up; log: {log.name}", file=sys.stderr)
                     return 2
                 for goal in range(1, args.goals + 1):
-                    r = client.ask(PROMPT, args.budget, max_new_tokens=args.max_new_tokens, policy="skip_next",
+                    prompt = LONG_PROMPT if args.long and goal % 2 == 0 else PROMPT
+                    r = client.ask(prompt, args.budget, max_new_tokens=args.max_new_tokens, policy="skip_next",
                                    timeout=args.budget + 60)
-                    rows.append((start, goal, seconds(r.predicted_time), seconds(r.elapsed), r.generated_tokens))
+                    rows.append((start, goal, seconds(r.predicted_time), seconds(r.elapsed), r.generated_tokens,
+                                 r.prompt_tokens, seconds(r.prefill_time)))
                     print(f"  start {start} goal {goal}: predicted {rows[-1][2]:.3f} s, took {rows[-1][3]:.3f} s "
-                          f"({r.generated_tokens} tokens)", flush=True)
+                          f"({r.prompt_tokens} prompt tokens, prefill {rows[-1][6]:.3f} s, {r.generated_tokens} "
+                          f"tokens)", flush=True)
         finally:
             ctx.try_shutdown()
             os.killpg(bringup.pid, signal.SIGINT)
@@ -83,14 +91,15 @@ def main() -> int:
 
     print(f"\n'{PROMPT}', {args.max_new_tokens} new tokens, Skip-Next, budget {args.budget} s"
           f"{', ' + ' '.join(args.param) if args.param else ''}")
-    print(f"{'start':>5} {'goal':>4} {'predicted s':>11} {'took s':>7} {'took/predicted':>14} {'tokens':>6}")
-    for start, goal, pred, took, tokens in rows:
-        print(f"{start:>5} {goal:>4} {pred:>11.3f} {took:>7.3f} {took / pred if pred else float('nan'):>14.2f} "
-              f"{tokens:>6}")
+    print(f"{'start':>5} {'goal':>4} {'prompt':>6} {'prefill s':>9} {'predicted s':>11} {'took s':>7} "
+          f"{'took/predicted':>14} {'tokens':>6}")
+    for start, goal, pred, took, tokens, prompt_tokens, prefill in rows:
+        print(f"{start:>5} {goal:>4} {prompt_tokens:>6} {prefill:>9.3f} {pred:>11.3f} {took:>7.3f} "
+              f"{took / pred if pred else float('nan'):>14.2f} {tokens:>6}")
     for label, sel in (("first goal of the first start", lambda s, g: s == 1 and g == 1),
                        ("first goal of later starts", lambda s, g: s > 1 and g == 1),
                        ("later goals", lambda s, g: g > 1)):
-        ratios = [took / pred for s, g, pred, took, _ in rows if sel(s, g) and pred > 0]
+        ratios = [took / pred for s, g, pred, took, *_ in rows if sel(s, g) and pred > 0]
         if ratios:
             print(f"{label}: median took/predicted {statistics.median(ratios):.2f} ({len(ratios)} goals)")
     return 0
