@@ -294,14 +294,14 @@ def test_a_served_speed_of_another_timing_model_or_a_damaged_file_is_not_used(tm
 
 
 def test_only_a_node_starts_from_the_served_speed(tmp_path, tiny):
-    from timebill.runtime import build_estimator, time_model_path
-    from timebill.served_speed import remember, served_path
+    from timebill.runtime import build_estimator, served_speed_path
+    from timebill.served_speed import remember
 
     cfg = {"model": "test:tiny", "cache_dir": str(tmp_path / "cache"), "profile_max_tokens": 256,
            "length_predictor": "constant"}
     first = build_estimator(cfg, tiny, progress=False, say=lambda m: None, served=True)
     _served(first.calibration, decode_scale=1.7, prefill_scale=1.0)
-    remember(served_path(time_model_path(cfg, tiny)), first.calibration)
+    remember(served_speed_path(cfg, tiny), first.calibration)
     said = []
     node = build_estimator(cfg, tiny, progress=False, say=said.append, served=True)
     assert node.calibration.decode_scale == pytest.approx(1.7) and any("served speed" in m for m in said)

@@ -39,6 +39,11 @@ def time_model_path(cfg: dict, loaded) -> pathlib.Path:
     return default_time_model_path(name, int(cfg.get("threads") or 0), cfg.get("cache_dir") or None)
 
 
+def served_speed_path(cfg: dict, loaded) -> pathlib.Path:
+    """Where a node keeps the speed it measured while serving: beside its timing model."""
+    return served_path(time_model_path(cfg, loaded))
+
+
 def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log.info, backend=None) -> TimeModel:
     """The timing model: the file the configuration names, else this machine's cached one, profiled
     once when it is missing. A cached file that cannot be used is set aside and re-profiled; a file
@@ -132,7 +137,7 @@ def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info,
         length_control=bool(cfg.get("length_control", DEFAULT_LENGTH_CONTROL)),
     )
     if served:
-        line = recall(served_path(time_model_path(cfg, loaded)), est.calibration)
+        line = recall(served_speed_path(cfg, loaded), est.calibration)
         if line:
             say(line)
     return est

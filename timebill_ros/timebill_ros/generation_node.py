@@ -109,8 +109,7 @@ class GenerationNode(ManagedNode):
     # --- lifecycle ------------------------------------------------------------------------------
     def on_configure(self, state):
         """Load the model, timing model and length predictor (blocking)."""
-        from timebill.runtime import build_engine, time_model_path
-        from timebill.served_speed import served_path
+        from timebill.runtime import build_engine, served_speed_path
 
         log = self.get_logger()
         log.info(f"loading model '{self.cfg['model']}'")
@@ -121,7 +120,7 @@ class GenerationNode(ManagedNode):
                                                                           served=True))
         except Exception:  # load_while_reporting recorded and published it; run_node reports it
             return TransitionCallbackReturn.FAILURE
-        self.served_speed_file = served_path(time_model_path(self.cfg, self.engine.loaded))
+        self.served_speed_file = served_speed_path(self.cfg, self.engine.loaded)
         log.info(f"model {self.engine.loaded.name} ready in {time.monotonic() - t0:.1f} s")
         self.admission = Admission.of_estimator(self.engine.estimator)
         self.scheduler = Scheduler(self.engine, max_pending=int(self.cfg["queue_size"]), on_start=self._on_start)
