@@ -230,6 +230,7 @@ def test_cli_label_train_eval_end_to_end(tiny, tmp_path):
     assert cli.main(["eval", *common, "--head", str(head), "--out-dir", str(tmp_path / "docs")], loaded=tiny) == 0
     result = json.loads((tmp_path / "docs" / "data" / "rlp_eval.json").read_text())
     assert result["test"] > 0 and len(result["table"]) == 6 and (tmp_path / "docs" / "rlp_eval.png").stat().st_size > 1000
+    assert 0.0 <= result["reliability"]["ece"] <= 1.0 and (tmp_path / "docs" / "rlp_reliability.png").stat().st_size > 1000
 
 
 def test_runtime_rlp_default_falls_back_for_other_models(tiny):

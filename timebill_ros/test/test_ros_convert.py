@@ -69,7 +69,7 @@ def test_an_estimate_with_a_word_limit_carries_the_limited_prompts_ids_to_run(ti
     assert limited.plan.answer_words > 0
     v = EstimateView.of_estimate(limited, "local")
     assert v.limited_ids == tuple(limited.prompt_ids) and len(v.limited_ids) == v.prompt_tokens
-    assert running_view(v, est.time_model, 3, 0.2, 0.5).limited_ids == v.limited_ids
+    assert running_view(v, est.time_model, 3, 0.2, 0.5, 128).limited_ids == v.limited_ids
     plain = EstimateView.of_estimate(est.estimate(Request(**{**req.__dict__, "budget": 60.0})), "local")
     assert plain.answer_words == 0 and plain.limited_ids == ()
 

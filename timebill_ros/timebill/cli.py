@@ -87,6 +87,8 @@ def format_result(result, req) -> str:
             f"worst case {plan.predicted_worst_case:.3f} s | budget {float(req.budget):.3f} s, "
             f"{plan.tokens_that_fit} tokens fit | {'feasible' if plan.feasible else 'NOT feasible: ' + plan.reason}"
         )
+        lines.append(f"odds     {100 * plan.completion_probability:.0f} % likely to complete | expected "
+                     f"{plan.expected_time:.3f} s, 90th percentile {plan.p90_time:.3f} s")
         if plan.answer_words:
             lines.append(f"brevity  the predicted answer did not fit: asked for at most {plan.answer_words} words")
     lines.append(

@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import compute_thread
 from .backends import Backend, make_backend
 from .estimator import Estimate, Estimator
 from .length_predictor import LengthEstimate
@@ -78,7 +79,7 @@ class BudgetedEngine:
         It also applies the configured press once, so a press the backend cannot apply fails at start-up."""
         req = Request(prompt="Hello. " * 24, budget=3600.0, max_new_tokens=4, fixed_alpha=0.5)
         with self._lock:  # not through generate(): these times must not teach the calibration
-            self._run(self.estimator.estimate(req), time.monotonic(), 0.0, None, None)
+            compute_thread.run(lambda: self._run(self.estimator.estimate(req), time.monotonic(), 0.0, None, None))
 
     def generate(
         self,
@@ -100,12 +101,18 @@ class BudgetedEngine:
         Raises InvalidRequest for a bad request; every other problem is a Result.
         """
         accepted_at = time.monotonic() if accepted_at is None else accepted_at
-        with self._lock:
+
+        def job() -> Result:
             queue_wait = time.monotonic() - accepted_at
             est = self.estimator.estimate(req, already_elapsed=queue_wait, length=length, prompt_ids=prompt_ids)
             if on_plan is not None:
                 on_plan(est)
-            result = self._run(est, accepted_at, queue_wait, on_token, cancel)
+            return self._run(est, accepted_at, queue_wait, on_token, cancel)
+
+        # The lock is taken here, before the hand-over: a holder of the lock may itself be waiting
+        # for the compute thread (timebill/compute_thread.py).
+        with self._lock:
+            result = compute_thread.run(job)
         if self.learn_online and result.generated_tokens:
             self.estimator.calibration.observe(result.prompt_tokens, result.prefill_time, result.cached_tokens, result.step_times)
         return result

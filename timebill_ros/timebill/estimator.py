@@ -9,6 +9,8 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
+from . import compute_thread
+from .length_distribution import completion_odds
 from .length_control import DEFAULT_LENGTH_CONTROL, system_prompt_of, word_limit
 from .length_predictor import ConstantLengthPredictor, LengthEstimate, LengthPredictor
 from .planner import (DEFAULT_ALPHA_MAX, DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER, Plan, check_planner_settings,
@@ -137,10 +139,11 @@ class Estimator:
         ids = prompt_ids if prompt_ids is not None else self.encode(req)
         max_new = self.max_new_tokens(req)
         t0 = time.perf_counter()
-        if length is None:
-            length = self.length_predictor.predict(ids, max_new)
+        if length is None:  # model layers: on the compute thread (timebill/compute_thread.py)
+            length = compute_thread.run(self.length_predictor.predict, ids, max_new)
         latency = time.perf_counter() - t0
-        length = LengthEstimate(expected=max(1, min(length.expected, max_new)), bound=max(1, min(length.bound, max_new)))
+        length = LengthEstimate(expected=max(1, min(length.expected, max_new)), bound=max(1, min(length.bound, max_new)),
+                                distribution=length.distribution)
         plan = plan_eviction(
             self.time_model, len(ids), length.expected, length.bound, float(req.budget) - already_elapsed,
             alpha_max=self.alpha_ceiling(req), predictor_time=latency,
@@ -149,6 +152,8 @@ class Estimator:
             planner=self.planner, min_useful_tokens=int(req.min_useful_tokens) or self.min_useful_tokens,
             max_new_tokens=max_new,
         )
-        if req.answer_words:
-            plan = dataclasses.replace(plan, answer_words=int(req.answer_words))
+        odds = completion_odds(lambda n: latency + self.time_model.end_to_end(len(ids), n, plan.alpha), length.dist(),
+                               plan.tokens_that_fit, max_new)
+        plan = dataclasses.replace(plan, answer_words=int(req.answer_words or 0), completion_probability=odds.probability,
+                                   expected_time=odds.expected_time, p90_time=odds.p90_time)
         return Estimate(prompt_ids=ids, length=length, plan=plan, predictor_latency=latency, request=req)

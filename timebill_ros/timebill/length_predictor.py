@@ -9,11 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from .length_distribution import LengthDistribution
+
 
 @dataclass(frozen=True)
 class LengthEstimate:
     expected: int  # expected number of generated tokens
     bound: int     # upper bound used for the worst case (N_W)
+    distribution: LengthDistribution | None = None  # the predictor's distribution, when it has one
+
+    def dist(self) -> LengthDistribution:
+        """The distribution, or all mass at ``expected`` for a predictor that gives only a point."""
+        return self.distribution or LengthDistribution.point(self.expected)
 
 
 class LengthPredictor(Protocol):

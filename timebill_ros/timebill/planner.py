@@ -67,6 +67,10 @@ class Plan:
     tokens_that_fit: int = 0    # answer tokens the expected speed fits in the budget at ``alpha`` (<= the job's token limit)
     useful_fits: bool = True    # a useful answer fits without eviction or at the largest allowed ratio; False: INFEASIBLE
     answer_words: int = 0       # > 0: length control asked the model for at most this many words
+    # From the predicted length distribution (``timebill.length_distribution``), at ``alpha``:
+    completion_probability: float = 1.0  # P(the whole answer is ready by the deadline)
+    expected_time: float = 0.0           # expected end-to-end seconds (predictor + prefill + decode)
+    p90_time: float = 0.0                # their 90th percentile
 
     @property
     def cached_tokens(self) -> int:

@@ -17,6 +17,7 @@ from statistics import median
 
 import numpy as np
 
+from .compute_thread import compute
 from .presses import DEFAULT_PRESS
 from .time_model import TimeModel, machine_id, today
 
@@ -164,6 +165,7 @@ def fit(prefill_pts, decode_pts, model_name: str = "", threads: int = 0, backend
     return final
 
 
+@compute  # model work stays on one thread (timebill/compute_thread.py)
 def profile(loaded, lengths=DEFAULT_LENGTHS, repeats: int = 3, decode_steps: int = 8, progress: bool = True,
             backend=None, press: str | None = DEFAULT_PRESS) -> TimeModel:
     """Profile the serving path and fit the timing model; ``press``: the configured press, whose

@@ -6,6 +6,7 @@ import logging
 import pathlib
 
 from .backends import make_backend, resolve_backend
+from .compute_thread import compute
 from .engine import BudgetedEngine
 from .estimator import Estimator
 from .length_control import DEFAULT_LENGTH_CONTROL
@@ -20,6 +21,7 @@ from .time_model import TimeModel, TimeModelError, default_time_model_path
 log = logging.getLogger("timebill")
 
 
+@compute  # model work stays on one thread (timebill/compute_thread.py)
 def load_configured_model(cfg: dict) -> LoadedModel:
     """The model the configuration names: ``embedded``, a model file or folder, or the test fixture
     ``test:tiny`` (random weights, for tests of the plumbing, e.g. nodes in subprocesses)."""
@@ -121,6 +123,7 @@ def make_length_predictor(cfg: dict, loaded):
     raise ValueError(f"unknown length_predictor '{kind}' (known: constant, rlp, or a path to an RLP head .pt)")
 
 
+@compute
 def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info, backend=None,
                     served: bool = False) -> Estimator:
     """``served``: for a node, which plans from the speed it measured while serving before its
@@ -154,6 +157,7 @@ def configured_press(cfg: dict) -> str:
     return str(cfg.get("press", DEFAULT_PRESS))
 
 
+@compute
 def build_engine(cfg: dict, loaded=None, progress: bool = True, say=log.info, served: bool = False) -> BudgetedEngine:
     # One backend (for llamacpp: one llama.cpp context) both profiles, when that is needed, and serves.
     loaded = loaded or load_configured_model(cfg)

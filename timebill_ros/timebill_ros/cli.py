@@ -89,6 +89,8 @@ def print_result(result, status_name: str, budget: float, out=sys.stdout):
     print(f"tokens: prompt {result.prompt_tokens}, generated {result.generated_tokens} "
           f"(predicted {result.predicted_tokens}, bound {result.predicted_tokens_bound}); "
           f"eviction ratio {result.eviction_ratio:.2f}", file=out)
+    print(f"at acceptance: {100 * result.completion_probability:.0f} % likely to complete, expected "
+          f"{seconds(result.expected_time):.3f} s, 90th percentile {seconds(result.p90_time):.3f} s", file=out)
     if result.answer_word_limit:
         print(f"length control: the predicted answer did not fit; asked for at most {result.answer_word_limit} words",
               file=out)
@@ -151,6 +153,8 @@ def cmd_estimate(args) -> int:
           f"(prefill {seconds(r.predicted_prefill):.3f} s, worst case {seconds(r.predicted_worst_case):.3f} s) "
           f"of {args.budget:.3f} s")
     print("worst case fits the budget" if r.feasible else f"worst case does not fit: {r.reason}")
+    print(f"{100 * r.completion_probability:.0f} % likely to complete in the budget; expected "
+          f"{seconds(r.expected_time):.3f} s, 90th percentile {seconds(r.p90_time):.3f} s")
     if r.answer_word_limit:
         print(f"length control would ask for at most {r.answer_word_limit} words (the estimate is for that prompt)")
     return EXIT_OK

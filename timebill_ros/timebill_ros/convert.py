@@ -17,6 +17,8 @@ from builtin_interfaces.msg import Duration, Time
 from timebill_msgs.action import BudgetedQuery
 from timebill_msgs.msg import CompletionEstimate, JobReport
 
+from timebill.length_distribution import LengthDistribution, running_odds
+from timebill.length_predictor import LengthEstimate
 from timebill.request import InvalidRequest, Outcome, Policy, Request
 from timebill.time_model import kept_positions
 
@@ -165,6 +167,14 @@ class EstimateView:
     latency: float = 0.0
     answer_words: int = 0       # > 0: length control's word limit; the estimate is for that prompt
     limited_ids: tuple = ()     # with answer_words: that prompt's ids, tokenized where the limit was chosen
+    completion_probability: float = 1.0  # P(the answer is ready by the deadline)
+    expected_time: float = 0.0  # expected end-to-end seconds over the length distribution
+    p90_time: float = 0.0       # their 90th percentile
+    distribution: LengthDistribution | None = None  # the predicted length distribution (None: a point)
+
+    def length(self) -> LengthEstimate:
+        """The length prediction, to plan with again without predicting again."""
+        return LengthEstimate(expected=self.expected, bound=self.bound, distribution=self.distribution)
 
     @classmethod
     def of_estimate(cls, est, source: str) -> "EstimateView":
@@ -175,17 +185,27 @@ class EstimateView:
                    predicted_total=p.predicted_total, predicted_worst_case=p.predicted_worst_case,
                    feasible=p.feasible, reason=p.reason, tokens_that_fit=p.tokens_that_fit,
                    latency=est.predictor_latency, answer_words=p.answer_words,
-                   limited_ids=tuple(est.prompt_ids) if p.answer_words else ())
+                   limited_ids=tuple(est.prompt_ids) if p.answer_words else (),
+                   completion_probability=p.completion_probability, expected_time=p.expected_time,
+                   p90_time=p.p90_time, distribution=est.length.distribution)
 
     @classmethod
     def of_response(cls, r) -> "EstimateView":
         """From an EstimateCompletion response."""
+        dist = None
+        if len(r.length_bucket_ends) and len(r.length_bucket_ends) == len(r.length_probabilities):
+            try:
+                dist = LengthDistribution.of(list(r.length_bucket_ends), list(r.length_probabilities))
+            except ValueError:
+                dist = None  # malformed: plan with the point, as for a predictor without a distribution
         return cls(source="predictor", prompt_tokens=r.prompt_tokens, expected=r.predicted_tokens,
                    bound=r.predicted_tokens_bound, alpha=r.eviction_ratio,
                    predicted_prefill=seconds(r.predicted_prefill), predicted_total=seconds(r.predicted_total),
                    predicted_worst_case=seconds(r.predicted_worst_case), feasible=r.feasible, reason=r.reason,
                    tokens_that_fit=r.tokens_that_fit, latency=seconds(r.predictor_latency),
-                   answer_words=int(r.answer_word_limit), limited_ids=tuple(r.limited_prompt_ids))
+                   answer_words=int(r.answer_word_limit), limited_ids=tuple(r.limited_prompt_ids),
+                   completion_probability=float(r.completion_probability), expected_time=seconds(r.expected_time),
+                   p90_time=seconds(r.p90_time), distribution=dist)
 
 
 def fill_estimate(msg, v: EstimateView, now_ns: int, accepted_ns: int, budget: float, offset: float = 0.0):
@@ -205,7 +225,18 @@ def fill_estimate(msg, v: EstimateView, now_ns: int, accepted_ns: int, budget: f
     msg.predicted_completion = time_after(now_ns, v.predicted_total)
     msg.deadline = time_after(accepted_ns, budget)
     msg.predictor_latency = duration(v.latency)
+    msg.completion_probability = float(v.completion_probability)
+    msg.expected_time = duration(offset + v.expected_time)
+    msg.p90_time = duration(offset + v.p90_time)
     return msg
+
+
+def fill_distribution(res, v: EstimateView, limit: int):
+    """An EstimateCompletion response's length distribution, capped at the job's token limit."""
+    if v.distribution is not None:
+        d = v.distribution.capped(limit)
+        res.length_bucket_ends, res.length_probabilities = [int(e) for e in d.ends], [float(p) for p in d.probs]
+    return res
 
 
 def estimate_msg(goal_id, v: EstimateView, now_ns: int, accepted_ns: int, budget: float,
@@ -225,14 +256,17 @@ def remaining(tm, prompt_tokens: int, alpha: float, expected: int, bound: int, g
     return tm.decode(kv, max(left, 0) + 1), tm.decode(kv, max(bound - generated, 0) + 1)
 
 
-def running_view(v: EstimateView, tm, generated: int, elapsed: float, budget: float) -> EstimateView:
-    """The estimate of a running goal after ``generated`` tokens, ``elapsed`` s after acceptance;
-    times count from now."""
+def running_view(v: EstimateView, tm, generated: int, elapsed: float, budget: float, limit: int) -> EstimateView:
+    """The estimate of a running goal after ``generated`` tokens, ``elapsed`` s after acceptance
+    (``limit``: its token limit); times count from now."""
     left, worst = remaining(tm, v.prompt_tokens, v.alpha, v.expected, v.bound, generated)
     feasible = elapsed + worst <= budget
     reason = "" if feasible else (f"{v.bound - generated} more tokens in the worst case need {worst:.3f} s; "
                                   f"{max(budget - elapsed, 0):.3f} s left")
-    return replace(v, predicted_total=left, predicted_worst_case=worst, feasible=feasible, reason=reason)
+    odds = running_odds(tm, v.prompt_tokens, v.alpha, v.length().dist(), generated, elapsed, budget, limit)
+    return replace(v, predicted_total=left, predicted_worst_case=worst, feasible=feasible, reason=reason,
+                   completion_probability=odds.probability, expected_time=odds.expected_time - elapsed,
+                   p90_time=odds.p90_time - elapsed)
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -242,6 +276,8 @@ def unrun_result(outcome: Outcome, message: str, elapsed: float, v: EstimateView
     if v is not None:
         res.prompt_tokens, res.predicted_tokens, res.predicted_tokens_bound = v.prompt_tokens, v.expected, v.bound
         res.eviction_ratio, res.predicted_time = float(v.alpha), duration(v.predicted_total)
+        res.completion_probability = float(v.completion_probability)
+        res.expected_time, res.p90_time = duration(v.expected_time), duration(v.p90_time)
     return res
 
 
@@ -257,6 +293,10 @@ def result_msg(core, v: EstimateView | None = None):
         res.predicted_tokens, res.predicted_tokens_bound = int(plan.predicted_tokens), int(plan.predicted_tokens_bound)
         res.predicted_time = duration(plan.predicted_total)
         res.answer_word_limit = int(plan.answer_words)
+        res.completion_probability = float(plan.completion_probability)
+        # the plan's times count from when it was made, after the goal waited: from acceptance here
+        res.expected_time = duration(core.queue_wait + plan.expected_time)
+        res.p90_time = duration(core.queue_wait + plan.p90_time)
     elif v is not None:
         res.predicted_tokens, res.predicted_tokens_bound = v.expected, v.bound
     return res

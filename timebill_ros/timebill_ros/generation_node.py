@@ -29,7 +29,7 @@ from timebill_msgs.msg import CompletionEstimate, JobReport
 from visualization_msgs.msg import Marker
 
 from timebill.jobs import Job, QueueFull, Scheduler
-from timebill.length_predictor import LengthEstimate
+from timebill.length_distribution import running_odds
 from timebill.request import InvalidRequest, Outcome
 
 from .admission import Admission
@@ -285,7 +285,7 @@ class GenerationNode(ManagedNode):
         # The planner's verdict for the length predicted at acceptance (planning again is arithmetic:
         # no tokenization, no prediction), so the node answers INFEASIBLE by the engine's own rule.
         verdict = self.engine.estimator.estimate(req, already_elapsed=since(), prompt_ids=ids, control_length=False,
-                                                 length=LengthEstimate(expected=view.expected, bound=view.bound)).plan
+                                                 length=view.length()).plan
         if self.engine.reject_infeasible and not verdict.useful_fits:
             why = verdict.reason or "not even a minimal answer fits the budget"
             return self._with_note(unrun_result(Outcome.INFEASIBLE, f"infeasible: {why}", since(), view,
@@ -294,7 +294,7 @@ class GenerationNode(ManagedNode):
         # The length predicted at acceptance is reused: predicting again would cost budget.
         job = Job(request=req, release=g.accepted_at, id=handle.goal_id,
                   on_token=lambda ev: self._on_token(g, ev), cancel=g.cancel,
-                  length=LengthEstimate(expected=view.expected, bound=view.bound),
+                  length=view.length(),
                   on_plan=lambda est: setattr(g, "plan", est), prompt_ids=ids)
         try:
             core = self.scheduler.run(job)
@@ -370,15 +370,17 @@ class GenerationNode(ManagedNode):
             self._marker(g)
 
     def _send_feedback(self, g: GoalState, elapsed: float):
-        alpha, left, fit, words = 0.0, 0.0, 0, 0
+        alpha, left, fit, words, prob = 0.0, 0.0, 0, 0, 0.0
         if g.plan is not None:
             p = g.plan.plan
             alpha, fit, words = p.alpha, p.tokens_that_fit, p.answer_words
-            left, _ = remaining(self.engine.estimator.time_model, p.prompt_tokens, alpha, p.predicted_tokens,
-                                p.predicted_tokens_bound, g.tokens)
+            tm = self.engine.estimator.time_model
+            left, _ = remaining(tm, p.prompt_tokens, alpha, p.predicted_tokens, p.predicted_tokens_bound, g.tokens)
+            prob = running_odds(tm, p.prompt_tokens, alpha, g.plan.length.dist(), g.tokens, elapsed, g.budget,
+                                self.engine.estimator.max_new_tokens(g.plan.request)).probability
         fb = BudgetedQuery.Feedback(text=g.pending_text, tokens_generated=g.tokens, elapsed=duration(elapsed),
                                     predicted_remaining=duration(left), eviction_ratio=alpha,
-                                    tokens_that_fit=fit, answer_word_limit=words)
+                                    tokens_that_fit=fit, answer_word_limit=words, completion_probability=prob)
         g.sent_text += g.pending_text
         g.pending_text = ""
         g.sent_tokens = g.tokens

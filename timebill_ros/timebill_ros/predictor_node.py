@@ -27,7 +27,7 @@ from timebill_msgs.srv import EstimateCompletion
 from timebill.request import InvalidRequest
 
 from .common import calibration_values, declare_config, diagnostic_status, load_while_reporting, run_node
-from .convert import (EstimateView, estimate_msg, fill_estimate, goal_key, is_zero_uuid, running_view, seconds,
+from .convert import (EstimateView, estimate_msg, fill_distribution, fill_estimate, goal_key, is_zero_uuid, running_view, seconds,
                       short_id, time_from_ns, to_request)
 from .managed import ManagedNode
 
@@ -42,6 +42,7 @@ class Tracked:
     view: EstimateView          # at acceptance
     budget: float
     accepted_ns: int
+    limit: int                  # the goal's token limit
     last_update: float = 0.0
 
 
@@ -140,8 +141,10 @@ class PredictorNode(ManagedNode):
         res.valid = True
         fill_estimate(res, view, now, accepted, r.budget)
         res.limited_prompt_ids = list(view.limited_ids)
+        limit = self.estimator.max_new_tokens(r)
+        fill_distribution(res, view, limit)
         if not is_zero_uuid(req.goal_id):
-            t = Tracked(goal_id=req.goal_id, view=view, budget=r.budget, accepted_ns=accepted)
+            t = Tracked(goal_id=req.goal_id, view=view, budget=r.budget, accepted_ns=accepted, limit=limit)
             self.tracked[goal_key(req.goal_id)] = t
             self.estimate_pub.publish(estimate_msg(t.goal_id, view, now, accepted, r.budget))
         return res
@@ -161,7 +164,7 @@ class PredictorNode(ManagedNode):
         t.view.alpha = float(fb.eviction_ratio)
         t.view.tokens_that_fit = int(fb.tokens_that_fit)
         k = int(fb.tokens_generated)
-        view = running_view(t.view, self.estimator.time_model, k, seconds(fb.elapsed), t.budget)
+        view = running_view(t.view, self.estimator.time_model, k, seconds(fb.elapsed), t.budget, t.limit)
         self.updates += 1
         self.estimate_pub.publish(estimate_msg(t.goal_id, view, self.get_clock().now().nanoseconds, t.accepted_ns,
                                                t.budget, tokens=k))

@@ -51,6 +51,14 @@ def import_llama_cpp():
 _LOG_CALLBACK = None
 
 
+def cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_int8" in line for line in f)
+    except OSError:
+        return False
+
+
 def _silence_llama_cpp(L) -> None:
     # llama.cpp prints every load and context detail to stderr; a node's log must not drown in it.
     global _LOG_CALLBACK
@@ -62,13 +70,20 @@ def _silence_llama_cpp(L) -> None:
 class LlamaCppModel:
     """One llama.cpp model and context on a GGUF file: one sequence, decode one token at a time."""
 
-    def __init__(self, gguf: str | os.PathLike, n_ctx: int, threads: int):
+    def __init__(self, gguf: str | os.PathLike, n_ctx: int, threads: int, extra_buffers: bool = True):
         L = import_llama_cpp()
         self.L = L
         _silence_llama_cpp(L)
         L.llama_backend_init()
         path = pathlib.Path(gguf)
         mparams = L.llama_model_default_params()
+        mparams.use_extra_bufts = bool(extra_buffers)
+        # On a CPU with AMX, llama.cpp 0.3.36 (built with -march=native, as setup.sh does) puts
+        # Q4/Q8 weights in its AMX buffers: decoding one token is fastest there (9 ms a step here
+        # against 13 ms without them), but any batch of more than one token crashes llama_decode
+        # with a segmentation fault (measured 2026-12-01 on a Xeon with amx_int8). Such a context
+        # takes its tokens one at a time; serving decodes one at a time anyway.
+        self.one_token_batches = bool(extra_buffers) and cpu_has_amx()
         self.model = L.llama_model_load_from_file(str(path).encode(), mparams)
         if not self.model:
             raise LlamaCppUnavailable(f"llama.cpp cannot load {path}")
@@ -105,6 +120,10 @@ class LlamaCppModel:
         self.L.llama_memory_clear(self.mem, True)
 
     def _decode(self, tokens, start: int) -> None:
+        if len(tokens) > 1 and self.one_token_batches:
+            for i, t in enumerate(tokens):
+                self._decode([t], start + i)
+            return
         b = self.batch
         n = len(tokens)
         for i, t in enumerate(tokens):

@@ -326,6 +326,7 @@ def cmd_train(args) -> int:
     import numpy as np
 
     from .bounds import calibrate_factor, coverage_of, calibrated_bound
+    from .calibration import calibrate_temperature
     from .model import HeadConfig, train_head
     from .predictor import default_head_path
 
@@ -370,6 +371,8 @@ def cmd_train(args) -> int:
     print("validation MAE by point prediction: " + ", ".join(f"{k} {v:.2f}" for k, v in point_mae.items())
           + f" -> {head.cfg.point}", flush=True)
     pred_val = head.predict_lengths(feats[chosen][va])
+    head.cfg.temperature = calibrate_temperature(head, feats[chosen][va], y[va])
+    print(f"distribution: softmax temperature {head.cfg.temperature:.3f} (least validation NLL)", flush=True)
     q = calibrate_factor(y[va], pred_val, args.coverage)
     head.cfg.bound_factor = q
     cov_val = coverage_of(y[va], [calibrated_bound(p, cap, q) for p in pred_val])
@@ -390,6 +393,7 @@ def cmd_eval(args) -> int:
     import numpy as np
 
     from .bounds import calibrated_bound, coverage_of, paper_bound
+    from .calibration import plot_reliability, reliability, reliability_table
     from .evaluate import (bounds_table, markdown_table, metrics, out_of_fold, per_source_rows, per_source_table, plot,
                            plot_per_source)
     from .sources import source_of
@@ -455,16 +459,28 @@ def cmd_eval(args) -> int:
     oof = out_of_fold([r["id"] for r in recs], feats, y, hc, train_head, folds=args.folds, coverage=hc.bound_coverage)
     src_rows = per_source_rows([r.get("source") or source_of(r["id"]) for r in recs], y, oof, cap)
     print(per_source_table(src_rows))
+    # Is the distribution honest? Out of fold, as a planner reads it: P(length <= tokens that fit).
+    ends, _ = head.distribution(feats[:1])
+    rel = reliability(ends, oof["probs"], y, cap)
+    rel_raw = reliability(ends, oof["probs_raw"], y, cap)
+    print(f"\nreliability of P(length <= n), {args.folds}-fold out of fold, temperature fitted per fold:")
+    print(reliability_table(rel))
+    print(f"(at temperature 1: expected calibration error {rel_raw['ece']:.3f})")
+    out.mkdir(parents=True, exist_ok=True)
+    plot_reliability(out / "rlp_reliability.png", {"temperature-scaled": rel, "temperature 1": rel_raw},
+                     title=f"P(length <= tokens that fit), out of fold (n={len(recs)} prompts)")
     result = {"labels": len(recs), "train": len(tr), "val": len(va), "test": len(te), "layers": L, "width": hc.width,
               "cap": cap, "max_input_tokens": hc.max_input_tokens, "table": rows, "bounds": brows,
               "test_length_mean": float(y[te].mean()), "test_at_cap": float(np.mean(y[te] >= cap)),
-              "per_source": src_rows, "folds": args.folds, "labels_file": pathlib.Path(args.labels).name}
+              "per_source": src_rows, "folds": args.folds, "labels_file": pathlib.Path(args.labels).name,
+              "reliability": rel, "reliability_temperature_1": rel_raw, "temperature": hc.temperature}
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "data" / "rlp_eval.json").write_text(json.dumps(result, indent=1))
     plot(out / "rlp_eval.png", y[te], p, hc.width, cap, title=f"RLP on the test split (L={L}, B={hc.width}, n={len(te)})")
     plot_per_source(out / "rlp_per_source.png", src_rows,
                     title=f"RLP per source, {args.folds}-fold out of fold (n={len(recs)})")
-    print(f"wrote {out / 'data' / 'rlp_eval.json'}, {out / 'rlp_eval.png'} and {out / 'rlp_per_source.png'}")
+    print(f"wrote {out / 'data' / 'rlp_eval.json'}, {out / 'rlp_eval.png'}, {out / 'rlp_per_source.png'} and "
+          f"{out / 'rlp_reliability.png'}")
     return 0
 
 

@@ -34,12 +34,15 @@ def out_of_fold(ids, x, y, cfg, train_head, folds: int = 5, coverage: float = 0.
     import copy
 
     from .bounds import calibrate_factor, calibrated_bound
+    from .calibration import calibrate_temperature
 
     y = np.asarray(y)
     fold = np.array([fold_of(i, folds) for i in ids])
     inner = np.array([fold_of("inner:" + i, 8) == 0 for i in ids])
     cap = cfg.max_tokens
     out = {k: np.zeros(len(y), dtype=int) for k in ("classifier", "regression", "constant", "bound")}
+    out["probs"] = np.zeros((len(y), cfg.num_classes))        # the classifier's calibrated distribution
+    out["probs_raw"] = np.zeros((len(y), cfg.num_classes))    # the same at temperature 1
     for k in range(folds):
         te = np.where(fold == k)[0]
         tr = np.where((fold != k) & ~inner)[0]
@@ -48,6 +51,10 @@ def out_of_fold(ids, x, y, cfg, train_head, folds: int = 5, coverage: float = 0.
         c.kind, c.bound_factor, c.extra = "classifier", 0.0, {}
         head, _ = train_head(c, x[tr], y[tr], x[va], y[va])
         out["classifier"][te] = head.predict_lengths(x[te])
+        head.cfg.temperature = 1.0
+        out["probs_raw"][te] = head.distribution(x[te])[1]
+        head.cfg.temperature = calibrate_temperature(head, x[va], y[va])
+        out["probs"][te] = head.distribution(x[te])[1]
         q = calibrate_factor(y[va], head.predict_lengths(x[va]), coverage)
         out["bound"][te] = [cap if p >= cap else calibrated_bound(p, cap, q) for p in out["classifier"][te]]
         c = copy.deepcopy(c)

@@ -80,6 +80,7 @@ class HeadConfig:
     bound_coverage: float = 0.95
     paper_k: float = 5.0
     point: str = "argmax"             # classifier's point prediction: the likeliest bucket, or the median of its distribution
+    temperature: float = 1.0          # softmax temperature of the distribution, fitted on validation (calibration)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -99,6 +100,15 @@ class LengthHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mu) / self.sigma)
+
+    @torch.inference_mode()
+    def distribution(self, x: torch.Tensor) -> tuple[list[int], np.ndarray]:
+        """The classifier's calibrated distribution: (bucket upper ends, probabilities [n, K]).
+        The top bucket means "at least the label cap"."""
+        self.eval()
+        c = self.cfg
+        probs = torch.softmax(self(x.float()).float() / max(c.temperature, 1e-3), -1).numpy()
+        return [length_of_class(k, c.width, c.max_tokens) for k in range(c.num_classes)], probs
 
     @torch.inference_mode()
     def predict_lengths(self, x: torch.Tensor) -> np.ndarray:

@@ -13,6 +13,7 @@ import importlib.resources
 import pathlib
 from typing import Sequence
 
+from ..length_distribution import LengthDistribution
 from ..length_predictor import LengthEstimate
 from .bounds import calibrated_bound, paper_bound
 from .model import LengthHead, layer_features
@@ -51,19 +52,26 @@ class RLPPredictor:
         self.k = float(k if k is not None else cfg.paper_k)
         self.name = f"rlp(L={cfg.layers},B={cfg.width},{bound})"
 
-    def expected_length(self, prompt_ids: Sequence[int]) -> int:
+    def _features(self, prompt_ids: Sequence[int]):
         cfg = self.head.cfg
-        feats = layer_features(self.loaded.model, prompt_ids, [cfg.layers], cfg.max_input_tokens)[cfg.layers]
-        return int(self.head.predict_lengths(feats[None])[0])
+        return layer_features(self.loaded.model, prompt_ids, [cfg.layers], cfg.max_input_tokens)[cfg.layers][None]
+
+    def expected_length(self, prompt_ids: Sequence[int]) -> int:
+        return int(self.head.predict_lengths(self._features(prompt_ids))[0])
 
     def predict(self, prompt_ids: Sequence[int], max_new_tokens: int) -> LengthEstimate:
         cfg = self.head.cfg
-        n_hat = self.expected_length(prompt_ids)
+        feats = self._features(prompt_ids)  # one backbone pass serves the point and the distribution
+        n_hat = int(self.head.predict_lengths(feats)[0])
+        dist = None
+        if cfg.kind == "classifier":
+            ends, probs = self.head.distribution(feats)
+            dist = LengthDistribution.of(ends, probs[0])
         cap = int(max_new_tokens)
         if n_hat >= cfg.max_tokens:  # top bucket: "at least the label cap"
-            return LengthEstimate(expected=min(n_hat, cap), bound=cap)
+            return LengthEstimate(expected=min(n_hat, cap), bound=cap, distribution=dist)
         if self.bound == "paper":
             nw = paper_bound(n_hat, cap, self.k)
         else:
             nw = calibrated_bound(n_hat, cap, cfg.bound_factor)
-        return LengthEstimate(expected=min(n_hat, cap), bound=max(nw, min(n_hat, cap)))
+        return LengthEstimate(expected=min(n_hat, cap), bound=max(nw, min(n_hat, cap)), distribution=dist)

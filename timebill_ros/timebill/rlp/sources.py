@@ -9,6 +9,9 @@ Sources (each a public data set from the evaluation extra, read at run time, nev
   piqa         physical how-to goals ("How do I sharpen a knife without a sharpener?")
   nq_open      Natural Questions, short factual questions
   brief        PIQA and NQ-open questions with the system prompt "Answer in one short sentence."
+  asks         the same questions asked the way robots and operators ask: with an explicit length
+               ("In one sentence, ...", "In about 100 words, ...", "Write a detailed 500-word essay
+               ..."), step by step, for a yes/no or one-word answer, or as a robot-arm task
 
 The evaluation scores the ``eval`` halves of NarrativeQA, QASPER and the everyday questions
 (``evaluation.datasets.half_of``, by story / paper / text); only their ``train`` halves are here.
@@ -22,7 +25,7 @@ import random
 
 from .data import Prompt, first_turn_prompts
 
-SOURCES = ("sharegpt", "narrativeqa", "qasper", "everyday", "piqa", "nq_open", "brief")
+SOURCES = ("sharegpt", "narrativeqa", "qasper", "everyday", "piqa", "nq_open", "brief", "asks")
 BRIEF_SYSTEM = "Answer in one short sentence."
 CONTEXT_CAP = 1536  # the full evaluation's context cap (tokens)
 
@@ -58,11 +61,53 @@ def load_source(name: str, tokenizer=None, limit: int | None = None, seed: int =
         # changes, so the predictor must learn to read it.
         items = datasets.requests("piqa") + datasets.requests("nq_open")
         prompts = [Prompt(f"brief/{it.id}", it.question, BRIEF_SYSTEM, name) for it in items]
+    elif name == "asks":
+        prompts = ask_prompts()
     else:
         raise ValueError(f"unknown prompt source '{name}': use one of {', '.join(SOURCES)}")
     if limit is not None and len(prompts) > limit:
         prompts = random.Random(f"{seed}:{name}").sample(prompts, limit)
     return prompts
+
+
+# How robots and their operators phrase a request, {q} the question or goal. Each kind names what
+# it asks for; the predictor must learn to read the ask, whatever the question.
+ASK_TEMPLATES = {
+    "one_sentence": ("In one sentence: {q}", "{q} Answer in one sentence.", "Explain in a single sentence. {q}"),
+    "sentences": ("{q} Answer in two sentences.", "In three sentences: {q}"),
+    "words": ("In about {n} words, answer this: {q}", "{q} Reply in at most {n} words.",
+              "Answer in roughly {n} words. {q}"),
+    "essay": ("Write a detailed {n}-word essay on this question: {q}", "{q} Write a long, detailed answer of about {n} words."),
+    "steps": ("{q} Explain step by step.", "Give me numbered step-by-step instructions. {q}"),
+    "robot_task": ("You control a robot arm with a gripper. List the steps to do this: {q}",
+                   "Plan the motions for a mobile manipulator to carry out this task, step by step: {q}"),
+    "yes_no": ("{q} Answer yes or no.", "Answer only yes or no: {q}"),
+    "one_word": ("{q} Answer with one word.", "Reply with a single word or number: {q}"),
+    "brief": ("Briefly: {q}", "{q} Keep it short."),
+    "detailed": ("{q} Please explain in detail.", "Tell me everything you know about this: {q}"),
+}
+ASK_WORDS = {"words": (10, 20, 50, 100, 150, 200), "essay": (300, 500, 800)}
+
+
+def ask_prompts() -> list[Prompt]:
+    """Every PIQA / NQ-open question (train-side sources, like ``brief``) asked one way each: a
+    kind, template and length chosen by a hash of the question's id, so the set is fixed."""
+    import hashlib
+
+    from ..evaluation import datasets
+
+    kinds = sorted(ASK_TEMPLATES)
+    out = []
+    for it in datasets.requests("piqa") + datasets.requests("nq_open"):
+        h = int.from_bytes(hashlib.sha256(f"asks:{it.id}".encode()).digest()[:8], "big")
+        kind = kinds[h % len(kinds)]
+        templates = ASK_TEMPLATES[kind]
+        template = templates[(h // 16) % len(templates)]
+        words = ASK_WORDS.get(kind, (0,))
+        n = words[(h // 256) % len(words)]
+        q = it.question if it.question.endswith(("?", ".", "!")) else it.question + "."
+        out.append(Prompt(f"asks/{kind}/{it.id}", template.format(q=q, n=n), "", "asks"))
+    return out
 
 
 def interleave(groups: list[list[Prompt]]) -> list[Prompt]:

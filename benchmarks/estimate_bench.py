@@ -1,0 +1,184 @@
+"""Are the estimates a planner gets at acceptance right? Held-out goals through the nodes.
+
+Starts `timebill_ros bringup` on the default configuration, sends every prompt of a held-out set
+as a Kill goal at each budget (one at a time, through `TimeBillClient`, as a planner does), and
+compares what the result says was estimated at acceptance with what happened:
+
+- completed goals: |estimated - real end-to-end time| / real, for the point estimate
+  (`predicted_time`) and the distribution's expectation (`expected_time`);
+- of the goals estimated to fit (point estimate <= budget), the share that completed;
+- the completion probability against the share that completed, in bins (reliability, ECE);
+- the length: |predicted - generated| of completed goals, against the constant predictor's.
+
+Held-out prompts: the `test` split (`timebill.rlp.data.split_of`) of the length predictor's
+served-like mix (`timebill/rlp/sources.py`, `scripts/setup.sh --eval`): never used to train or
+to choose anything. --per-source of each source, in a fixed order.
+
+    source scripts/env.sh
+    python benchmarks/estimate_bench.py --per-source 4 --budgets 1,3 --out docs/bench   # ~8 minutes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def held_out_prompts(per_source: int, sources: list[str]):
+    from timebill.config import load_config
+    from timebill.rlp.data import split_of
+    from timebill.rlp.sources import load_source
+    from timebill.runtime import load_configured_model
+
+    tok = load_configured_model(load_config()).tokenizer
+    out = []
+    for name in sources:
+        test = sorted((p for p in load_source(name, tok) if split_of(p.id) == "test"), key=lambda p: p.id)
+        out += test[:per_source]
+    return out
+
+
+def ece(pairs, bins: int = 5) -> tuple[float, list]:
+    """pairs: (predicted probability, completed 0/1)."""
+    rows, total = [], 0.0
+    for i in range(bins):
+        lo, hi = i / bins, (i + 1) / bins
+        sel = [(p, c) for p, c in pairs if lo <= p < hi or (i == bins - 1 and p == 1.0)]
+        if sel:
+            mp, mc = statistics.mean(p for p, _ in sel), statistics.mean(c for _, c in sel)
+            total += len(sel) / len(pairs) * abs(mp - mc)
+            rows.append((f"{lo:.1f}-{hi:.1f}", len(sel), mp, mc))
+    return total, rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--per-source", type=int, default=4)
+    ap.add_argument("--sources", default="sharegpt,narrativeqa,qasper,everyday,piqa,nq_open,brief,asks")
+    ap.add_argument("--budgets", default="1,3")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE", help="a node parameter")
+    ap.add_argument("--domain", type=int, default=75)
+    ap.add_argument("--out", default=None, help="folder for estimate_bench.json and estimate_bench.png")
+    args = ap.parse_args()
+    budgets = [float(b) for b in args.budgets.split(",")]
+    prompts = held_out_prompts(args.per_source, args.sources.split(","))
+    print(f"{len(prompts)} held-out prompts x budgets {budgets} (Kill)", flush=True)
+
+    env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    import rclpy
+
+    from timebill_ros.client import TimeBillClient
+    from timebill_ros.convert import OUTCOME_NAMES, seconds
+
+    log_path = pathlib.Path(tempfile.mkdtemp(prefix="timebill-estimates-")) / "bringup.log"
+    log = open(log_path, "w")
+    params = [a for p in args.param for a in ("--param", p)]
+    bringup = subprocess.Popen(["timebill_ros", "bringup", *params], env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=args.domain, args=[])
+    rows = []
+    t_start = time.monotonic()
+    try:
+        with TimeBillClient(context=ctx) as client:
+            if not client.wait_until_ready(timeout=600, estimator=True):
+                print(f"the nodes did not come up; log: {log_path}", file=sys.stderr)
+                return 2
+            client.ask("Hello!", 5.0, policy="kill", timeout=60)  # the first job teaches the served speed
+            n = len(prompts) * len(budgets)
+            for i, (p, budget) in enumerate(((p, b) for p in prompts for b in budgets), 1):
+                r = client.ask(p.text, budget, system_prompt=p.system, policy="kill", timeout=budget + 60)
+                row = {"id": p.id, "source": p.source, "budget": budget, "outcome": OUTCOME_NAMES[r.outcome],
+                       "elapsed": seconds(r.elapsed), "predicted_time": seconds(r.predicted_time),
+                       "expected_time": seconds(r.expected_time), "p90_time": seconds(r.p90_time),
+                       "probability": float(r.completion_probability), "predicted_tokens": r.predicted_tokens,
+                       "generated_tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
+                       "word_limit": r.answer_word_limit}
+                rows.append(row)
+                print(f"[{i}/{n}] {p.id[:40]:40s} {budget:4.1f} s {row['outcome']:10s} took {row['elapsed']:.2f} s, "
+                      f"estimated {row['predicted_time']:.2f} s (expected {row['expected_time']:.2f}), "
+                      f"P {row['probability']:.2f}, tokens {row['generated_tokens']} / predicted {row['predicted_tokens']}",
+                      flush=True)
+    finally:
+        ctx.try_shutdown()
+        os.killpg(bringup.pid, signal.SIGINT)
+        bringup.wait(timeout=30)
+    summary = summarise(rows)
+    summary["duration_s"] = round(time.monotonic() - t_start, 1)
+    summary["command"] = "python benchmarks/estimate_bench.py " + " ".join(sys.argv[1:])
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "estimate_bench.json").write_text(json.dumps({"summary": summary, "goals": rows}, indent=1))
+        plot(out / "estimate_bench.png", rows, summary)
+        print(f"wrote {out / 'estimate_bench.json'} and {out / 'estimate_bench.png'}")
+    return 0
+
+
+def summarise(rows: list[dict]) -> dict:
+    done = [r for r in rows if r["outcome"] == "COMPLETED"]
+    scored = [r for r in rows if r["outcome"] in ("COMPLETED", "KILLED", "INFEASIBLE")]
+
+    def err(key):
+        e = [abs(r[key] - r["elapsed"]) / r["elapsed"] for r in done if r["elapsed"] > 0]
+        return round(100 * statistics.mean(e), 1) if e else None
+
+    fit = [r for r in scored if r["predicted_time"] <= r["budget"] and r["outcome"] != "INFEASIBLE"]
+    e, bins = ece([(r["probability"], r["outcome"] == "COMPLETED") for r in scored])
+    lengths = [r["generated_tokens"] for r in done]
+    const = statistics.median(lengths) if lengths else 0
+    return {
+        "goals": len(rows), "completed": len(done), "killed": sum(r["outcome"] == "KILLED" for r in rows),
+        "infeasible": sum(r["outcome"] == "INFEASIBLE" for r in rows),
+        "estimate_error_completed_pct": err("predicted_time"),
+        "expected_time_error_completed_pct": err("expected_time"),
+        "estimated_to_fit": len(fit), "of_those_completed_pct": round(100 * sum(r["outcome"] == "COMPLETED" for r in fit)
+                                                                    / len(fit), 1) if fit else None,
+        "completion_probability_ece": round(e, 3), "reliability_bins": bins,
+        "length_mae_completed": round(statistics.mean(abs(r["predicted_tokens"] - r["generated_tokens"]) for r in done), 1)
+        if done else None,
+        "constant_length_mae_completed": round(statistics.mean(abs(const - n) for n in lengths), 1) if done else None,
+        "word_limited_goals": sum(r["word_limit"] > 0 for r in rows),
+    }
+
+
+def plot(path, rows, summary) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.4))
+    for outcome, colour in (("COMPLETED", "tab:green"), ("KILLED", "tab:red")):
+        sel = [r for r in rows if r["outcome"] == outcome]
+        a.scatter([r["predicted_time"] for r in sel], [r["elapsed"] for r in sel], s=14, c=colour, label=outcome)
+    top = max([r["elapsed"] for r in rows] + [r["predicted_time"] for r in rows] + [1.0])
+    a.plot([0, top], [0, top], color="grey", lw=1, ls="--")
+    a.set_xlabel("estimated at acceptance (s)")
+    a.set_ylabel("real end to end (s)")
+    a.set_title(f"completed: estimate off by {summary['estimate_error_completed_pct']} % on average", fontsize=9)
+    a.legend(fontsize=8)
+    bins = summary["reliability_bins"]
+    b.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+    b.plot([x[2] for x in bins], [x[3] for x in bins], marker="o")
+    for x in bins:
+        b.annotate(str(x[1]), (x[2], x[3]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    b.set_xlabel("completion probability at acceptance")
+    b.set_ylabel("share completed")
+    b.set_title(f"reliability over {summary['goals']} goals (ECE {summary['completion_probability_ece']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

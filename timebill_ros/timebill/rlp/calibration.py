@@ -1,0 +1,104 @@
+"""Is the predicted length distribution honest? Temperature scaling, and its reliability.
+
+A planner reads P(answer complete by the deadline) = P(length <= tokens that fit). A classifier
+trained with cross-entropy and stopped early on MAE is not calibrated by construction: one
+temperature on its logits, fitted on the validation split by likelihood, makes it so (or says
+how far it is). Reliability is judged the way a planner uses the distribution: for every prompt
+and each of a grid of "tokens that fit", the predicted P(length <= n) against whether the real
+length was <= n, in bins of predicted probability; the expected calibration error (ECE) is the
+bins' weighted mean gap.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# "Tokens that fit" a planner's budgets give on this CPU: from a yes/no to a long answer.
+THRESHOLDS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 320)
+TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(8.0), 61))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def fit_temperature(logits: np.ndarray, classes: np.ndarray) -> float:
+    """The temperature of least negative log-likelihood of the true classes (a grid search: one
+    parameter, a few hundred prompts)."""
+    classes = np.asarray(classes, dtype=int)
+    rows = np.arange(len(classes))
+    nll = [-np.mean(np.log(softmax(logits, t)[rows, classes] + 1e-12)) for t in TEMPERATURES]
+    return float(TEMPERATURES[int(np.argmin(nll))])
+
+
+def calibrate_temperature(head, x, lengths) -> float:
+    """Fit ``head``'s temperature on held-out features ``x`` and true ``lengths`` (not set here)."""
+    import torch
+
+    from .model import targets
+
+    with torch.inference_mode():
+        logits = head(x.float()).float().numpy()
+    return fit_temperature(logits, targets(lengths, head.cfg).numpy())
+
+
+def cdf_at(ends, probs: np.ndarray, n: float) -> np.ndarray:
+    """P(length <= n) for each row of ``probs`` over buckets with upper ``ends`` (uniform inside)."""
+    from ..length_distribution import LengthDistribution
+
+    return np.array([LengthDistribution(tuple(ends), tuple(float(x) for x in row / row.sum())).p_at_most(n)
+                     for row in probs])
+
+
+def reliability(ends, probs: np.ndarray, lengths, cap: int, thresholds=THRESHOLDS, bins: int = 10) -> dict:
+    """Predicted P(length <= n) against the share of answers that were, over prompts x thresholds
+    below the label cap (a label at the cap says only "at least the cap")."""
+    lengths = np.asarray(lengths)
+    pred, real = [], []
+    for n in thresholds:
+        if n >= cap:
+            continue
+        pred.append(cdf_at(ends, probs, n))
+        real.append((lengths <= n).astype(float))
+    pred, real = np.concatenate(pred), np.concatenate(real)
+    edges = np.linspace(0, 1, bins + 1)
+    rows, ece = [], 0.0
+    for i in range(bins):
+        m = (pred >= edges[i]) & ((pred < edges[i + 1]) if i < bins - 1 else (pred <= 1.0))
+        if not m.any():
+            continue
+        gap = abs(pred[m].mean() - real[m].mean())
+        ece += m.mean() * gap
+        rows.append({"bin": f"{edges[i]:.1f}-{edges[i + 1]:.1f}", "pairs": int(m.sum()),
+                     "predicted": float(pred[m].mean()), "observed": float(real[m].mean())})
+    return {"ece": float(ece), "pairs": int(len(pred)), "bins": rows, "thresholds": [n for n in thresholds if n < cap]}
+
+
+def reliability_table(rel: dict) -> str:
+    lines = ["| predicted P(complete) | pairs | mean predicted | share complete |", "|---|---|---|---|"]
+    lines += [f"| {r['bin']} | {r['pairs']} | {r['predicted']:.3f} | {r['observed']:.3f} |" for r in rel["bins"]]
+    return "\n".join(lines) + f"\n\nexpected calibration error {rel['ece']:.3f} over {rel['pairs']} (prompt, tokens that fit) pairs"
+
+
+def plot_reliability(path, curves: dict, title: str) -> None:
+    """``curves``: name -> reliability() result; one line each, against the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfectly calibrated")
+    for name, rel in curves.items():
+        xs = [r["predicted"] for r in rel["bins"]]
+        ys = [r["observed"] for r in rel["bins"]]
+        ax.plot(xs, ys, marker="o", label=f"{name} (ECE {rel['ece']:.3f})")
+    ax.set_xlabel("predicted P(length <= tokens that fit)")
+    ax.set_ylabel("share of answers that were")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
