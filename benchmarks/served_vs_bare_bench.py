@@ -87,7 +87,7 @@ def served(repeats: int, domain: int, params: list[str]) -> dict:
                 raise SystemExit(f"the nodes did not come up; log: {log}")
             client.ask("Hello!", 10.0, policy="kill", timeout=60)  # warm: the first goal of a start is not typical
             for name, prompt in (("short", SHORT), ("long", LONG)):
-                steps, overheads, prompt_tokens = [], [], 0
+                steps, overheads, prompt_tokens, parts = [], [], 0, []
                 for _ in range(repeats):
                     t0 = time.monotonic()
                     h = client.query(prompt, 60.0, policy="kill", max_new_tokens=NEW_TOKENS, length_control=False,
@@ -99,13 +99,23 @@ def served(repeats: int, domain: int, params: list[str]) -> dict:
                         arrived.wait_for(lambda: key in reports, timeout=10)
                     rep = reports[key]
                     steps.append(statistics.median(rep.decode_step_times))
-                    overheads.append(took - seconds(rep.measured_prefill) - seconds(rep.measured_decode))
+                    engine = seconds(rep.measured_prefill) + seconds(rep.measured_decode)
+                    overheads.append(took - engine)
+                    total, wait = seconds(rep.measured_total), seconds(rep.queue_wait)
+                    # where it goes: the goal's and result's way (client <-> node), acceptance to the
+                    # plan (the predictor's estimate), and the node's work around the model's steps
+                    parts.append((took - total, wait, total - wait - engine))
                     prompt_tokens = r.prompt_tokens
                 out[name] = {"prompt_tokens": prompt_tokens, "step_ms": 1e3 * statistics.median(steps),
-                             "overhead_ms": 1e3 * statistics.median(overheads)}
+                             "overhead_ms": 1e3 * statistics.median(overheads),
+                             "transport_ms": 1e3 * statistics.median(p[0] for p in parts),
+                             "estimate_wait_ms": 1e3 * statistics.median(p[1] for p in parts),
+                             "around_steps_ms": 1e3 * statistics.median(p[2] for p in parts)}
                 print(f"served {name:5s}: {prompt_tokens} prompt tokens, step {out[name]['step_ms']:.2f} ms "
                       f"(runs: {', '.join(f'{1e3 * s:.2f}' for s in steps)}), goal overhead "
-                      f"{out[name]['overhead_ms']:.1f} ms (runs: {', '.join(f'{1e3 * s:.1f}' for s in overheads)})",
+                      f"{out[name]['overhead_ms']:.1f} ms (runs: {', '.join(f'{1e3 * s:.1f}' for s in overheads)}): "
+                      f"transport {out[name]['transport_ms']:.1f}, waiting for the estimate "
+                      f"{out[name]['estimate_wait_ms']:.1f}, around the model's steps {out[name]['around_steps_ms']:.1f}",
                       flush=True)
     finally:
         ctx.try_shutdown()

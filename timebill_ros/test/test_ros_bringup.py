@@ -145,3 +145,33 @@ def test_a_crashed_predictor_is_restarted_and_generation_keeps_serving(bringup, 
     log = b.text()
     assert "predictor_node ended (exit code -9); restarting it" in log, log[-3000:]
     assert b.proc.poll() is None, "bringup ended"
+
+
+def test_a_client_learns_at_once_that_its_goals_died_with_the_generation_node(bringup, client):
+    # Issue 18: with a goal running and others queued, the generation node was SIGKILLed (bringup
+    # restarted it within a second) and the client heard nothing until its own timeout.
+    from timebill_ros.liveness import CONFIRM, LEASE, GoalLost
+
+    b = bringup()
+    pids = _ready(b, client)
+    running = client.query("Tell me a very long story.", 60.0, policy="skip_next", max_new_tokens=1800)
+    wait_for(lambda: running.tokens_generated > 0, 20, what="the first goal to run")
+    queued = [client.query(f"Question {i}?", 60.0, max_new_tokens=4) for i in range(3)]
+    for h in queued:
+        h.wait_accepted(timeout=10)
+    os.kill(pids["generation_node"], signal.SIGKILL)
+    t0 = time.monotonic()
+    for h in [running, *queued]:
+        with pytest.raises(GoalLost, match="generation node stopped"):
+            h.result(timeout=10)
+    assert time.monotonic() - t0 < LEASE + CONFIRM + 1.0, "the loss was noticed late"
+    # Bringup restarts the node, and the same client's next goal is served.
+    assert client.wait_until_ready(timeout=120)
+
+    def served():
+        try:
+            return client.ask("Back?", 30.0, max_new_tokens=4, timeout=10).outcome == COMPLETED
+        except (GoalLost, TimeoutError):
+            return False
+
+    wait_for(served, 60, interval=0.5, what="a goal served by the restarted generation node")

@@ -212,7 +212,14 @@ class _Job:
 
 
 class _TokenStream:
-    """The answer so far: token ids, their times, and the text streamed to ``on_token``."""
+    """The answer so far: token ids, their times, and the text streamed to ``on_token``.
+
+    The text is detokenized incrementally: each token decodes only the few ids since the last
+    whole character (``_prefix``..end), not the whole answer again, so a token costs the same at
+    the thousandth as at the first. A window that starts a few ids back keeps the tokenizer's
+    spacing rules (a leading space depends on the token before it)."""
+
+    WINDOW = 4  # ids of context decoded before the new ones
 
     def __init__(self, loaded, accepted_at: float, on_token: TokenCallback | None):
         self.loaded = loaded
@@ -222,7 +229,8 @@ class _TokenStream:
         self.ids: list[int] = []
         self.times: list[float] = []
         self.last = -1
-        self._emitted = ""
+        self._prefix = 0   # ids before this are streamed as whole characters
+        self._read = 0     # ids up to here have had their text streamed
 
     def push(self, token_id: int) -> bool:
         """Record a sampled token; True when it ends the answer (end of turn, not part of the text)."""
@@ -232,14 +240,20 @@ class _TokenStream:
             return True
         self.ids.append(token_id)
         if self.on_token is not None:
-            text = self.loaded.decode(self.ids)
-            # Hold back a trailing replacement char: the next token may complete the character.
-            stable = text[:-1] if text.endswith("\ufffd") else text
-            delta = ""
-            if stable.startswith(self._emitted):
-                delta, self._emitted = stable[len(self._emitted):], stable
-            self.on_token(TokenEvent(index=len(self.ids) - 1, token_id=token_id, text=delta, elapsed=self.times[-1]))
+            self.on_token(TokenEvent(index=len(self.ids) - 1, token_id=token_id, text=self._delta(),
+                                     elapsed=self.times[-1]))
         return False
+
+    def _delta(self) -> str:
+        decode = self.loaded.decode
+        start = max(self._prefix - self.WINDOW, 0)
+        before = decode(self.ids[start:self._read]) if self._read > start else ""
+        now = decode(self.ids[start:])
+        # Hold back a trailing replacement char: the next token may complete the character.
+        if now.endswith("\ufffd") or not now.startswith(before):
+            return ""
+        self._prefix, self._read = self._read, len(self.ids)
+        return now[len(before):]
 
     def text(self) -> str:
         return self.loaded.decode(self.ids)
@@ -250,7 +264,8 @@ def sample(logits, req: Request, generator) -> int:
     import torch
 
     if req.temperature <= 0:
-        return int(torch.argmax(logits))
+        # numpy's argmax: torch's spends ~0.15 ms a token on a 49k vocabulary here (a parallel reduction)
+        return int(logits.numpy().argmax()) if logits.device.type == "cpu" else int(torch.argmax(logits))
     probs = torch.softmax(logits.float() / req.temperature, dim=-1)
     if req.top_p < 1.0:
         sorted_p, order = torch.sort(probs, descending=True)

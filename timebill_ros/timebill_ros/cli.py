@@ -111,6 +111,8 @@ def run_query(client, args, out=sys.stdout) -> int:
     except Exception as exc:
         print(f"goal not accepted: {exc}", file=sys.stderr)
         return EXIT_GOAL_FAILED
+    from .liveness import GoalLost
+
     try:
         # Skip-Next may run past the budget; the queue may hold others: wait generously.
         result = h.result(timeout=args.budget + 120.0)
@@ -118,6 +120,9 @@ def run_query(client, args, out=sys.stdout) -> int:
         print("\ncanceling...", file=sys.stderr)
         h.cancel()
         result = h.result(timeout=10.0)
+    except GoalLost as exc:
+        print(f"\ngoal lost: {exc}", file=sys.stderr)
+        return EXIT_GOAL_FAILED
     print_result(result, h.status_name, args.budget, out)
     from .convert import ERROR_OUTCOMES
 

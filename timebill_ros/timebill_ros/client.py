@@ -21,6 +21,7 @@ import time
 from typing import Callable
 
 from .convert import duration, length_control_code, policy_code
+from .liveness import ALIVE_QOS, ALIVE_TOPIC, GoalLost, NodeWatch
 
 GOAL_STATUS_NAMES = {0: "UNKNOWN", 1: "ACCEPTED", 2: "EXECUTING", 3: "CANCELING", 4: "SUCCEEDED", 5: "CANCELED",
                      6: "ABORTED"}
@@ -41,6 +42,14 @@ def forget_orphaned_futures(action) -> None:
                                       action._pending_result_requests) for f in pending.values()}
         for f in [f for f in action._futures if id(f) not in live and not f.done()]:
             action.remove_future(f)
+
+
+def _settle(future, value) -> None:
+    """Complete ``future`` unless it already is (a goal failed as lost whose answer came after all)."""
+    try:
+        future.set_result(value)
+    except concurrent.futures.InvalidStateError:
+        pass
 
 
 class QueryRejected(RuntimeError):
@@ -136,6 +145,16 @@ class QueryHandle:
             self._client.node.get_logger().error(
                 f"{getattr(callback, '__name__', 'callback')} raised (the query goes on):\n{traceback.format_exc()}")
 
+    def _lost(self, why: str) -> None:
+        """The node that had this goal is gone: fail it (both futures), unless it was answered."""
+        exc = GoalLost(why)
+        for f in (self.accepted, self.future):
+            try:
+                f.set_exception(exc)
+            except concurrent.futures.InvalidStateError:  # answered meanwhile
+                pass
+        self._client._forget(self)
+
     def _goal_response(self, fut):
         try:
             handle = fut.result()
@@ -152,7 +171,7 @@ class QueryHandle:
             self.future.set_exception(exc)
             self._client._forget(self)
             return
-        self.accepted.set_result(True)
+        _settle(self.accepted, True)
         handle.get_result_async().add_done_callback(self._result_response)
 
     def _result_response(self, fut):
@@ -172,7 +191,7 @@ class QueryHandle:
             end = time.monotonic() + 5.0
             while self._tokens < result.generated_tokens and time.monotonic() < end:
                 time.sleep(0.005)
-            self.future.set_result(result)
+            _settle(self.future, result)
             self._client._forget(self)
 
         threading.Thread(target=finish, daemon=True).start()
@@ -231,6 +250,17 @@ class TimeBillClient:
             QoSProfile(depth=1000), callback_group=MutuallyExclusiveCallbackGroup())
         self._estimate = node.create_client(EstimateCompletion, self.service_name,
                                             callback_group=MutuallyExclusiveCallbackGroup())
+        # The generation node's liveliness (timebill_ros/liveness.py): when it is lost, no goal
+        # sent before will be answered.
+        from rclpy.event_handler import SubscriptionEventCallbacks
+        from std_msgs.msg import Empty
+
+        self._watch = NodeWatch(self._fail_pending)
+        self._alive_sub = node.create_subscription(
+            Empty, resolve(ALIVE_TOPIC), lambda _m: None, ALIVE_QOS,
+            event_callbacks=SubscriptionEventCallbacks(
+                liveliness=lambda info: self._watch.event(info.alive_count_change, info.not_alive_count_change)),
+            callback_group=MutuallyExclusiveCallbackGroup())
         self._BudgetedQuery = BudgetedQuery
         self._EstimateCompletion = EstimateCompletion
         self._executor = None
@@ -302,6 +332,13 @@ class TimeBillClient:
             handle = self._handles.get(bytes(msg.goal_id.uuid))
         if handle is not None:
             handle._feedback(msg)
+
+    def _fail_pending(self):
+        with self._handles_lock:
+            pending = [h for h in self._handles.values() if not h.future.done()]
+        for h in pending:
+            h._lost("the generation node stopped while this goal was queued or running, so it will not be answered "
+                    "(a restarted node does not know it): send it again")
 
     def _forget(self, handle):
         with self._handles_lock:

@@ -26,6 +26,7 @@ from rclpy.qos import QoSProfile
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from timebill_msgs.action import BudgetedQuery
 from timebill_msgs.msg import CompletionEstimate, JobReport
+from std_msgs.msg import Empty
 from visualization_msgs.msg import Marker
 
 from timebill.jobs import Job, QueueFull, Scheduler
@@ -36,6 +37,7 @@ from .admission import Admission
 from .common import calibration_values, declare_config, diagnostic_status, load_while_reporting, run_node
 from .convert import (NOT_SCORED, OUTCOME_NAMES, EstimateView, duration, estimate_msg, estimate_request, goal_key,
                       job_report, remaining, result_msg, seconds, short_id, to_request, unrun_result)
+from .liveness import ALIVE_QOS, ALIVE_TOPIC
 from .managed import ManagedNode
 from .predictor_link import PredictorLink
 
@@ -86,6 +88,9 @@ class GenerationNode(ManagedNode):
         self.report_pub = self.create_publisher(JobReport, c["reports_topic"], EVENT_QOS)
         self.estimate_pub = self.create_publisher(CompletionEstimate, c["estimates_topic"], EVENT_QOS)
         self.marker_pub = self.create_publisher(Marker, c["marker_topic"], 10)
+        # Nothing is published here: the process asserting this writer's liveliness is the signal
+        # (timebill_ros/liveness.py); clients fail their goals when it stops.
+        self.alive_pub = self.create_publisher(Empty, ALIVE_TOPIC, ALIVE_QOS)
         self.predictor = PredictorLink(self, c["estimate_service"], c["predictor_timeout"], c["predictor_probe_period"],
                                        callback_group=self.group)
         self.engine = None

@@ -48,7 +48,7 @@ class BatchLabeller:
         p.n_batch = p.n_ubatch = int(chunk)
         p.n_seq_max = int(slots)
         p.n_threads = p.n_threads_batch = int(threads)
-        p.kv_unified = True  # the slots share one cache of n_ctx cells: long and short prompts mix
+        p.kv_unified = False  # a stream of cells per slot: attention reads its own sequence only
         self.ctx = L.llama_init_from_model(self.model, p)
         if not self.ctx:
             raise RuntimeError(f"llama.cpp cannot create a context of {p.n_ctx} cells for {slots} sequences")
@@ -130,3 +130,76 @@ class BatchLabeller:
 
 
 __all__ = ["BatchLabeller"]
+
+
+def label_batched(loaded, prompts, out_path, max_new_tokens: int, feature_layers, feature_path,
+                  slots: int = 8, threads: int = 2, max_input_tokens: int = 512, max_prompt_tokens: int = 2048,
+                  progress: bool = True, say=print) -> dict:
+    """``labels.label_served`` at batch speed: the same records (id, source, prompt_tokens, length,
+    stop, cap) and the same features, the answers decoded ``slots`` at a time by ``BatchLabeller``.
+    Each prompt is chat-encoded and checked as a goal is (``Estimator.encode`` rules: it and its
+    answer fit the context). Resumable; features saved every 64 prompts."""
+    import pathlib
+
+    import torch
+    from tqdm import tqdm
+
+    from ..length_control import system_prompt_of
+    from ..request import InvalidRequest, Request, check_request
+    from .labels import append_records, read_labels, save_atomically
+    from .model import layer_features
+
+    out_path, feature_path = pathlib.Path(out_path), pathlib.Path(feature_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    feature_path.parent.mkdir(parents=True, exist_ok=True)
+    done = read_labels(out_path)
+    feats = {"layers": list(feature_layers), "max_input_tokens": max_input_tokens, "feats": {}}
+    if feature_path.is_file():
+        old = torch.load(feature_path, weights_only=True)
+        if list(old["layers"]) == list(feature_layers) and old.get("max_input_tokens", 512) == max_input_tokens:
+            feats = old
+    todo, by_key = [], {}
+    for p in prompts:
+        if p.id in done:
+            continue
+        req = Request(p.text, budget=3600.0, system_prompt=p.system, max_new_tokens=max_new_tokens)
+        try:
+            check_request(req)
+            ids = loaded.encode_chat(req.prompt, system_prompt_of(req))
+        except InvalidRequest:
+            ids = None
+        if ids is None or len(ids) > max_prompt_tokens or len(ids) + max_new_tokens > loaded.max_context:
+            append_records(out_path, [{"id": p.id, "source": p.source, "skipped": "too_long"}])
+            continue
+        todo.append((p.id, ids))
+        by_key[p.id] = p
+    say(f"{len(done)} already labelled, {len(todo)} to label {slots} at a time on llama.cpp (cap {max_new_tokens} tokens)")
+    labeller = BatchLabeller(loaded.gguf, loaded.eos_token_ids, slots=slots, cap=max_new_tokens,
+                             max_prompt_tokens=max(len(ids) for _, ids in todo) if todo else 16, threads=threads)
+    bar = tqdm(total=len(todo), unit="prompt", disable=not progress, smoothing=0.05)
+    t0, n_tok, n_done = time.monotonic(), 0, [0]
+    ids_of = dict(todo)
+
+    def on_done(key, length, stop, seconds):
+        nonlocal n_tok
+        p = by_key[key]
+        f = layer_features(loaded.model, ids_of[key], feature_layers, max_input_tokens)
+        feats["feats"][key] = torch.stack([f[L] for L in feature_layers]).half()
+        append_records(out_path, [{"id": key, "source": p.source, "prompt_tokens": len(ids_of[key]), "length": length,
+                                   "stop": stop, "cap": max_new_tokens, "seconds": round(seconds, 3), "slots": slots}])
+        n_tok += length
+        n_done[0] += 1
+        bar.update(1)
+        bar.set_postfix(tok_s=f"{n_tok / max(time.monotonic() - t0, 1e-9):.1f}")
+        if n_done[0] % 64 == 0:
+            save_atomically(feats, feature_path)
+
+    try:
+        labeller.lengths(todo, on_done)
+    finally:
+        save_atomically(feats, feature_path)
+        labeller.close()
+        bar.close()
+    dt = time.monotonic() - t0
+    return {"labelled": n_done[0], "tokens": n_tok, "seconds": round(dt, 1),
+            "tokens_per_s": round(n_tok / dt, 1) if dt else 0.0}

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"backend: SOURCE=COUNT,... (default {DEFAULT_MIX}); without it: the ShareGPT-only batched torch labelling")
     p.add_argument("--max-prompt-tokens", type=int, default=None,
                    help="skip longer chat-encoded prompts (default 512; with --mix 2048, the longest the timing model is profiled for)")
+    p.add_argument("--slots", type=int, default=1,
+                   help="with --mix: answers decoded together in one llama.cpp context (timebill/rlp/batch_label.py; "
+                        "1 = one at a time on the serving engine, as a goal is served)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-batch-tokens", type=int, default=4096, help="cap on batch size x longest prompt")
     p.add_argument("--limit", type=int, default=None, help="label at most this many new prompts")
@@ -166,13 +169,23 @@ def _label_mix(args, cfg, loaded, cap) -> int:
         counts[name.strip()] = int(n) if n else None
     groups = [load_source(name, loaded.tokenizer, limit=n) for name, n in counts.items()]
     print("mix: " + ", ".join(f"{name} {len(g)}" for name, g in zip(counts, groups)) + f"; label cap {cap}", flush=True)
+    layers = [L for L in MIX_LAYERS if L < loaded.num_layers]
+    features = pathlib.Path(args.work) / f"label_features_{loaded.name}.mix.pt"
+    if args.slots > 1:
+        from ..compute_thread import run
+        from .batch_label import label_batched
+
+        stats = run(label_batched, loaded, interleave(groups), args.labels, cap, layers, features.with_suffix(".batched.pt"),
+                    slots=args.slots, threads=int(cfg.get("threads") or 2), max_prompt_tokens=args.max_prompt_tokens,
+                    progress=not args.quiet)
+        print(json.dumps(stats))
+        _print_label_counts(args.labels)
+        return 0
     tm = load_or_profile_time_model(cfg, loaded, say=print)
     engine = BudgetedEngine(Estimator(loaded, tm, ConstantLengthPredictor(), press=configured_press(cfg)),
                             reject_infeasible=False, learn_online=False, backend=cfg.get("backend", "auto"))
     engine.warm_up()
-    layers = [L for L in MIX_LAYERS if L < loaded.num_layers]
-    stats = label_served(engine, interleave(groups), args.labels, cap, layers,
-                         pathlib.Path(args.work) / f"label_features_{loaded.name}.mix.pt",
+    stats = label_served(engine, interleave(groups), args.labels, cap, layers, features,
                          max_prompt_tokens=args.max_prompt_tokens, progress=not args.quiet)
     print(json.dumps(stats))
     _print_label_counts(args.labels)
