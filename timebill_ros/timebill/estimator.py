@@ -124,14 +124,18 @@ class Estimator:
             return est
         if not second.plan.useful_fits:  # the instruction lengthens the prompt; it must not make the job infeasible
             return est
+        if second.plan.completion_probability < est.plan.completion_probability:
+            return est  # the limited prompt is predicted less likely to complete: the model would not keep to it
         return dataclasses.replace(second, predictor_latency=est.predictor_latency + second.predictor_latency)
 
     def _word_limit(self, req: Request, est: Estimate) -> int | None:
         """The word limit length control asks for, or None (off, already limited, a raw prompt
         without a system prompt to carry it, a baseline's fixed ratio, nothing useful fits, or the
-        expected answer fits)."""
+        answer is more likely to complete than not: the predicted distribution's median fits)."""
         on = self.length_control if req.length_control is None else bool(req.length_control)
         if not on or req.answer_words or req.raw or req.fixed_alpha is not None or not est.plan.useful_fits:
+            return None
+        if est.plan.completion_probability >= 0.5:
             return None
         return word_limit(est.plan.tokens_that_fit, est.length.expected)
 

@@ -102,3 +102,46 @@ def plot_reliability(path, curves: dict, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def remaining_error(ends, probs: np.ndarray, lengths, ks=(0, 8, 16, 32, 64, 128, 256)) -> list[dict]:
+    """How the re-estimate of a running answer improves as tokens come: for each k, over the answers
+    at least k tokens long, |E[length | length >= k] - length| (the conditioned distribution's mean,
+    ``LengthDistribution.given_at_least``, as the nodes re-estimate) against the same error of the
+    estimate made at acceptance."""
+    from ..length_distribution import LengthDistribution
+
+    lengths = np.asarray(lengths)
+    dists = [LengthDistribution(tuple(ends), tuple(float(x) for x in row / row.sum())) for row in probs]
+    rows = []
+    for k in ks:
+        sel = [i for i in range(len(lengths)) if lengths[i] >= k]
+        if not sel:
+            continue
+        again = [abs(dists[i].given_at_least(k).mean() - lengths[i]) for i in sel]
+        first = [abs(dists[i].mean() - lengths[i]) for i in sel]
+        rows.append({"tokens_generated": k, "answers": len(sel), "mae_reestimated": float(np.mean(again)),
+                     "mae_at_acceptance": float(np.mean(first))})
+    return rows
+
+
+def plot_remaining(path, rows, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 4))
+    ks = [r["tokens_generated"] for r in rows]
+    ax.plot(ks, [r["mae_at_acceptance"] for r in rows], marker="o", label="estimate at acceptance")
+    ax.plot(ks, [r["mae_reestimated"] for r in rows], marker="o", label="re-estimated from the tokens so far")
+    for r in rows:
+        ax.annotate(str(r["answers"]), (r["tokens_generated"], r["mae_reestimated"]), fontsize=7, xytext=(3, -10),
+                    textcoords="offset points")
+    ax.set_xlabel("tokens generated (answers still running: the numbers)")
+    ax.set_ylabel("mean |predicted - real length| (tokens)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

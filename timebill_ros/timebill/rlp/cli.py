@@ -406,7 +406,7 @@ def cmd_eval(args) -> int:
     import numpy as np
 
     from .bounds import calibrated_bound, coverage_of, paper_bound
-    from .calibration import plot_reliability, reliability, reliability_table
+    from .calibration import plot_reliability, plot_remaining, reliability, reliability_table, remaining_error
     from .evaluate import (bounds_table, markdown_table, metrics, out_of_fold, per_source_rows, per_source_table, plot,
                            plot_per_source)
     from .sources import source_of
@@ -479,21 +479,28 @@ def cmd_eval(args) -> int:
     print(f"\nreliability of P(length <= n), {args.folds}-fold out of fold, temperature fitted per fold:")
     print(reliability_table(rel))
     print(f"(at temperature 1: expected calibration error {rel_raw['ece']:.3f})")
+    again = remaining_error(ends, oof["probs"], y)
+    print("\nre-estimated while running (conditioned on the tokens generated), out of fold:")
+    print("| tokens generated | answers still running | MAE at acceptance | MAE re-estimated |\n|---|---|---|---|")
+    for r in again:
+        print(f"| {r['tokens_generated']} | {r['answers']} | {r['mae_at_acceptance']:.1f} | {r['mae_reestimated']:.1f} |")
     out.mkdir(parents=True, exist_ok=True)
     plot_reliability(out / "rlp_reliability.png", {"temperature-scaled": rel, "temperature 1": rel_raw},
                      title=f"P(length <= tokens that fit), out of fold (n={len(recs)} prompts)")
+    plot_remaining(out / "rlp_remaining.png", again, title=f"Re-estimating a running answer (out of fold, n={len(recs)})")
     result = {"labels": len(recs), "train": len(tr), "val": len(va), "test": len(te), "layers": L, "width": hc.width,
               "cap": cap, "max_input_tokens": hc.max_input_tokens, "table": rows, "bounds": brows,
               "test_length_mean": float(y[te].mean()), "test_at_cap": float(np.mean(y[te] >= cap)),
               "per_source": src_rows, "folds": args.folds, "labels_file": pathlib.Path(args.labels).name,
-              "reliability": rel, "reliability_temperature_1": rel_raw, "temperature": hc.temperature}
+              "reliability": rel, "reliability_temperature_1": rel_raw, "temperature": hc.temperature,
+              "reestimated": again}
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "data" / "rlp_eval.json").write_text(json.dumps(result, indent=1))
     plot(out / "rlp_eval.png", y[te], p, hc.width, cap, title=f"RLP on the test split (L={L}, B={hc.width}, n={len(te)})")
     plot_per_source(out / "rlp_per_source.png", src_rows,
                     title=f"RLP per source, {args.folds}-fold out of fold (n={len(recs)})")
-    print(f"wrote {out / 'data' / 'rlp_eval.json'}, {out / 'rlp_eval.png'}, {out / 'rlp_per_source.png'} and "
-          f"{out / 'rlp_reliability.png'}")
+    print(f"wrote {out / 'data' / 'rlp_eval.json'}, {out / 'rlp_eval.png'}, {out / 'rlp_per_source.png'}, "
+          f"{out / 'rlp_reliability.png'} and {out / 'rlp_remaining.png'}")
     return 0
 
 
