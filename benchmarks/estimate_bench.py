@@ -8,7 +8,8 @@ compares what the result says was estimated at acceptance with what happened:
   (`predicted_time`) and the distribution's expectation (`expected_time`);
 - of the goals estimated to fit (point estimate <= budget), the share that completed;
 - the completion probability against the share that completed, in bins (reliability, ECE);
-- the length: |predicted - generated| of completed goals, against the constant predictor's.
+- the length: |predicted - generated| of completed goals, against the constant predictor's (the
+  labels' training median, 97 tokens: what `rlp eval` calls the constant).
 
 Held-out prompts: the `test` split (`timebill.rlp.data.split_of`) of the length predictor's
 served-like mix (`timebill/rlp/sources.py`, `scripts/setup.sh --eval`): never used to train or
@@ -31,16 +32,23 @@ import tempfile
 import time
 
 
+CONSTANT = 97  # the training median of the length labels (docs/RLP.md): the constant predictor
+
+
 def held_out_prompts(per_source: int, sources: list[str]):
     from timebill.config import load_config
     from timebill.rlp.data import split_of
     from timebill.rlp.sources import load_source
     from timebill.runtime import load_configured_model
 
+    import hashlib
+
     tok = load_configured_model(load_config()).tokenizer
     out = []
     for name in sources:
-        test = sorted((p for p in load_source(name, tok) if split_of(p.id) == "test"), key=lambda p: p.id)
+        # a fixed spread of each source's test prompts (ids sort by kind: "asks/brief/..." first)
+        test = sorted((p for p in load_source(name, tok) if split_of(p.id) == "test"),
+                      key=lambda p: hashlib.sha256(p.id.encode()).hexdigest())
         out += test[:per_source]
     return out
 
@@ -66,7 +74,11 @@ def main() -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE", help="a node parameter")
     ap.add_argument("--domain", type=int, default=75)
     ap.add_argument("--out", default=None, help="folder for estimate_bench.json and estimate_bench.png")
+    ap.add_argument("--summarise", default=None, metavar="JSON", help="only summarise the goals of an earlier run's file")
     args = ap.parse_args()
+    if args.summarise:
+        print(json.dumps(summarise(json.loads(pathlib.Path(args.summarise).read_text())["goals"]), indent=1))
+        return 0
     budgets = [float(b) for b in args.budgets.split(",")]
     prompts = held_out_prompts(args.per_source, args.sources.split(","))
     print(f"{len(prompts)} held-out prompts x budgets {budgets} (Kill)", flush=True)
@@ -128,19 +140,24 @@ def summarise(rows: list[dict]) -> dict:
     done = [r for r in rows if r["outcome"] == "COMPLETED"]
     scored = [r for r in rows if r["outcome"] in ("COMPLETED", "KILLED", "INFEASIBLE")]
 
-    def err(key):
+    def err(key, average=statistics.mean):
         e = [abs(r[key] - r["elapsed"]) / r["elapsed"] for r in done if r["elapsed"] > 0]
-        return round(100 * statistics.mean(e), 1) if e else None
+        return round(100 * average(e), 1) if e else None
 
     fit = [r for r in scored if r["predicted_time"] <= r["budget"] and r["outcome"] != "INFEASIBLE"]
     e, bins = ece([(r["probability"], r["outcome"] == "COMPLETED") for r in scored])
     lengths = [r["generated_tokens"] for r in done]
-    const = statistics.median(lengths) if lengths else 0
+    const = CONSTANT
     return {
         "goals": len(rows), "completed": len(done), "killed": sum(r["outcome"] == "KILLED" for r in rows),
         "infeasible": sum(r["outcome"] == "INFEASIBLE" for r in rows),
         "estimate_error_completed_pct": err("predicted_time"),
         "expected_time_error_completed_pct": err("expected_time"),
+        "estimate_error_completed_median_pct": err("predicted_time", statistics.median),
+        "likely_goals": sum(r["probability"] >= 0.9 for r in scored),
+        "of_likely_completed_pct": round(100 * statistics.mean(r["outcome"] == "COMPLETED" for r in scored
+                                                               if r["probability"] >= 0.9), 1)
+        if any(r["probability"] >= 0.9 for r in scored) else None,
         "estimated_to_fit": len(fit), "of_those_completed_pct": round(100 * sum(r["outcome"] == "COMPLETED" for r in fit)
                                                                     / len(fit), 1) if fit else None,
         "completion_probability_ece": round(e, 3), "reliability_bins": bins,

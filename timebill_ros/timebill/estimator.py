@@ -14,10 +14,13 @@ from .length_distribution import completion_odds
 from .length_control import DEFAULT_LENGTH_CONTROL, system_prompt_of, word_limit
 from .length_predictor import ConstantLengthPredictor, LengthEstimate, LengthPredictor
 from .planner import (DEFAULT_ALPHA_MAX, DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER, Plan, check_planner_settings,
-                      plan_eviction)
+                      plan_eviction, tokens_that_fit)
 from .presses import DEFAULT_PRESS, press_applies, press_class
 from .request import InvalidRequest, Request, check_request
 from .time_model import OnlineCalibration, TimeModel
+
+
+SPEED_QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)  # equally likely speeds the completion probability averages over
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,11 @@ class Estimator:
         ids = prompt_ids if prompt_ids is not None else self.encode(req)
         max_new = self.max_new_tokens(req)
         t0 = time.perf_counter()
-        if length is None:  # model layers: on the compute thread (timebill/compute_thread.py)
-            length = compute_thread.run(self.length_predictor.predict, ids, max_new)
+        if length is None:
+            predict = self.length_predictor.predict
+            # model layers run on the compute thread (timebill/compute_thread.py); arithmetic here
+            length = compute_thread.run(predict, ids, max_new) if getattr(self.length_predictor, "runs_model", False) \
+                else predict(ids, max_new)
         latency = time.perf_counter() - t0
         length = LengthEstimate(expected=max(1, min(length.expected, max_new)), bound=max(1, min(length.bound, max_new)),
                                 distribution=length.distribution)
@@ -156,8 +162,12 @@ class Estimator:
             planner=self.planner, min_useful_tokens=int(req.min_useful_tokens) or self.min_useful_tokens,
             max_new_tokens=max_new,
         )
+        # The speed is uncertain too: the tokens that fit at five quantiles of the recent jobs'
+        # measured/predicted speed (all the median until the calibration has seen enough jobs).
+        fits = [tokens_that_fit(self.calibration.model_at(q), len(ids), plan.alpha, plan.budget, latency, max_new)
+                if q != 0.5 else plan.tokens_that_fit for q in SPEED_QUANTILES]
         odds = completion_odds(lambda n: latency + self.time_model.end_to_end(len(ids), n, plan.alpha), length.dist(),
-                               plan.tokens_that_fit, max_new)
+                               fits, max_new)
         plan = dataclasses.replace(plan, answer_words=int(req.answer_words or 0), completion_probability=odds.probability,
                                    expected_time=odds.expected_time, p90_time=odds.p90_time)
         return Estimate(prompt_ids=ids, length=length, plan=plan, predictor_latency=latency, request=req)

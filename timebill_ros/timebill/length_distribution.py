@@ -119,12 +119,15 @@ class CompletionOdds:
     p90_time: float         # 90th percentile of the same
 
 
-def completion_odds(end_to_end, dist: LengthDistribution, tokens_that_fit: int, limit: int,
+def completion_odds(end_to_end, dist: LengthDistribution, tokens_that_fit, limit: int,
                     quantile: float = COMPLETION_QUANTILE) -> CompletionOdds:
     """``end_to_end(n)``: modelled seconds of an answer of n tokens (the plan's ratio and predictor
-    time included). ``tokens_that_fit``: the most tokens the budget holds (the plan's figure)."""
+    time included). ``tokens_that_fit``: the most tokens the budget holds (the plan's figure), or
+    one such count per equally likely machine speed (the timing model's uncertainty: the
+    probability is then averaged over them)."""
     d = dist.capped(limit)
-    prob = d.p_at_most(tokens_that_fit)
+    fits = [tokens_that_fit] if isinstance(tokens_that_fit, int) else list(tokens_that_fit)
+    prob = sum(d.p_at_most(f) for f in fits) / len(fits)
     expected = 0.0
     for i, (e, p) in enumerate(zip(d.ends, d.probs)):
         if p > 0:

@@ -24,7 +24,8 @@ class LengthEstimate:
 
 
 class LengthPredictor(Protocol):
-    # The estimator measures each prediction's time itself and counts it in the budget.
+    # The estimator measures each prediction's time itself and counts it in the budget. A predictor
+    # that runs model layers says so (``runs_model = True``): it is then called on the compute thread.
     name: str
 
     def predict(self, prompt_ids: Sequence[int], max_new_tokens: int) -> LengthEstimate: ...

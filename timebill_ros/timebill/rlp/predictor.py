@@ -27,6 +27,7 @@ def default_head_path() -> pathlib.Path:
 
 class RLPPredictor:
     name = "rlp"
+    runs_model = True  # model layers: called on the compute thread (timebill/compute_thread.py)
 
     def __init__(self, loaded, head: LengthHead | str | pathlib.Path | None = None, bound: str = "calibrated",
                  k: float | None = None):
