@@ -1,14 +1,15 @@
 """All model work of a process on one thread: loading, profiling, prediction, prefill, decoding.
 
-Why (measured, ``benchmarks/thread_speed_bench.py``): torch and llama.cpp share one OpenMP
-runtime (libgomp). Every thread that runs an OpenMP region gets a team of worker threads of its
-own that stays for the thread's lifetime. Once a process holds more such workers than there are
-cores, libgomp stops letting idle workers spin and puts them to sleep between regions, and a
-llama.cpp decoding step (a region per token) pays a wake-up each time: on this 2-core machine a
-step took ~9 ms when one thread ever ran model code and 13-17 ms once a second had (a ROS node
-runs goals on executor threads, so every goal could bring a new team). Running every call on one
-long-lived thread keeps one team. ``OMP_WAIT_POLICY`` cannot fix it: PASSIVE makes every step pay
-the wake-up (~15 ms), ACTIVE lets the idle team spin on the cores the decoder needs (~40 ms).
+Why (measured, ``benchmarks/thread_speed_bench.py``, docs/BENCHMARKS.md): torch and llama.cpp
+share one OpenMP runtime (libgomp). Every thread that runs an OpenMP region gets a team of worker
+threads of its own that stays for the thread's lifetime. Once a process holds more such workers
+than there are cores, libgomp stops letting idle workers spin and puts them to sleep between
+regions, and a llama.cpp decoding step (a region per token) pays a wake-up each time: on this
+2-core machine a step took 8.6 ms when one thread ran model code and ~13 ms once a second one had
+(a ROS node runs goals on executor threads, so every goal could bring a new team). Running every
+call on one long-lived thread keeps one team. ``OMP_WAIT_POLICY`` cannot fix it: PASSIVE makes
+every step pay the wake-up (~15 ms), ACTIVE lets an idle team spin on the cores the decoder needs
+(31 ms).
 
 A call made on the compute thread itself runs inline, so wrapped functions may call each other.
 Callers that hold a lock the compute thread may also want must take it *before* handing work

@@ -463,6 +463,8 @@ def cmd_eval(args) -> int:
         brows.append({"name": name, "coverage": coverage_of(y[te], b), "mean_bound": float(np.mean(b))})
     t1 = markdown_table(rows)
     t2 = bounds_table(brows)
+    print(f"test split: {100 * np.mean(p >= cap):.0f} % of the predictions in the top bucket (labels at the cap: "
+          f"{100 * np.mean(y[te] >= cap):.0f} %)")
     print(t1)
     print()
     print(t2)
@@ -491,6 +493,7 @@ def cmd_eval(args) -> int:
     result = {"labels": len(recs), "train": len(tr), "val": len(va), "test": len(te), "layers": L, "width": hc.width,
               "cap": cap, "max_input_tokens": hc.max_input_tokens, "table": rows, "bounds": brows,
               "test_length_mean": float(y[te].mean()), "test_at_cap": float(np.mean(y[te] >= cap)),
+              "test_predicted_at_cap": float(np.mean(p >= cap)),
               "per_source": src_rows, "folds": args.folds, "labels_file": pathlib.Path(args.labels).name,
               "reliability": rel, "reliability_temperature_1": rel_raw, "temperature": hc.temperature,
               "reestimated": again}
