@@ -11,6 +11,7 @@ a short prompt and times 64 decoding steps (median), called:
     python benchmarks/thread_speed_bench.py
     OMP_WAIT_POLICY=PASSIVE python benchmarks/thread_speed_bench.py   # the environment cannot fix it
     OMP_WAIT_POLICY=ACTIVE python benchmarks/thread_speed_bench.py
+    python benchmarks/thread_speed_bench.py --no-extra-buffers   # llama.cpp without its AMX/repacked weights
 """
 from __future__ import annotations
 
@@ -39,9 +40,18 @@ def steps_ms(backend, ids, n: int = 64) -> float:
 
 
 def main() -> int:
+    import sys
+
     cfg = load_config()
     loaded = load_configured_model(cfg)
     backend = compute_thread.run(make_backend, cfg.get("backend"), loaded, threads=configured_threads(cfg))
+    if "--no-extra-buffers" in sys.argv[1:]:
+        from timebill.backends.llamacpp import LlamaCppModel
+
+        backend.llama.close()
+        backend.llama = compute_thread.run(LlamaCppModel, backend.gguf, n_ctx=loaded.max_context,
+                                           threads=configured_threads(cfg), extra_buffers=False)
+        print("llama.cpp without extra weight buffers (use_extra_bufts = false)")
     ids = loaded.encode_chat(PROMPT)
     compute_thread.run(steps_ms, backend, ids)  # warm-up
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; median ms per decoding step, "

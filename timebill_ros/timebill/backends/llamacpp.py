@@ -79,8 +79,8 @@ class LlamaCppModel:
         mparams = L.llama_model_default_params()
         mparams.use_extra_bufts = bool(extra_buffers)
         # On a CPU with AMX, llama.cpp 0.3.36 (built with -march=native, as setup.sh does) puts
-        # Q4/Q8 weights in its AMX buffers: decoding one token is fastest there (9 ms a step here
-        # against 13 ms without them), but any batch of more than one token crashes llama_decode
+        # Q4/Q8 weights in its AMX buffers: decoding one token is fastest there (7.7 ms a step here
+        # against 9.7 ms without them, benchmarks/thread_speed_bench.py), but any batch of more than one token crashes llama_decode
         # with a segmentation fault (measured 2026-12-01 on a Xeon with amx_int8). Such a context
         # takes its tokens one at a time; serving decodes one at a time anyway.
         self.one_token_batches = bool(extra_buffers) and cpu_has_amx()
