@@ -56,7 +56,7 @@ def bare(repeats: int) -> dict:
     return out
 
 
-def served(repeats: int, domain: int, params: list[str]) -> dict:
+def served(repeats: int, domain: int, params: list[str], extra: list[str] = ()) -> dict:
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
     import rclpy
@@ -67,7 +67,7 @@ def served(repeats: int, domain: int, params: list[str]) -> dict:
     from timebill_ros.convert import goal_key, seconds
 
     log = pathlib.Path(tempfile.mkdtemp(prefix="timebill-served-bare-")) / "bringup.log"
-    bringup = subprocess.Popen(["timebill_ros", "bringup", *[a for p in params for a in ("--param", p)]], env=env,
+    bringup = subprocess.Popen(["timebill_ros", "bringup", *extra, *[a for p in params for a in ("--param", p)]], env=env,
                                stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain, args=[])
@@ -83,7 +83,7 @@ def served(repeats: int, domain: int, params: list[str]) -> dict:
     try:
         with TimeBillClient(context=ctx) as client:
             client.node.create_subscription(JobReport, "/timebill/job_reports", on_report, QoSProfile(depth=100))
-            if not client.wait_until_ready(timeout=600, estimator=True):
+            if not client.wait_until_ready(timeout=600, estimator="--no-predictor" not in extra):
                 raise SystemExit(f"the nodes did not come up; log: {log}")
             client.ask("Hello!", 10.0, policy="kill", timeout=60)  # warm: the first goal of a start is not typical
             for name, prompt in (("short", SHORT), ("long", LONG)):
@@ -129,10 +129,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--domain", type=int, default=76)
     ap.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE", help="a node parameter")
+    ap.add_argument("--no-predictor", action="store_true", help="bringup without the predictor node")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args()
     b = bare(args.repeats)
-    s = served(args.repeats, args.domain, args.param)
+    s = served(args.repeats, args.domain, args.param, ["--no-predictor"] if args.no_predictor else [])
     print(f"\n| prompt | prompt tokens | bare step (ms) | served step (ms) | served / bare | goal overhead (ms) |")
     print("|---|---|---|---|---|---|")
     for name in ("short", "long"):

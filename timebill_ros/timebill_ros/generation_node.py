@@ -36,7 +36,7 @@ from timebill.request import InvalidRequest, Outcome
 from .admission import Admission
 from .common import calibration_values, declare_config, diagnostic_status, load_while_reporting, run_node
 from .convert import (NOT_SCORED, OUTCOME_NAMES, EstimateView, duration, estimate_msg, estimate_request, goal_key,
-                      job_report, remaining, result_msg, seconds, short_id, to_request, unrun_result)
+                      job_report, remaining, result_msg, running_view, seconds, short_id, to_request, unrun_result)
 from .liveness import ALIVE_QOS, ALIVE_TOPIC
 from .managed import ManagedNode
 from .predictor_link import PredictorLink
@@ -70,6 +70,7 @@ class GoalState:
     pending_text: str = ""             # text not yet sent (feedback every N tokens)
     sent_tokens: int = 0
     last_marker: float = 0.0
+    last_estimate: float = 0.0         # time.monotonic() of the last running CompletionEstimate
     estimate: EstimateView | None = None
     plan: object = None                # the engine's Estimate once it planned the ratio (after queueing)
 
@@ -383,6 +384,7 @@ class GenerationNode(ManagedNode):
             left, _ = remaining(tm, p.prompt_tokens, alpha, p.predicted_tokens, p.predicted_tokens_bound, g.tokens)
             prob = running_odds(tm, p.prompt_tokens, alpha, g.plan.length.dist(), g.tokens, elapsed, g.budget,
                                 self.engine.estimator.max_new_tokens(g.plan.request)).probability
+            self._running_estimate(g, elapsed)
         fb = BudgetedQuery.Feedback(text=g.pending_text, tokens_generated=g.tokens, elapsed=duration(elapsed),
                                     predicted_remaining=duration(left), eviction_ratio=alpha,
                                     tokens_that_fit=fit, answer_word_limit=words, completion_probability=prob)
@@ -393,6 +395,20 @@ class GenerationNode(ManagedNode):
             g.handle.publish_feedback(fb)
         except Exception as exc:  # the context may be gone at shutdown
             self.get_logger().debug(f"feedback not sent: {exc}")
+
+    def _running_estimate(self, g: GoalState, elapsed: float):
+        """The goal's CompletionEstimate re-estimated from its plan and the tokens so far, at most every
+        ``estimate_update_period`` (here, where the plan and the tokens are: see predictor_node)."""
+        now = time.monotonic()
+        if g.estimate is None or now - g.last_estimate < float(self.cfg["estimate_update_period"]):
+            return
+        g.last_estimate = now
+        est = self.engine.estimator
+        view = running_view(EstimateView.of_estimate(g.plan, g.estimate.source), est.time_model, g.tokens, elapsed,
+                            g.budget, est.max_new_tokens(g.plan.request))
+        stamp = self.get_clock().now().nanoseconds
+        self.estimate_pub.publish(estimate_msg(g.handle.goal_id, view, stamp, stamp - int(elapsed * 1e9), g.budget,
+                                               tokens=g.tokens))
 
     def _flush(self, g: GoalState, final_text: str):
         """Send what the result text has beyond the streamed text, so the stream adds up to it."""

@@ -3,8 +3,8 @@
 Its own node so that it can run beside the model or on another machine, as TimeBill's response
 length predictor does. It answers ``EstimateCompletion`` (planners' what-if questions, and the
 generation node for every accepted goal), publishes a ``CompletionEstimate`` for every accepted
-goal on ``estimates`` (at acceptance, then while it runs, from the action's feedback), and refits
-its timing model online from the ``JobReport``s.
+goal on ``estimates`` at acceptance (the generation node publishes its updates while it runs),
+and refits its timing model online from the ``JobReport``s.
 
 Run: ``predictor_node --ros-args -r __ns:=/timebill --params-file config/timebill.yaml``
 """
@@ -13,37 +13,23 @@ from __future__ import annotations
 from . import quiet  # noqa: F401  (first: before anything imports tqdm)
 import sys
 import time
-from dataclasses import dataclass
 
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import QoSProfile
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from timebill_msgs.action import BudgetedQuery
 from timebill_msgs.msg import CompletionEstimate, JobReport
 from timebill_msgs.srv import EstimateCompletion
 
 from timebill.request import InvalidRequest
 
 from .common import calibration_values, declare_config, diagnostic_status, load_while_reporting, run_node
-from .convert import (EstimateView, estimate_msg, fill_distribution, fill_estimate, goal_key, is_zero_uuid, running_view, seconds,
-                      short_id, time_from_ns, to_request)
+from .convert import (EstimateView, estimate_msg, fill_distribution, fill_estimate, is_zero_uuid, seconds, short_id,
+                      time_from_ns, to_request)
 from .managed import ManagedNode
 
 EVENT_QOS = QoSProfile(depth=100)
-
-
-@dataclass
-class Tracked:
-    """What the predictor said about an accepted goal, to update it while the goal runs."""
-
-    goal_id: object
-    view: EstimateView          # at acceptance
-    budget: float
-    accepted_ns: int
-    limit: int                  # the goal's token limit
-    last_update: float = 0.0
 
 
 class PredictorNode(ManagedNode):
@@ -63,11 +49,9 @@ class PredictorNode(ManagedNode):
         self.subscriptions_ = []
         # From construction, so /diagnostics also says "loading", "failed" or "inactive".
         self.create_timer(float(c["diagnostics_period"]), self._publish_diagnostics)
-        self.tracked: dict[bytes, Tracked] = {}
         self.served = 0
         self.invalid = 0
         self.reports = 0
-        self.updates = 0
 
     def on_configure(self, state):
         from timebill.runtime import build_estimator
@@ -91,11 +75,10 @@ class PredictorNode(ManagedNode):
         self.service = self.create_service(EstimateCompletion, c["estimate_service"], self._on_request)
         self.subscriptions_ = [
             self.create_subscription(JobReport, c["reports_topic"], self._on_report, EVENT_QOS),
-            # Progress of running goals comes from the action's own feedback topic (what
-            # `ros2 action send_goal --feedback` shows), so the generation node publishes nothing extra.
-            self.create_subscription(BudgetedQuery.Impl.FeedbackMessage, f"{c['action_name']}/_action/feedback",
-                                     self._on_feedback, QoSProfile(depth=100)),
         ]
+        # Running goals' estimates come from the generation node, which has their plan and tokens:
+        # a subscriber to every feedback message here doubled what each message cost the decoding
+        # loop (docs/BENCHMARKS.md).
         self._publish_diagnostics()
         self.get_logger().info(f"serving '{self.service.srv_name}', publishing estimates on '{c['estimates_topic']}'")
         return super().on_activate(state)
@@ -112,9 +95,6 @@ class PredictorNode(ManagedNode):
         for sub in self.subscriptions_:
             self.destroy_subscription(sub)
         self.subscriptions_ = []
-        if self.tracked:
-            self.get_logger().info(f"shut down; {len(self.tracked)} running goal(s) no longer tracked")
-        self.tracked.clear()
 
     # --- the service ------------------------------------------------------------------------------
     def _on_request(self, req, res):
@@ -143,34 +123,11 @@ class PredictorNode(ManagedNode):
         res.limited_prompt_ids = list(view.limited_ids)
         limit = self.estimator.max_new_tokens(r)
         fill_distribution(res, view, limit)
-        if not is_zero_uuid(req.goal_id):
-            t = Tracked(goal_id=req.goal_id, view=view, budget=r.budget, accepted_ns=accepted, limit=limit)
-            self.tracked[goal_key(req.goal_id)] = t
-            self.estimate_pub.publish(estimate_msg(t.goal_id, view, now, accepted, r.budget))
+        if not is_zero_uuid(req.goal_id):  # an accepted goal: its estimate at acceptance, for everyone
+            self.estimate_pub.publish(estimate_msg(req.goal_id, view, now, accepted, r.budget))
         return res
 
-    # --- updates while a goal runs ------------------------------------------------------------------
-    def _on_feedback(self, msg):
-        t = self.tracked.get(goal_key(msg.goal_id))
-        if t is None:
-            return
-        mono = time.monotonic()
-        first = t.last_update == 0.0
-        if not first and mono - t.last_update < float(self.cfg["estimate_update_period"]):
-            return
-        t.last_update = mono
-        fb = msg.feedback
-        # The ratio the engine actually used (it replans after queueing).
-        t.view.alpha = float(fb.eviction_ratio)
-        t.view.tokens_that_fit = int(fb.tokens_that_fit)
-        k = int(fb.tokens_generated)
-        view = running_view(t.view, self.estimator.time_model, k, seconds(fb.elapsed), t.budget, t.limit)
-        self.updates += 1
-        self.estimate_pub.publish(estimate_msg(t.goal_id, view, self.get_clock().now().nanoseconds, t.accepted_ns,
-                                               t.budget, tokens=k))
-
     def _on_report(self, rep):
-        self.tracked.pop(goal_key(rep.goal_id), None)
         steps = [float(x) for x in rep.decode_step_times]
         prefill = seconds(rep.measured_prefill)
         if rep.generated_tokens and prefill > 0:
@@ -180,16 +137,11 @@ class PredictorNode(ManagedNode):
 
     # --- diagnostics --------------------------------------------------------------------------------
     def _publish_diagnostics(self):
-        # Forget goals whose report never came (generation node restarted): a budget plus a minute.
         now = self.get_clock().now().nanoseconds
-        for k, t in list(self.tracked.items()):
-            if now > t.accepted_ns + int((t.budget + 60.0) * 1e9):
-                self.tracked.pop(k, None)
         values = {
             "model": self.estimator.loaded.name if self.estimator else self.cfg["model"],
             "model_loaded": self.load_state == "ready",
             "estimates_served": self.served, "invalid_requests": self.invalid,
-            "goals_tracked": len(self.tracked), "estimate_updates": self.updates,
             "reports_observed": self.reports,
         }
         if self.estimator is not None:
