@@ -68,9 +68,10 @@ def _silence_llama_cpp(L) -> None:
 
 
 class LlamaCppModel:
-    """One llama.cpp model and context on a GGUF file: one sequence, decode one token at a time."""
+    """One llama.cpp model and context on a GGUF file: one sequence, decode one token at a time
+    (``seqs`` > 1: that many sequences, each in a cache stream of its own, for batched labelling)."""
 
-    def __init__(self, gguf: str | os.PathLike, n_ctx: int, threads: int, extra_buffers: bool = True):
+    def __init__(self, gguf: str | os.PathLike, n_ctx: int, threads: int, extra_buffers: bool = True, seqs: int = 1):
         L = import_llama_cpp()
         self.L = L
         _silence_llama_cpp(L)
@@ -90,7 +91,9 @@ class LlamaCppModel:
         cparams = L.llama_context_default_params()
         cparams.n_ctx = int(n_ctx)
         cparams.n_batch = cparams.n_ubatch = CHUNK
-        cparams.n_seq_max = 1
+        cparams.n_seq_max = int(seqs)
+        if seqs > 1:
+            cparams.kv_unified = False  # a stream per sequence: attention reads its own cells only
         cparams.n_threads = cparams.n_threads_batch = int(threads)
         cparams.flash_attn_type = FLASH_ATTN_DISABLED
         self.ctx = L.llama_init_from_model(self.model, cparams)
@@ -99,7 +102,8 @@ class LlamaCppModel:
         self.mem = L.llama_get_memory(self.ctx)
         self.n_vocab = int(L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model)))
         self.n_ctx = int(n_ctx)
-        self.batch = L.llama_batch_init(CHUNK, 0, 1)
+        self.batch = L.llama_batch_init(CHUNK, 0, int(seqs))
+        self.batch_seqs = int(seqs)
         self._prefix_u32 = None
 
     def close(self) -> None:
@@ -119,37 +123,46 @@ class LlamaCppModel:
     def clear(self) -> None:
         self.L.llama_memory_clear(self.mem, True)
 
-    def _decode(self, tokens, start: int) -> None:
+    def forget(self, seq: int) -> None:
+        """Drop one sequence's cells (the others stay)."""
+        self.L.llama_memory_seq_rm(self.mem, int(seq), -1, -1)
+
+    def _decode(self, tokens, start: int, seq: int = 0) -> None:
         if len(tokens) > 1 and self.one_token_batches:
             for i, t in enumerate(tokens):
-                self._decode([t], start + i)
+                self._decode([t], start + i, seq)
             return
-        b = self.batch
         n = len(tokens)
-        for i, t in enumerate(tokens):
-            b.token[i] = int(t)
-            b.pos[i] = start + i
-            b.n_seq_id[i] = 1
-            b.seq_id[i][0] = 0
-            b.logits[i] = i == n - 1
-        b.n_tokens = n
+        self.decode_batch([(seq, t, start + i, i == n - 1) for i, t in enumerate(tokens)])
+
+    def decode_batch(self, items) -> None:
+        """One llama_decode of ``items``: (sequence, token, position, wants its logits), at most CHUNK."""
+        b = self.batch
+        for i, (seq, token, pos, wants_logits) in enumerate(items):
+            b.token[i], b.pos[i], b.n_seq_id[i] = int(token), int(pos), 1
+            b.seq_id[i][0] = int(seq)
+            b.logits[i] = bool(wants_logits)
+        b.n_tokens = len(items)
         rc = self.L.llama_decode(self.ctx, b)
         if rc != 0:
-            raise RuntimeError(f"llama_decode failed with code {rc} at position {start} ({n} tokens)")
+            raise RuntimeError(f"llama_decode failed with code {rc} at position {items[0][2]} ({len(items)} tokens)")
 
-    def logits(self) -> np.ndarray:
-        ptr = self.L.llama_get_logits_ith(self.ctx, -1)
+    def logits(self, i: int = -1) -> np.ndarray:
+        """A copy of the logits of the batch's ``i``-th token (default: its last)."""
+        ptr = self.L.llama_get_logits_ith(self.ctx, i)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
     def decode_one(self, token: int, position: int) -> np.ndarray:
         self._decode([token], position)
         return self.logits()
 
-    def prefill(self, ids) -> np.ndarray:
-        """llama.cpp's own prefill (for comparisons and benchmarks; serving prefills in torch)."""
-        self.clear()
+    def prefill(self, ids, seq: int = 0) -> np.ndarray:
+        """llama.cpp's own prefill (for comparisons, benchmarks and batched labelling; serving
+        prefills in torch). With one sequence the cache is cleared first; otherwise ``seq`` must be empty."""
+        if self.batch_seqs == 1:
+            self.clear()
         for s in range(0, len(ids), CHUNK):
-            self._decode(ids[s:s + CHUNK], s)
+            self._decode(ids[s:s + CHUNK], s, seq)
         return self.logits()
 
     # --- the sequence state -----------------------------------------------------------------------

@@ -16,9 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
-from ..backends.llamacpp import _silence_llama_cpp, import_llama_cpp
+from ..backends.llamacpp import LlamaCppModel
 
 
 @dataclass
@@ -32,61 +30,15 @@ class _Slot:
 class BatchLabeller:
     """Greedy answer lengths of many prompts, ``slots`` sequences at a time, on a GGUF model."""
 
-    def __init__(self, gguf, eos_ids, slots: int = 8, max_prompt_tokens: int = 2048, cap: int = 384,
-                 threads: int = 2, chunk: int = 512):
-        L = import_llama_cpp()
-        self.L = L
-        _silence_llama_cpp(L)
-        L.llama_backend_init()
-        mp = L.llama_model_default_params()
-        mp.use_extra_bufts = False  # batches of many tokens: see LlamaCppModel (AMX crashes on them)
-        self.model = L.llama_model_load_from_file(str(gguf).encode(), mp)
-        if not self.model:
-            raise RuntimeError(f"llama.cpp cannot load {gguf}")
-        p = L.llama_context_default_params()
-        p.n_ctx = int(slots * (max_prompt_tokens + cap + 1))
-        p.n_batch = p.n_ubatch = int(chunk)
-        p.n_seq_max = int(slots)
-        p.n_threads = p.n_threads_batch = int(threads)
-        p.kv_unified = False  # a stream of cells per slot: attention reads its own sequence only
-        self.ctx = L.llama_init_from_model(self.model, p)
-        if not self.ctx:
-            raise RuntimeError(f"llama.cpp cannot create a context of {p.n_ctx} cells for {slots} sequences")
-        self.mem = L.llama_get_memory(self.ctx)
-        self.n_vocab = int(L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model)))
-        self.batch = L.llama_batch_init(int(chunk), 0, int(slots))
-        self.slots, self.chunk, self.cap = int(slots), int(chunk), int(cap)
+    def __init__(self, gguf, eos_ids, slots: int = 8, max_prompt_tokens: int = 2048, cap: int = 384, threads: int = 2):
+        # No extra weight buffers: batches of many tokens, which the AMX ones crash on (LlamaCppModel).
+        self.llama = LlamaCppModel(gguf, n_ctx=slots * (max_prompt_tokens + cap + 1), threads=threads,
+                                   extra_buffers=False, seqs=slots)
+        self.slots, self.cap = int(slots), int(cap)
         self.eos = set(int(e) for e in eos_ids)
 
     def close(self) -> None:
-        if getattr(self, "ctx", None):
-            self.L.llama_batch_free(self.batch)
-            self.L.llama_free(self.ctx)
-            self.L.llama_model_free(self.model)
-            self.ctx = None
-
-    def _run(self, items) -> None:
-        """items: (seq, token, position, wants_logits)."""
-        b = self.batch
-        for i, (seq, tok, pos, logits) in enumerate(items):
-            b.token[i], b.pos[i], b.n_seq_id[i] = int(tok), int(pos), 1
-            b.seq_id[i][0] = int(seq)
-            b.logits[i] = bool(logits)
-        b.n_tokens = len(items)
-        rc = self.L.llama_decode(self.ctx, b)
-        if rc != 0:
-            raise RuntimeError(f"llama_decode failed with code {rc} ({len(items)} tokens)")
-
-    def _argmax(self, i: int) -> int:
-        ptr = self.L.llama_get_logits_ith(self.ctx, i)
-        return int(np.argmax(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))))
-
-    def _prefill(self, seq: int, ids) -> int:
-        """Prefill ``ids`` into sequence ``seq``; the first answer token."""
-        for s in range(0, len(ids), self.chunk):
-            part = ids[s:s + self.chunk]
-            self._run([(seq, t, s + j, s + j == len(ids) - 1) for j, t in enumerate(part)])
-        return self._argmax(len(ids) - 1 - (len(ids) - 1) // self.chunk * self.chunk)
+        self.llama.close()
 
     def lengths(self, prompts, on_done) -> None:
         """prompts: iterable of (key, ids); ``on_done(key, length, stop, seconds)`` is called as each
@@ -97,7 +49,7 @@ class BatchLabeller:
 
         def finish(seq: int, stop: str):
             s = active.pop(seq)
-            self.L.llama_memory_seq_rm(self.mem, seq, -1, -1)
+            self.llama.forget(seq)
             on_done(s.key, s.generated, stop, time.monotonic() - started.pop(seq))
 
         while queue or active:
@@ -105,7 +57,7 @@ class BatchLabeller:
                 while seq not in active and queue:
                     key, ids = queue.pop()
                     started[seq] = time.monotonic()
-                    first = self._prefill(seq, list(ids))
+                    first = int(self.llama.prefill(list(ids), seq).argmax())
                     active[seq] = _Slot(key, len(ids), first)
                     if first in self.eos:
                         finish(seq, "eos")
@@ -116,11 +68,11 @@ class BatchLabeller:
             if not active:
                 continue
             order = sorted(active)
-            self._run([(seq, active[seq].last, active[seq].position, True) for seq in order])
+            self.llama.decode_batch([(seq, active[seq].last, active[seq].position, True) for seq in order])
             for i, seq in enumerate(order):
                 s = active[seq]
                 s.position += 1
-                s.last = self._argmax(i)
+                s.last = int(self.llama.logits(i).argmax())
                 if s.last in self.eos:
                     finish(seq, "eos")
                 else:
@@ -139,25 +91,15 @@ def label_batched(loaded, prompts, out_path, max_new_tokens: int, feature_layers
     stop, cap) and the same features, the answers decoded ``slots`` at a time by ``BatchLabeller``.
     Each prompt is chat-encoded and checked as a goal is (``Estimator.encode`` rules: it and its
     answer fit the context). Resumable; features saved every 64 prompts."""
-    import pathlib
-
     import torch
     from tqdm import tqdm
 
     from ..length_control import system_prompt_of
     from ..request import InvalidRequest, Request, check_request
-    from .labels import append_records, read_labels, save_atomically
+    from .labels import append_records, open_labelling, save_atomically
     from .model import layer_features
 
-    out_path, feature_path = pathlib.Path(out_path), pathlib.Path(feature_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    feature_path.parent.mkdir(parents=True, exist_ok=True)
-    done = read_labels(out_path)
-    feats = {"layers": list(feature_layers), "max_input_tokens": max_input_tokens, "feats": {}}
-    if feature_path.is_file():
-        old = torch.load(feature_path, weights_only=True)
-        if list(old["layers"]) == list(feature_layers) and old.get("max_input_tokens", 512) == max_input_tokens:
-            feats = old
+    out_path, feature_path, done, feats = open_labelling(out_path, feature_path, feature_layers, max_input_tokens)
     todo, by_key = [], {}
     for p in prompts:
         if p.id in done:

@@ -221,6 +221,22 @@ def label_prompts(loaded, prompts: Iterable, out_path: str | pathlib.Path, max_n
     return {"labelled": len(todo), "tokens": n_tok, "seconds": dt, "tokens_per_s": n_tok / dt if dt else 0.0}
 
 
+def open_labelling(out_path, feature_path, feature_layers, max_input_tokens: int):
+    """What a resumable labelling run starts from: (labels path, features path, the labels already
+    there, the features already there when they were pooled the same way, else none)."""
+    import torch
+
+    out_path, feature_path = pathlib.Path(out_path), pathlib.Path(feature_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    feature_path.parent.mkdir(parents=True, exist_ok=True)
+    feats = {"layers": list(feature_layers), "max_input_tokens": max_input_tokens, "feats": {}}
+    if feature_path.is_file():
+        old = torch.load(feature_path, weights_only=True)
+        if list(old["layers"]) == list(feature_layers) and old.get("max_input_tokens", 512) == max_input_tokens:
+            feats = old
+    return out_path, feature_path, read_labels(out_path), feats
+
+
 def label_served(engine, prompts, out_path: str | pathlib.Path, max_new_tokens: int,
                  feature_layers: Sequence[int], feature_path: str | pathlib.Path, max_input_tokens: int = 512,
                  max_prompt_tokens: int = 2048, progress: bool = True, say=print) -> dict:
@@ -237,15 +253,7 @@ def label_served(engine, prompts, out_path: str | pathlib.Path, max_new_tokens: 
     from ..request import InvalidRequest, Request
     from .model import layer_features
 
-    out_path, feature_path = pathlib.Path(out_path), pathlib.Path(feature_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    feature_path.parent.mkdir(parents=True, exist_ok=True)
-    done = read_labels(out_path)
-    feats = {"layers": list(feature_layers), "max_input_tokens": max_input_tokens, "feats": {}}
-    if feature_path.is_file():
-        old = torch.load(feature_path, weights_only=True)
-        if list(old["layers"]) == list(feature_layers) and old.get("max_input_tokens", 512) == max_input_tokens:
-            feats = old
+    out_path, feature_path, done, feats = open_labelling(out_path, feature_path, feature_layers, max_input_tokens)
     todo = [p for p in prompts if p.id not in done or ("skipped" not in done[p.id] and p.id not in feats["feats"])]
     say(f"{len(done)} already labelled, {len(todo)} to label one at a time on the {type(engine.backend).__name__} "
         f"(cap {max_new_tokens} tokens)")
