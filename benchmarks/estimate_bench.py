@@ -22,13 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 
@@ -83,46 +79,30 @@ def main() -> int:
     prompts = held_out_prompts(args.per_source, args.sources.split(","))
     print(f"{len(prompts)} held-out prompts x budgets {budgets} (Kill)", flush=True)
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    import rclpy
-
-    from timebill_ros.client import TimeBillClient
+    from bringup_session import bringup_session
     from timebill_ros.convert import OUTCOME_NAMES, seconds
 
-    log_path = pathlib.Path(tempfile.mkdtemp(prefix="timebill-estimates-")) / "bringup.log"
-    log = open(log_path, "w")
-    params = [a for p in args.param for a in ("--param", p)]
-    bringup = subprocess.Popen(["timebill_ros", "bringup", *params], env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=args.domain, args=[])
     rows = []
     t_start = time.monotonic()
-    try:
-        with TimeBillClient(context=ctx) as client:
-            if not client.wait_until_ready(timeout=600, estimator=True):
-                print(f"the nodes did not come up; log: {log_path}", file=sys.stderr)
-                return 2
-            client.ask("Hello!", 5.0, policy="kill", timeout=60)  # the first job teaches the served speed
-            n = len(prompts) * len(budgets)
-            for i, (p, budget) in enumerate(((p, b) for p in prompts for b in budgets), 1):
-                r = client.ask(p.text, budget, system_prompt=p.system, policy="kill", timeout=budget + 60)
-                row = {"id": p.id, "source": p.source, "budget": budget, "outcome": OUTCOME_NAMES[r.outcome],
-                       "elapsed": seconds(r.elapsed), "predicted_time": seconds(r.predicted_time),
-                       "expected_time": seconds(r.expected_time), "p90_time": seconds(r.p90_time),
-                       "probability": float(r.completion_probability), "predicted_tokens": r.predicted_tokens,
-                       "generated_tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
-                       "word_limit": r.answer_word_limit}
-                rows.append(row)
-                print(f"[{i}/{n}] {p.id[:40]:40s} {budget:4.1f} s {row['outcome']:10s} took {row['elapsed']:.2f} s, "
-                      f"estimated {row['predicted_time']:.2f} s (expected {row['expected_time']:.2f}), "
-                      f"P {row['probability']:.2f}, tokens {row['generated_tokens']} / predicted {row['predicted_tokens']}",
-                      flush=True)
-    finally:
-        ctx.try_shutdown()
-        os.killpg(bringup.pid, signal.SIGINT)
-        bringup.wait(timeout=30)
+    with bringup_session(args.domain, [a for p in args.param for a in ("--param", p)]) as (client, log_path):
+        if not client.wait_until_ready(timeout=600, estimator=True):
+            print(f"the nodes did not come up; log: {log_path}", file=sys.stderr)
+            return 2
+        client.ask("Hello!", 5.0, policy="kill", timeout=60)  # the first job teaches the served speed
+        n = len(prompts) * len(budgets)
+        for i, (p, budget) in enumerate(((p, b) for p in prompts for b in budgets), 1):
+            r = client.ask(p.text, budget, system_prompt=p.system, policy="kill", timeout=budget + 60)
+            row = {"id": p.id, "source": p.source, "budget": budget, "outcome": OUTCOME_NAMES[r.outcome],
+                   "elapsed": seconds(r.elapsed), "predicted_time": seconds(r.predicted_time),
+                   "expected_time": seconds(r.expected_time), "p90_time": seconds(r.p90_time),
+                   "probability": float(r.completion_probability), "predicted_tokens": r.predicted_tokens,
+                   "generated_tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
+                   "word_limit": r.answer_word_limit}
+            rows.append(row)
+            print(f"[{i}/{n}] {p.id[:40]:40s} {budget:4.1f} s {row['outcome']:10s} took {row['elapsed']:.2f} s, "
+                  f"estimated {row['predicted_time']:.2f} s (expected {row['expected_time']:.2f}), "
+                  f"P {row['probability']:.2f}, tokens {row['generated_tokens']} / predicted {row['predicted_tokens']}",
+                  flush=True)
     summary = summarise(rows)
     summary["duration_s"] = round(time.monotonic() - t_start, 1)
     summary["command"] = "python benchmarks/estimate_bench.py " + " ".join(sys.argv[1:])

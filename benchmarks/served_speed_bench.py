@@ -15,11 +15,7 @@ learns that from the first job on; the generation node also writes it next to th
 from __future__ import annotations
 
 import argparse
-import os
-import pathlib
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,41 +47,27 @@ def main() -> int:
             f.replace(aside)
             print(f"set aside {f} -> {aside.name}")
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    import rclpy
-
-    from timebill_ros.client import TimeBillClient
+    from bringup_session import bringup_session
     from timebill_ros.convert import seconds
 
     rows = []  # (start, goal, predicted, measured)
-    log_dir = pathlib.Path(tempfile.mkdtemp(prefix="timebill-served-"))
+    log_dir = tempfile.mkdtemp(prefix="timebill-served-")
     for start in range(1, args.starts + 1):
         params = [a for p in args.param for a in ("--param", p)]
-        log = open(log_dir / f"bringup-{start}.log", "w")
-        bringup = subprocess.Popen(["timebill_ros", "bringup", *params], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        ctx = rclpy.Context()
-        rclpy.init(context=ctx, domain_id=args.domain, args=[])
-        try:
-            with TimeBillClient(context=ctx) as client:
-                if not client.wait_until_ready(timeout=600, estimator=True):
-                    print(f"the nodes did not come up; log: {log.name}", file=sys.stderr)
-                    return 2
-                for goal in range(1, args.goals + 1):
-                    prompt = LONG_PROMPT if args.long and goal % 2 == 0 else PROMPT
-                    r = client.ask(prompt, args.budget, max_new_tokens=args.max_new_tokens, policy="skip_next",
-                                   timeout=args.budget + 60)
-                    rows.append((start, goal, seconds(r.predicted_time), seconds(r.elapsed), r.generated_tokens,
-                                 r.prompt_tokens, seconds(r.prefill_time)))
-                    print(f"  start {start} goal {goal}: predicted {rows[-1][2]:.3f} s, took {rows[-1][3]:.3f} s "
-                          f"({r.prompt_tokens} prompt tokens, prefill {rows[-1][6]:.3f} s, {r.generated_tokens} "
-                          f"tokens)", flush=True)
-        finally:
-            ctx.try_shutdown()
-            os.killpg(bringup.pid, signal.SIGINT)
-            bringup.wait(timeout=30)
-        with open(log.name) as f:
+        with bringup_session(args.domain, params, log_dir, f"bringup-{start}.log") as (client, log):
+            if not client.wait_until_ready(timeout=600, estimator=True):
+                print(f"the nodes did not come up; log: {log}", file=sys.stderr)
+                return 2
+            for goal in range(1, args.goals + 1):
+                prompt = LONG_PROMPT if args.long and goal % 2 == 0 else PROMPT
+                r = client.ask(prompt, args.budget, max_new_tokens=args.max_new_tokens, policy="skip_next",
+                               timeout=args.budget + 60)
+                rows.append((start, goal, seconds(r.predicted_time), seconds(r.elapsed), r.generated_tokens,
+                             r.prompt_tokens, seconds(r.prefill_time)))
+                print(f"  start {start} goal {goal}: predicted {rows[-1][2]:.3f} s, took {rows[-1][3]:.3f} s "
+                      f"({r.prompt_tokens} prompt tokens, prefill {rows[-1][6]:.3f} s, {r.generated_tokens} "
+                      f"tokens)", flush=True)
+        with open(log) as f:
             said = [line.strip() for line in f if "served speed" in line]
         print(f"  start {start}: {said[0] if said else 'no served speed on record'}", flush=True)
 

@@ -20,11 +20,8 @@ import argparse
 import json
 import os
 import pathlib
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -57,20 +54,12 @@ def bare(repeats: int) -> dict:
 
 
 def served(repeats: int, domain: int, params: list[str], extra: list[str] = ()) -> dict:
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    import rclpy
     from rclpy.qos import QoSProfile
     from timebill_msgs.msg import JobReport
 
-    from timebill_ros.client import TimeBillClient
+    from bringup_session import bringup_session
     from timebill_ros.convert import goal_key, seconds
 
-    log = pathlib.Path(tempfile.mkdtemp(prefix="timebill-served-bare-")) / "bringup.log"
-    bringup = subprocess.Popen(["timebill_ros", "bringup", *extra, *[a for p in params for a in ("--param", p)]], env=env,
-                               stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=domain, args=[])
     reports: dict[bytes, object] = {}
     arrived = threading.Condition()
 
@@ -80,47 +69,42 @@ def served(repeats: int, domain: int, params: list[str], extra: list[str] = ()) 
             arrived.notify_all()
 
     out = {}
-    try:
-        with TimeBillClient(context=ctx) as client:
-            client.node.create_subscription(JobReport, "/timebill/job_reports", on_report, QoSProfile(depth=100))
-            if not client.wait_until_ready(timeout=600, estimator="--no-predictor" not in extra):
-                raise SystemExit(f"the nodes did not come up; log: {log}")
-            client.ask("Hello!", 10.0, policy="kill", timeout=60)  # warm: the first goal of a start is not typical
-            for name, prompt in (("short", SHORT), ("long", LONG)):
-                steps, overheads, prompt_tokens, parts = [], [], 0, []
-                for _ in range(repeats):
-                    t0 = time.monotonic()
-                    h = client.query(prompt, 60.0, policy="kill", max_new_tokens=NEW_TOKENS, length_control=False,
-                                     max_eviction_ratio=0.0)
-                    r = h.result(timeout=120)
-                    took = time.monotonic() - t0
-                    key = goal_key(h.goal_id)
-                    with arrived:
-                        arrived.wait_for(lambda: key in reports, timeout=10)
-                    rep = reports[key]
-                    steps.append(statistics.median(rep.decode_step_times))
-                    engine = seconds(rep.measured_prefill) + seconds(rep.measured_decode)
-                    overheads.append(took - engine)
-                    total, wait = seconds(rep.measured_total), seconds(rep.queue_wait)
-                    # where it goes: the goal's and result's way (client <-> node), acceptance to the
-                    # plan (the predictor's estimate), and the node's work around the model's steps
-                    parts.append((took - total, wait, total - wait - engine))
-                    prompt_tokens = r.prompt_tokens
-                out[name] = {"prompt_tokens": prompt_tokens, "step_ms": 1e3 * statistics.median(steps),
-                             "overhead_ms": 1e3 * statistics.median(overheads),
-                             "transport_ms": 1e3 * statistics.median(p[0] for p in parts),
-                             "estimate_wait_ms": 1e3 * statistics.median(p[1] for p in parts),
-                             "around_steps_ms": 1e3 * statistics.median(p[2] for p in parts)}
-                print(f"served {name:5s}: {prompt_tokens} prompt tokens, step {out[name]['step_ms']:.2f} ms "
-                      f"(runs: {', '.join(f'{1e3 * s:.2f}' for s in steps)}), goal overhead "
-                      f"{out[name]['overhead_ms']:.1f} ms (runs: {', '.join(f'{1e3 * s:.1f}' for s in overheads)}): "
-                      f"transport {out[name]['transport_ms']:.1f}, waiting for the estimate "
-                      f"{out[name]['estimate_wait_ms']:.1f}, around the model's steps {out[name]['around_steps_ms']:.1f}",
-                      flush=True)
-    finally:
-        ctx.try_shutdown()
-        os.killpg(bringup.pid, signal.SIGINT)
-        bringup.wait(timeout=30)
+    with bringup_session(domain, [*extra, *[a for p in params for a in ("--param", p)]]) as (client, log):
+        client.node.create_subscription(JobReport, "/timebill/job_reports", on_report, QoSProfile(depth=100))
+        if not client.wait_until_ready(timeout=600, estimator="--no-predictor" not in extra):
+            raise SystemExit(f"the nodes did not come up; log: {log}")
+        client.ask("Hello!", 10.0, policy="kill", timeout=60)  # warm: the first goal of a start is not typical
+        for name, prompt in (("short", SHORT), ("long", LONG)):
+            steps, overheads, prompt_tokens, parts = [], [], 0, []
+            for _ in range(repeats):
+                t0 = time.monotonic()
+                h = client.query(prompt, 60.0, policy="kill", max_new_tokens=NEW_TOKENS, length_control=False,
+                                 max_eviction_ratio=0.0)
+                r = h.result(timeout=120)
+                took = time.monotonic() - t0
+                key = goal_key(h.goal_id)
+                with arrived:
+                    arrived.wait_for(lambda: key in reports, timeout=10)
+                rep = reports[key]
+                steps.append(statistics.median(rep.decode_step_times))
+                engine = seconds(rep.measured_prefill) + seconds(rep.measured_decode)
+                overheads.append(took - engine)
+                total, wait = seconds(rep.measured_total), seconds(rep.queue_wait)
+                # where it goes: the goal's and result's way (client <-> node), acceptance to the
+                # plan (the predictor's estimate), and the node's work around the model's steps
+                parts.append((took - total, wait, total - wait - engine))
+                prompt_tokens = r.prompt_tokens
+            out[name] = {"prompt_tokens": prompt_tokens, "step_ms": 1e3 * statistics.median(steps),
+                         "overhead_ms": 1e3 * statistics.median(overheads),
+                         "transport_ms": 1e3 * statistics.median(p[0] for p in parts),
+                         "estimate_wait_ms": 1e3 * statistics.median(p[1] for p in parts),
+                         "around_steps_ms": 1e3 * statistics.median(p[2] for p in parts)}
+            print(f"served {name:5s}: {prompt_tokens} prompt tokens, step {out[name]['step_ms']:.2f} ms "
+                  f"(runs: {', '.join(f'{1e3 * s:.2f}' for s in steps)}), goal overhead "
+                  f"{out[name]['overhead_ms']:.1f} ms (runs: {', '.join(f'{1e3 * s:.1f}' for s in overheads)}): "
+                  f"transport {out[name]['transport_ms']:.1f}, waiting for the estimate "
+                  f"{out[name]['estimate_wait_ms']:.1f}, around the model's steps {out[name]['around_steps_ms']:.1f}",
+                  flush=True)
     return out
 
 
