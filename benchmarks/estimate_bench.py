@@ -8,6 +8,8 @@ compares what the result says was estimated at acceptance with what happened:
   (`predicted_time`) and the distribution's expectation (`expected_time`);
 - of the goals estimated to fit (point estimate <= budget), the share that completed;
 - the completion probability against the share that completed, in bins (reliability, ECE);
+- the time model alone: |what it predicts for the tokens really generated - real| / real, on the
+  completed goals (the job reports' `predicted_total_given_length` against `measured_total`);
 - the length: |predicted - generated| of completed goals, against the constant predictor's (the
   labels' training median, 97 tokens: what `rlp eval` calls the constant).
 
@@ -88,16 +90,21 @@ def main() -> int:
         if not client.wait_until_ready(timeout=600, estimator=True):
             print(f"the nodes did not come up; log: {log_path}", file=sys.stderr)
             return 2
+        reports = watch_reports(client)
         client.ask("Hello!", 5.0, policy="kill", timeout=60)  # the first job teaches the served speed
         n = len(prompts) * len(budgets)
         for i, (p, budget) in enumerate(((p, b) for p in prompts for b in budgets), 1):
+            seen = len(reports)
             r = client.ask(p.text, budget, system_prompt=p.system, policy="kill", timeout=budget + 60)
+            rep = next_report(reports, seen)
             row = {"id": p.id, "source": p.source, "budget": budget, "outcome": OUTCOME_NAMES[r.outcome],
                    "elapsed": seconds(r.elapsed), "predicted_time": seconds(r.predicted_time),
                    "expected_time": seconds(r.expected_time), "p90_time": seconds(r.p90_time),
                    "probability": float(r.completion_probability), "predicted_tokens": r.predicted_tokens,
                    "generated_tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
-                   "word_limit": r.answer_word_limit}
+                   "word_limit": r.answer_word_limit,
+                   "time_given_length": seconds(rep.predicted_total_given_length) if rep else None,
+                   "measured_total": seconds(rep.measured_total) if rep else None}
             rows.append(row)
             print(f"[{i}/{n}] {p.id[:40]:40s} {budget:4.1f} s {row['outcome']:10s} took {row['elapsed']:.2f} s, "
                   f"estimated {row['predicted_time']:.2f} s (expected {row['expected_time']:.2f}), "
@@ -116,6 +123,24 @@ def main() -> int:
     return 0
 
 
+def watch_reports(client) -> list:
+    """The job reports the generation node publishes, in arrival order (goals run one at a time)."""
+    from rclpy.qos import QoSProfile
+    from timebill_msgs.msg import JobReport
+
+    reports: list = []
+    client.node.create_subscription(JobReport, "/timebill/job_reports", reports.append, QoSProfile(depth=100))
+    return reports
+
+
+def next_report(reports: list, seen: int, timeout: float = 2.0):
+    """The report of the goal just answered (published with its result), or None."""
+    t_end = time.monotonic() + timeout
+    while len(reports) <= seen and time.monotonic() < t_end:
+        time.sleep(0.01)
+    return reports[-1] if len(reports) > seen else None
+
+
 def summarise(rows: list[dict]) -> dict:
     done = [r for r in rows if r["outcome"] == "COMPLETED"]
     scored = [r for r in rows if r["outcome"] in ("COMPLETED", "KILLED", "INFEASIBLE")]
@@ -124,6 +149,7 @@ def summarise(rows: list[dict]) -> dict:
         e = [abs(r[key] - r["elapsed"]) / r["elapsed"] for r in done if r["elapsed"] > 0]
         return round(100 * average(e), 1) if e else None
 
+    timed = [r for r in done if r.get("time_given_length") and r.get("measured_total")]
     fit = [r for r in scored if r["predicted_time"] <= r["budget"] and r["outcome"] != "INFEASIBLE"]
     e, bins = ece([(r["probability"], r["outcome"] == "COMPLETED") for r in scored])
     lengths = [r["generated_tokens"] for r in done]
@@ -138,6 +164,10 @@ def summarise(rows: list[dict]) -> dict:
         "of_likely_completed_pct": round(100 * statistics.mean(r["outcome"] == "COMPLETED" for r in scored
                                                                if r["probability"] >= 0.9), 1)
         if any(r["probability"] >= 0.9 for r in scored) else None,
+        "time_model_error_completed_pct": round(100 * statistics.mean(
+            abs(r["time_given_length"] - r["measured_total"]) / r["measured_total"] for r in timed), 1) if timed else None,
+        "time_model_bias_completed_pct": round(100 * statistics.median(
+            (r["time_given_length"] - r["measured_total"]) / r["measured_total"] for r in timed), 1) if timed else None,
         "estimated_to_fit": len(fit), "of_those_completed_pct": round(100 * sum(r["outcome"] == "COMPLETED" for r in fit)
                                                                     / len(fit), 1) if fit else None,
         "completion_probability_ece": round(e, 3), "reliability_bins": bins,

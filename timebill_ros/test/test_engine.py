@@ -54,6 +54,19 @@ def test_tokens_stream_in_order_and_concatenate_to_the_result(served):
     assert r.prompt_tokens == len(served.model.encode_chat(PROMPT))
 
 
+def test_the_result_says_what_the_time_model_predicts_for_the_length_really_generated(tiny, tiny_time_model):
+    # With the constant predictor's 40 tokens and a cap of 40, the answer is the predicted length:
+    # the time model's figure for it is the plan's own prediction.
+    from timebill.length_predictor import ConstantLengthPredictor
+
+    engine = engine_for(tiny, tiny_time_model, length_predictor=ConstantLengthPredictor(expected=40))
+    r = engine.generate(Request(PROMPT, budget=30, max_new_tokens=40))
+    assert r.stop_reason == "max_tokens" and r.generated_tokens == 40
+    assert r.time_given_length == pytest.approx(r.plan.predicted_total)
+    shorter = engine.generate(Request(PROMPT, budget=30, max_new_tokens=10))
+    assert 0 < shorter.time_given_length < r.time_given_length
+
+
 def test_stops_at_end_of_turn(served):
     # Declare the token the model emits third as end-of-turn: greedy decoding is deterministic.
     model, tm, backend = served

@@ -51,6 +51,9 @@ class Result:
     step_times: list = field(default_factory=list)   # seconds of each decoding step
     token_times: list = field(default_factory=list)  # elapsed seconds at each token
     stop_reason: str = ""       # eos, max_tokens, deadline, cancel, infeasible
+    # What the plan's timing model says the tokens actually generated take (predictor, prefill,
+    # decode at the ratio used): the time estimate's own error, apart from the length's.
+    time_given_length: float = 0.0
 
     @property
     def completed(self) -> bool:
@@ -140,6 +143,8 @@ class BudgetedEngine:
         result = job.finish(outcome, message, stop, text=stream.text(), cached_tokens=cached,
                             generated_tokens=len(stream.ids), prefill_time=prefill_time, decode_time=sum(step_times),
                             step_times=step_times, token_times=stream.times)
+        result.time_given_length = est.plan.predictor_time + self.estimator.time_model.end_to_end(
+            len(est.prompt_ids), len(stream.ids) + (stop == "eos"), est.plan.alpha)
         if outcome is Outcome.COMPLETED and not result.deadline_met:
             result.message = (f"completed {result.total_time - float(req.budget):.3f} s after the deadline "
                               f"(policy {job.policy.value})")

@@ -324,6 +324,7 @@ def job_report(goal_id, res, budget: float, now_ns: int, core=None, v: EstimateV
         rep.queue_wait = duration(core.queue_wait)
         rep.measured_prefill, rep.measured_decode = duration(core.prefill_time), duration(core.decode_time)
         rep.measured_total = duration(core.total_time)
+        rep.predicted_total_given_length = duration(core.time_given_length)
         rep.decode_step_times = [float(t) for t in core.step_times]
     else:
         rep.queue_wait = rep.measured_total = duration(waited)
