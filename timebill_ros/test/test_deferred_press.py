@@ -8,6 +8,7 @@ from timebill.deferred_press import DeferredPress, pool
 from timebill.presses import make_press
 from timebill.rlp.model import layer_features
 from timebill.time_model import kept_positions
+from conftest import slow_time_model
 
 PROMPT = "The robot moves to the kitchen and picks up the red cup. " * 6
 SCORER_PRESSES = ["snapkv", "streamingllm", "knorm", "expected_attention", "tova"]
@@ -76,3 +77,95 @@ def test_llama_cpp_decodes_from_the_cache_evicted_after_the_prefill(embedded, fa
     assert fast_backend.cached() == kept_positions(len(ids), 0.5)
     after = fast_backend.decode_one(ids[-1], len(ids))
     assert torch.allclose(inside, after, atol=1e-3)
+
+
+# --- the engine: the length predicted from the job's own prefill -------------------------------
+
+SHORT, LONG = "Hello", "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def tiny_rlp(tiny, tmp_path_factory):
+    """An RLP head on the tiny model that tells a greeting (16 tokens) from a question (208)."""
+    import numpy as np
+
+    from timebill.rlp.model import HeadConfig, train_head
+    from timebill.rlp.predictor import RLPPredictor
+
+    ids = [tiny.encode_chat(t) for t in [SHORT, LONG, "Quick brown foxes", "A time budget"] * 10]
+    feats = torch.stack([layer_features(tiny.model, i, [1], 512)[1] for i in ids])
+    y = np.array([10, 200, 40, 90] * 10)
+    cfg = HeadConfig(kind="classifier", width=16, max_tokens=256, layers=1, hidden=16, max_input_tokens=512,
+                     model_name=tiny.name, model_hidden=tiny.model.config.hidden_size, bound_factor=1.5)
+    head, _ = train_head(cfg, feats, y, feats, y, epochs=80, patience=80)
+    path = tmp_path_factory.mktemp("head") / "h.pt"
+    head.save(path)
+    return RLPPredictor(tiny, path)
+
+
+def rlp_engine(tiny, tm, predictor, in_prefill=True, **kw):
+    from timebill.engine import BudgetedEngine
+    from timebill.estimator import Estimator
+
+    engine = BudgetedEngine(Estimator(tiny, tm, predictor, **kw), learn_online=False, backend="torch",
+                            predict_in_prefill=in_prefill)
+    engine.warm_up()
+    return engine
+
+
+def test_the_engine_predicts_from_its_own_prefill_and_no_predictor_time_enters_the_budget(tiny, tiny_time_model, tiny_rlp):
+    from timebill.request import Request
+
+    own_pass = rlp_engine(tiny, tiny_time_model, tiny_rlp, in_prefill=False)
+    in_prefill = rlp_engine(tiny, tiny_time_model, tiny_rlp)
+    assert in_prefill.predicts_in_prefill and not own_pass.predicts_in_prefill
+    plans = []
+    for prompt, expected in ((SHORT, 16), (LONG, 208)):
+        a = own_pass.generate(Request(prompt, budget=30, max_new_tokens=256, length_control=False))
+        b = in_prefill.generate(Request(prompt, budget=30, max_new_tokens=256, length_control=False), on_plan=plans.append)
+        assert a.plan.predicted_tokens == b.plan.predicted_tokens == expected
+        assert a.predictor_time > 0 and a.plan.predictor_time > 0
+        assert b.predictor_time == 0 and b.plan.predictor_time == 0
+        assert plans[-1].plan is b.plan  # the plan is published once it is made
+        assert b.plan.completion_probability == pytest.approx(a.plan.completion_probability, abs=0.05)
+
+
+def test_the_ratio_planned_after_the_prefill_is_the_one_applied(tiny, tiny_rlp):
+    # A timing model where the cache length matters, and a budget the 208 predicted tokens fit
+    # only with eviction.
+    from timebill.request import Request
+    from timebill.time_model import TimeModel
+
+    tm = TimeModel(a=0.0, b=0.0, c=0.01, p=1e-5, q=0.001)
+    prompt = LONG + " " + PROMPT * 3
+    engine = rlp_engine(tiny, tm, tiny_rlp, planner="budget")
+    n = len(tiny.encode_chat(prompt))
+    predicted = tiny_rlp.predict(tiny.encode_chat(prompt), 256).expected
+    budget = tm.end_to_end(n, predicted, 0.5)
+    r = engine.generate(Request(prompt, budget=budget, max_new_tokens=256, length_control=False))
+    assert r.plan.alpha > 0 and r.plan.predicted_tokens == min(predicted, 256)
+    assert r.cached_tokens == kept_positions(n, r.plan.alpha)
+
+
+def test_a_prompt_longer_than_the_heads_input_bound_is_predicted_by_its_own_pass_as_trained(tiny, tiny_time_model, tiny_rlp):
+    from timebill.request import Request
+
+    bound = tiny_rlp.head.cfg.max_input_tokens
+    engine = rlp_engine(tiny, tiny_time_model, tiny_rlp)
+    long_prompt = PROMPT * 8
+    assert len(tiny.encode_chat(long_prompt)) > bound
+    r = engine.generate(Request(long_prompt, budget=30, max_new_tokens=4, length_control=False))
+    assert r.predictor_time > 0  # its own pass, over the prompt's two ends
+    short = engine.generate(Request(PROMPT, budget=30, max_new_tokens=4, length_control=False))
+    assert short.predictor_time == 0
+
+
+def test_a_word_limit_chosen_after_the_prefill_runs_the_limited_prompt(tiny, tiny_rlp):
+    from timebill.length_control import instructed
+    from timebill.request import Outcome, Request
+
+    engine = rlp_engine(tiny, slow_time_model(step=0.01), tiny_rlp)
+    n = len(tiny.encode_chat(LONG))
+    r = engine.generate(Request(LONG, budget=0.01 + 30 * 0.01, max_new_tokens=256, policy="skip_next"))
+    assert r.plan.answer_words > 0 and r.outcome is Outcome.COMPLETED
+    assert r.prompt_tokens == len(tiny.encode_chat(LONG, instructed("", r.plan.answer_words))) != n

@@ -20,6 +20,7 @@ from .backends import Backend, make_backend
 from .estimator import Estimate, Estimator
 from .length_predictor import LengthEstimate
 from .planner import Plan
+from .deferred_press import DeferredPress
 from .presses import make_press
 from .request import InvalidRequest, Outcome, Policy, Request
 
@@ -65,16 +66,20 @@ TokenCallback = Callable[[TokenEvent], None]
 
 class BudgetedEngine:
     def __init__(self, estimator: Estimator, reject_infeasible: bool = True, learn_online: bool = True,
-                 backend: str | Backend = "auto"):
+                 backend: str | Backend = "auto", predict_in_prefill: bool = True):
         """``reject_infeasible``: answer INFEASIBLE without generating when the plan says nothing
         useful fits (``Plan.useful_fits``: not even ``min_useful_tokens``); otherwise run and let the
         overrun policy decide (False: always run, the paper's behaviour). ``backend``: a name (``auto``, ``torch``,
-        ``llamacpp``) or a backend object; its timing model must be the estimator's."""
+        ``llamacpp``) or a backend object; its timing model must be the estimator's.
+        ``predict_in_prefill``: a length predictor that reads the model's hidden states takes them
+        from the job's own prefill and the ratio is applied after it (``DeferredPress``); False:
+        it runs its own pass first and the press evicts inside the prefill."""
         self.estimator = estimator
         self.loaded = estimator.loaded
         self.reject_infeasible = reject_infeasible
         self.learn_online = learn_online
         self.backend = make_backend(backend, self.loaded) if isinstance(backend, str) else backend
+        self.predict_in_prefill = bool(predict_in_prefill)
         self._lock = threading.Lock()  # one model: one generation at a time
 
     def warm_up(self) -> None:
@@ -107,7 +112,10 @@ class BudgetedEngine:
 
         def job() -> Result:
             queue_wait = time.monotonic() - accepted_at
-            est = self.estimator.estimate(req, already_elapsed=queue_wait, length=length, prompt_ids=prompt_ids)
+            ids = prompt_ids if prompt_ids is not None else self.estimator.encode(req)
+            if length is None and self.predicts_in_prefill and self.estimator.length_predictor.reads_states_of(len(ids)):
+                return self._run_predicting_in_prefill(req, ids, accepted_at, queue_wait, on_token, cancel, on_plan)
+            est = self.estimator.estimate(req, already_elapsed=queue_wait, length=length, prompt_ids=ids)
             if on_plan is not None:
                 on_plan(est)
             return self._run(est, accepted_at, queue_wait, on_token, cancel)
@@ -120,8 +128,44 @@ class BudgetedEngine:
             self.estimator.calibration.observe(result.prompt_tokens, result.prefill_time, result.cached_tokens, result.step_times)
         return result
 
+    @property
+    def predicts_in_prefill(self) -> bool:
+        """True when the length predictor reads the served prefill's hidden states (the paper's
+        order: predict beside the prefill, evict after it), so that it costs no pass of its own."""
+        return self.predict_in_prefill and getattr(self.estimator.length_predictor, "state_layer", None) is not None
+
+    def _run_predicting_in_prefill(self, req, ids, accepted_at, queue_wait, on_token, cancel, on_plan) -> Result:
+        estimator = self.estimator
+        max_new = estimator.max_new_tokens(req)
+        # Before the prefill only what needs no length is judged: whether the prefill fits the
+        # deadline and whether the least useful answer fits (a plan for the longest answer asks
+        # exactly that). The real plan is made once the prefill has read the prompt.
+        before = estimator.estimate(req, queue_wait, prompt_ids=ids, length=LengthEstimate(max_new, max_new),
+                                    control_length=False)
+        chosen: list[Estimate] = []
+
+        def decide(state) -> Estimate:
+            length = estimator.length_predictor.from_state(state, max_new)
+            est = estimator.estimate(req, queue_wait, prompt_ids=ids, length=length)
+            chosen.append(est)
+            if on_plan is not None and est.request is req:
+                on_plan(est)
+            return est
+
+        result = self._run(before, accepted_at, queue_wait, on_token, cancel, decide=decide)
+        if chosen and chosen[0].request is not req:
+            # Length control asked for a word limit: the prefill read the prompt without it, so
+            # the limited prompt (already predicted and planned by the estimator) runs afresh.
+            if on_plan is not None:
+                on_plan(chosen[0])
+            return self._run(chosen[0], accepted_at, queue_wait, on_token, cancel)
+        return result
+
     # ---------------------------------------------------------------------------------------------
-    def _run(self, est: Estimate, accepted_at, queue_wait, on_token, cancel) -> Result:
+    def _run(self, est: Estimate, accepted_at, queue_wait, on_token, cancel, decide=None) -> Result:
+        """Run one planned job. ``decide``: the plan is made from the prefill's states instead
+        (``est`` then only judged whether the job may start): it is called with them, and returns
+        the Estimate to run; one for another request (a word limit) ends the job after the prefill."""
         req = est.request
         job = _Job(req, est, accepted_at, queue_wait, self.estimator.max_new_tokens(req))
         refusal = self._refusal(job, cancel)
@@ -134,8 +178,16 @@ class BudgetedEngine:
             generator = torch.Generator().manual_seed(int(req.seed))
         stream = _TokenStream(self.loaded, accepted_at, on_token)
         t0 = time.monotonic()
-        logits, cached = self.backend.prefill(est.prompt_ids, make_press(self.estimator.press, est.plan.alpha, len(est.prompt_ids)))
+        if decide is None:
+            press = make_press(self.estimator.press, est.plan.alpha, len(job.ids))
+        else:
+            press = DeferredPress(self.estimator.press, len(job.ids), self.estimator.length_predictor.state_layer,
+                                  lambda state: job.replan(decide(state)))
+        logits, cached = self.backend.prefill(job.ids, press)
         prefill_time = time.monotonic() - t0
+        if job.est.request is not req:
+            return job.finish(Outcome.CANCELED, "the prompt is to run with a word limit", "replanned")
+        est = job.est
         if stream.push(sample(logits, req, generator)):
             stop, outcome, message, step_times = "eos", Outcome.COMPLETED, "", []
         else:
@@ -206,6 +258,15 @@ class _Job:
         self.ids = self.est.prompt_ids
         self.policy = Policy.parse(self.req.policy)
         self.deadline = self.accepted_at + float(self.req.budget)
+
+    def replan(self, est: Estimate) -> float:
+        """Take the plan made from the prefill's states; the eviction ratio to apply now (none
+        when the plan is for another prompt: this prefill's cache will not be used)."""
+        self.est = est
+        if est.request is not self.req:
+            return 0.0
+        self.plan = est.plan
+        return est.plan.alpha
 
     def finish(self, outcome, message, stop, text="", **kw) -> Result:
         now = time.monotonic()

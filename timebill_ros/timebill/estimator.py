@@ -145,13 +145,14 @@ class Estimator:
     def _plan(self, req: Request, already_elapsed: float, prompt_ids: list | None, length: LengthEstimate | None) -> Estimate:
         ids = prompt_ids if prompt_ids is not None else self.encode(req)
         max_new = self.max_new_tokens(req)
-        t0 = time.perf_counter()
+        latency = 0.0  # a length made elsewhere costs this job's budget nothing here
         if length is None:
+            t0 = time.perf_counter()
             predict = self.length_predictor.predict
             # model layers run on the compute thread (timebill/compute_thread.py); arithmetic here
             length = compute_thread.run(predict, ids, max_new) if getattr(self.length_predictor, "runs_model", False) \
                 else predict(ids, max_new)
-        latency = time.perf_counter() - t0
+            latency = time.perf_counter() - t0
         length = LengthEstimate(expected=max(1, min(length.expected, max_new)), bound=max(1, min(length.bound, max_new)),
                                 distribution=length.distribution)
         plan = plan_eviction(

@@ -30,6 +30,12 @@ class LengthPredictor(Protocol):
 
     def predict(self, prompt_ids: Sequence[int], max_new_tokens: int) -> LengthEstimate: ...
 
+    # Optional: a predictor that reads a hidden state of the model names it (``state_layer``, the
+    # layer it follows), predicts from it (``from_state``) and says for which prompt lengths the
+    # served prefill's state is the one it reads (``reads_states_of(prompt_tokens)``); the engine
+    # then takes that state from the job's own prefill (timebill/deferred_press.py) and does not
+    # call ``predict``.
+
 
 @dataclass
 class ConstantLengthPredictor:

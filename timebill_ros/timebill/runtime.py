@@ -163,6 +163,7 @@ def build_engine(cfg: dict, loaded=None, progress: bool = True, say=log.info, se
     loaded = loaded or load_configured_model(cfg)
     backend = make_backend(cfg.get("backend"), loaded, threads=configured_threads(cfg))
     estimator = build_estimator(cfg, loaded, progress, say, backend=backend, served=served)
-    engine = BudgetedEngine(estimator, reject_infeasible=bool(cfg.get("reject_infeasible", True)), backend=backend)
+    engine = BudgetedEngine(estimator, reject_infeasible=bool(cfg.get("reject_infeasible", True)), backend=backend,
+                            predict_in_prefill=bool(cfg.get("predict_in_prefill", True)))
     engine.warm_up()
     return engine

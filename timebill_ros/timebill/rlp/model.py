@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..deferred_press import pool
 from .buckets import class_of, length_of_class, num_buckets
 
 HEAD_FORMAT = 1
@@ -39,7 +40,8 @@ def truncate_ids(ids: Sequence[int], max_input_tokens: int) -> list[int]:
 def layer_features(model, ids: Sequence[int], layers: Sequence[int], max_input_tokens: int = 512) -> dict[int, torch.Tensor]:
     """Pooled features after each layer count in ``layers`` (1-based L), for one prompt.
 
-    Runs only the first max(layers) decoder layers. Returns {L: tensor[2 * hidden]} (float32).
+    Runs only the first max(layers) decoder layers. Returns {L: tensor[2 * hidden]} (float32): the
+    same states and pooling a ``DeferredPress`` reads from the served prefill.
     """
     base = model.model if hasattr(model, "model") else model
     ids = truncate_ids(ids, max_input_tokens)
@@ -60,8 +62,8 @@ def layer_features(model, ids: Sequence[int], layers: Sequence[int], max_input_t
         if isinstance(hidden, tuple):
             hidden = hidden[0]
         if i + 1 in wanted:
-            h = hidden[0].float()
-            out[i + 1] = torch.cat([h.mean(0), h[-1]])
+            # the last layer's state as the model reads it, after the final norm (deferred_press.state_module)
+            out[i + 1] = pool((base.norm(hidden) if i + 1 == len(base.layers) else hidden)[0])
     return out
 
 

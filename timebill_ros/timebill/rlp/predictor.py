@@ -53,6 +53,19 @@ class RLPPredictor:
         self.k = float(k if k is not None else cfg.paper_k)
         self.name = f"rlp(L={cfg.layers},B={cfg.width},{bound})"
 
+    @property
+    def state_layer(self) -> int:
+        """The hidden state the head reads (after this layer): the engine takes it from the job's
+        own prefill (``DeferredPress``) instead of running ``predict``'s pass."""
+        return self.head.cfg.layers
+
+    def reads_states_of(self, prompt_tokens: int) -> bool:
+        """Whether the served prefill's states of a prompt this long are what the head was trained
+        on: a prompt longer than its input bound was cut to its two ends, so ``predict`` cuts it
+        the same way (its first L layers over at most that many tokens)."""
+        bound = self.head.cfg.max_input_tokens
+        return bound <= 0 or prompt_tokens <= bound
+
     def _features(self, prompt_ids: Sequence[int]):
         cfg = self.head.cfg
         return layer_features(self.loaded.model, prompt_ids, [cfg.layers], cfg.max_input_tokens)[cfg.layers][None]
@@ -61,8 +74,13 @@ class RLPPredictor:
         return int(self.head.predict_lengths(self._features(prompt_ids))[0])
 
     def predict(self, prompt_ids: Sequence[int], max_new_tokens: int) -> LengthEstimate:
+        """A pass of its own over the first L layers (what-if estimates, and prompts not yet prefilled)."""
+        return self.from_state(self._features(prompt_ids)[0], max_new_tokens)
+
+    def from_state(self, state, max_new_tokens: int) -> LengthEstimate:
+        """The estimate from a prompt's pooled state after layer L (``deferred_press.pool``)."""
         cfg = self.head.cfg
-        feats = self._features(prompt_ids)  # one backbone pass serves the point and the distribution
+        feats = state[None].float()  # one state serves the point and the distribution
         n_hat = int(self.head.predict_lengths(feats)[0])
         dist = None
         if cfg.kind == "classifier":
