@@ -15,6 +15,7 @@ import math
 import sys
 
 from timebill.cli import add_answer_args
+from timebill.request import InvalidRequest, Policy
 
 from .bringup import cmd_bringup
 from .demo import DEFAULT_PROMPT, cmd_demo, run_demo
@@ -24,10 +25,13 @@ from .query import cmd_estimate, cmd_query
 
 
 def _policy(s: str) -> str:
-    key = s.strip().lower().replace("-", "_")
-    if key not in ("default", "kill", "skip_next"):
-        raise argparse.ArgumentTypeError("use kill, skip_next or default")
-    return key
+    """``default`` (the node's), or a policy as the core spells it (``Policy.parse``: Skip-Next too)."""
+    if s.strip().lower() == "default":
+        return "default"
+    try:
+        return Policy.parse(s).value
+    except InvalidRequest:
+        raise argparse.ArgumentTypeError("use kill, skip_next or default") from None
 
 
 def _budget(s: str) -> float:
