@@ -13,9 +13,10 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
 
+# The restart rule `timebill_ros bringup` uses too, from the installed package (no ROS imports).
+from timebill_ros.respawn import RESPAWN
+
 PACKAGE = "timebill_ros"
-RESPAWN_DELAY = 2.0         # seconds before a crashed node is started again
-RESPAWN_MAX_RETRIES = 5
 
 
 def _nodes(context, *args, **kwargs):
@@ -26,12 +27,12 @@ def _nodes(context, *args, **kwargs):
     with_predictor = LaunchConfiguration("predictor").perform(context).strip().lower() in ("true", "1", "yes")
     # An empty model argument keeps the file's value; only a given one overrides it.
     params = [config] + ([{"model": model}] if model else [])
-    # A crashed node is started again (as `timebill_ros bringup` does): the other keeps serving
-    # meanwhile (the generation node on its local estimates). respawn_max_retries needs launch
-    # from Jazzy on; a node that keeps crashing is given up on after it.
+    # A node that ends is started again by the rule bringup follows (timebill_ros/respawn.py): the
+    # other keeps serving meanwhile (the generation node on its local estimates).
+    # respawn_max_retries needs launch from Jazzy on; after the last retry the node stays down.
     common = dict(package=PACKAGE, namespace=namespace, parameters=params, output="screen", emulate_tty=True,
                   arguments=["--ros-args", "--log-level", log_level],
-                  respawn=True, respawn_delay=RESPAWN_DELAY, respawn_max_retries=RESPAWN_MAX_RETRIES)
+                  respawn=True, respawn_delay=RESPAWN.delay, respawn_max_retries=RESPAWN.max_retries)
     # Managed nodes (configure loads the model, activate serves). They take themselves to active
     # (their `autostart` parameter, true by default), so a respawned node serves again without
     # a manager; with autostart:=false, drive them with launch's ChangeState events, nav2's

@@ -2,7 +2,7 @@
 import pytest
 
 from timebill.evaluation import metrics, schedule
-from timebill.evaluation.run import choose_budgets
+from timebill.evaluation.budgets import choose_budgets
 
 
 def test_rouge_l_is_the_lcs_f_measure_after_normalisation():
@@ -50,7 +50,7 @@ def test_budgets_span_the_no_eviction_times():
 
 
 def test_recorded_runs_teach_the_online_calibration_like_served_jobs():
-    from timebill.evaluation.run import observe_record
+    from timebill.evaluation.records import observe_record
     from timebill.time_model import OnlineCalibration, TimeModel
 
     tm = TimeModel(a=0.0, b=0.001, c=0.0, p=0.0, q=0.05)
@@ -64,13 +64,13 @@ def test_recorded_runs_teach_the_online_calibration_like_served_jobs():
 
 
 def test_alpha_counts_separate_no_eviction_the_ceiling_and_ratios_between():
-    from timebill.evaluation.run import alpha_counts
+    from timebill.evaluation.accuracy import alpha_counts
 
     assert alpha_counts([0.0, 0.0, 0.95, 0.5, 0.9499999999], 0.95) == {"none": 2, "alpha_max": 2, "between": 1}
 
 
 def test_a_job_answered_infeasible_completes_nothing_and_occupies_no_time():
-    from timebill.evaluation.run import replay_outcomes
+    from timebill.evaluation.schedule import replay_outcomes
 
     # Skip-Next, period 1 s: the refused job 0 would have run 5 s; refused, it skips nobody.
     jobs = [{"total": 5.0, "infeasible": True}, {"total": 0.5}, {"total": 0.5, "infeasible": False}]
@@ -81,7 +81,8 @@ def test_a_job_answered_infeasible_completes_nothing_and_occupies_no_time():
 
 
 def test_a_task_with_its_own_budgets_keeps_both_ends_when_thinned():
-    from timebill.evaluation.run import TASKS, task_budgets
+    from timebill.evaluation.budgets import task_budgets
+    from timebill.evaluation.tasks import TASKS
 
     everyday = TASKS["everyday"]
     assert task_budgets(everyday, [3.0, 4.0], 7) == [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 10.0]
@@ -93,7 +94,7 @@ def test_a_task_with_its_own_budgets_keeps_both_ends_when_thinned():
 
 
 def test_infeasible_counts_name_the_refused_jobs_no_eviction_would_have_completed():
-    from timebill.evaluation.run import infeasible_counts
+    from timebill.evaluation.accuracy import infeasible_counts
 
     jobs = {3.0: [{"item": "a", "infeasible": True}, {"item": "b", "infeasible": True}, {"item": "c"}]}
     assert infeasible_counts(jobs, {"a": 2.5, "b": 7.0, "c": 1.0}) == {
@@ -147,7 +148,8 @@ def test_a_length_controlled_plan_replays_the_record_of_its_instructed_prompt(ti
     from timebill.engine import BudgetedEngine
     from timebill.estimator import Estimator
     from timebill.evaluation import datasets
-    from timebill.evaluation.run import TASKS, Recorder, planned_record, timebill_time
+    from timebill.evaluation.records import Recorder, planned_record, timebill_time
+    from timebill.evaluation.tasks import TASKS
     from timebill.length_predictor import ConstantLengthPredictor
 
     task = TASKS["everyday"]
@@ -169,7 +171,22 @@ def test_a_length_controlled_plan_replays_the_record_of_its_instructed_prompt(ti
 
 
 def test_qasper_goals_say_a_one_token_answer_is_useful():
-    from timebill.evaluation.run import TASKS
+    from timebill.evaluation.tasks import TASKS
 
     assert TASKS["qasper"].request("Is it?", 3.0).min_useful_tokens == 1
     assert TASKS["everyday"].request("Where?", 3.0).min_useful_tokens == 0   # the node's default
+
+
+def test_estimators_built_as_served_can_share_one_calibration_and_one_length_predictor(tiny, tiny_time_model):
+    """The evaluation's planners come from runtime.build_estimator like a node's, but learn from one
+    calibration and ask one RLP (timebill/evaluation/methods.py)."""
+    from timebill.length_predictor import ConstantLengthPredictor
+    from timebill.runtime import build_estimator
+    from timebill.time_model import OnlineCalibration
+
+    calibration, predictor = OnlineCalibration(tiny_time_model), ConstantLengthPredictor(expected=7)
+    cfg = {"alpha_max": 0.8, "planner": "paper", "length_control": False}
+    a, b = (build_estimator(cfg, tiny, time_model=calibration, length_predictor=predictor) for _ in range(2))
+    assert a.calibration is b.calibration is calibration
+    assert a.length_predictor is b.length_predictor is predictor
+    assert (a.alpha_max, a.planner, a.length_control) == (0.8, "paper", False)  # the rest from the configuration

@@ -86,6 +86,7 @@ def test_estimate_completion_service_round_trip(echo, rclpy_context):
 
 
 def test_budgeted_query_action_goal_feedback_result(echo, rclpy_context):
+    from action_msgs.msg import GoalStatus
     from builtin_interfaces.msg import Duration
     from rclpy.action import ActionClient
     from timebill_msgs.action import BudgetedQuery
@@ -105,7 +106,7 @@ def test_budgeted_query_action_goal_feedback_result(echo, rclpy_context):
     _spin_until(node, rclpy_context, res_fut.done, 10.0, "the result")
     wrapped = res_fut.result()
     r = wrapped.result
-    assert wrapped.status == 4  # SUCCEEDED
+    assert wrapped.status == GoalStatus.STATUS_SUCCEEDED
     assert r.outcome == BudgetedQuery.Result.KILLED
     assert r.text == "nehctik eht ot og" and r.deadline_met
     assert r.message == "robot|policy=2"

@@ -233,6 +233,21 @@ def test_cli_label_train_eval_end_to_end(tiny, tmp_path):
     assert 0.0 <= result["reliability"]["ece"] <= 1.0 and (tmp_path / "docs" / "rlp_reliability.png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["label", "--mix"], "--labels"),
+    (["label"], "--labels"),
+    (["train", "--layers", "1,2,4"], "--ship"),
+    (["eval", "--threads", "2"], "--write-docs"),
+])
+def test_no_command_writes_into_the_repository_unless_told(argv, flag, capsys):
+    """The old usages, which wrote into tracked files by default, stop and name the flag that now says so."""
+    from timebill.rlp import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2 and flag in capsys.readouterr().err
+
+
 def test_runtime_rlp_default_falls_back_for_other_models(tiny):
     """`length_predictor: rlp` (the default) with a model the shipped head was not trained for."""
     from timebill.length_predictor import ConstantLengthPredictor
@@ -255,7 +270,7 @@ def test_shipped_head_is_small_and_calibrated():
 
 
 def test_layers_are_chosen_by_the_one_standard_error_rule():
-    from timebill.rlp.cli import choose_layers
+    from timebill.rlp.train import choose_layers
 
     noisy_best = [0.0, 20.0] * 50          # MAE 10, standard error ~1.0
     errors = {2: [11.5] * 100, 8: [10.8] * 100, 16: noisy_best}
@@ -364,7 +379,7 @@ def test_mix_labels_are_served_generations_with_their_source_cap_and_features(ti
 
 
 def test_the_label_cap_is_the_one_the_labels_name():
-    from timebill.rlp.cli import label_cap
+    from timebill.rlp.labelled import label_cap
 
     assert label_cap([{"cap": 384}, {"cap": 384}], None, {}) == 384
     assert label_cap([{"id": "x"}], None, {"default_max_new_tokens": 256}) == 256   # the first, ShareGPT-only labels

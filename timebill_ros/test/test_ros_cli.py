@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import needs_ros, processes_with
 
 pytestmark = needs_ros
@@ -40,3 +42,14 @@ def test_demo_reports_a_node_that_cannot_start(ros_env, tmp_path):
     assert p.returncode == 2, p.stdout + p.stderr
     assert "model path does not exist" in p.stderr and "exit code 1" in p.stderr, p.stderr
     assert not _ours(str(tmp_path))
+
+
+def test_the_policy_flag_reads_policies_as_the_core_does():
+    from timebill_ros.cli import build_parser
+
+    def policy(text):
+        return build_parser().parse_args(["query", "Hello?", "--policy", text]).policy
+
+    assert [policy(p) for p in ("kill", "Skip-Next", " DEFAULT")] == ["kill", "skip_next", "default"]
+    with pytest.raises(SystemExit):
+        policy("drop")

@@ -121,7 +121,7 @@ def test_remaining_time_uses_the_bound_past_the_expected_length(tiny_time_model)
 def test_the_monitor_listens_on_the_configured_names(rclpy_context):
     import rclpy
 
-    from timebill_ros.cli import Monitor
+    from timebill_ros.monitor import Monitor
 
     node = rclpy.create_node("monitor_names", context=rclpy_context)
     try:

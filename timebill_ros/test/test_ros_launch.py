@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
+import time
 
 import pytest
 
@@ -34,7 +36,11 @@ def test_launch_file_compiles_and_declares_its_arguments():
     common = next(c for c in _calls(tree, "dict") if any(kw.arg == "package" for kw in c.keywords))
     kws = {kw.arg: kw.value for kw in common.keywords}
     assert isinstance(kws["respawn"], ast.Constant) and kws["respawn"].value is True
-    assert {"respawn_delay", "respawn_max_retries"} <= set(kws)
+    # ... by the rule bringup follows, taken from the installed package rather than written twice.
+    assert any(isinstance(n, ast.ImportFrom) and n.module == "timebill_ros.respawn"
+               and [a.name for a in n.names] == ["RESPAWN"] for n in tree.body)
+    assert ast.unparse(kws["respawn_delay"]) == "RESPAWN.delay"
+    assert ast.unparse(kws["respawn_max_retries"]) == "RESPAWN.max_retries"
     # Both are console scripts of the package, installed where launch_ros looks (lib/<package>).
     setup_py = (PKG_DIR / "setup.py").read_text()
     for exe in executables:
@@ -51,7 +57,7 @@ def test_launch_and_config_files_are_installed():
 
 
 def test_bringup_builds_the_same_node_commands_as_the_launch_file():
-    from timebill_ros.cli import Bringup
+    from timebill_ros.bringup import Bringup
 
     b = Bringup(model="test:tiny", namespace="robot1/llm", log_level="debug", params=["queue_size:=3"])
     for node in ("generation_node", "predictor_node"):
@@ -65,3 +71,40 @@ def test_bringup_builds_the_same_node_commands_as_the_launch_file():
         assert ros.index("model:=test:tiny") > ros.index("--params-file")
         assert "queue_size:=3" in ros
     assert Bringup(predictor=False).nodes == ("generation_node",)
+
+
+def test_the_respawn_rule_is_launchs_a_fixed_delay_and_a_number_of_restarts_per_run():
+    from timebill_ros.respawn import RESPAWN, RespawnRule
+
+    rule = RespawnRule(delay=2.0, max_retries=3)
+    assert [rule.restart_delay(n) for n in range(5)] == [2.0, 2.0, 2.0, None, None]
+    assert RESPAWN.delay > 0 and RESPAWN.max_retries > 0
+
+
+class _Ended:
+    """A node's process that has already exited."""
+    pid, returncode = 4242, 3
+
+    def poll(self):
+        return self.returncode
+
+
+def test_bringup_restarts_a_node_that_ends_by_the_rule_then_gives_up(monkeypatch):
+    from timebill_ros.bringup import Bringup
+    from timebill_ros.respawn import RespawnRule
+
+    b = Bringup(predictor=False, respawn=RespawnRule(delay=0.3, max_retries=2))
+    starts = []
+
+    def start_node(name):
+        starts.append(time.monotonic())
+        b.procs[name] = _Ended()
+
+    monkeypatch.setattr(b, "start_node", start_node)
+    b.start()
+    said = []
+    assert b.supervise(threading.Event(), say=said.append) is False
+    # Started once, restarted twice, each after the rule's delay; the third end is final.
+    assert len(starts) == 3 and b.restarts == {"generation_node": 2}
+    assert all(later - earlier >= 0.3 for earlier, later in zip(starts, starts[1:]))
+    assert "giving up" in said[-1]

@@ -125,13 +125,17 @@ def make_length_predictor(cfg: dict, loaded):
 
 @compute
 def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info, backend=None,
-                    served: bool = False) -> Estimator:
+                    served: bool = False, time_model=None, length_predictor=None) -> Estimator:
     """``served``: for a node, which plans from the speed it measured while serving before its
-    last restart (timebill/served_speed.py); a one-off run alone on the machine does not."""
+    last restart (timebill/served_speed.py); a one-off run alone on the machine does not.
+    ``time_model`` (a TimeModel or an OnlineCalibration) and ``length_predictor``: ones the caller
+    already has, to share between estimators (the evaluation's planners learn from one
+    calibration), instead of the configured ones."""
     loaded = loaded or load_configured_model(cfg)
-    tm = load_or_profile_time_model(cfg, loaded, progress=progress, say=say, backend=backend)
+    if time_model is None:
+        time_model = load_or_profile_time_model(cfg, loaded, progress=progress, say=say, backend=backend)
     est = Estimator(
-        loaded, tm, make_length_predictor(cfg, loaded),
+        loaded, time_model, length_predictor if length_predictor is not None else make_length_predictor(cfg, loaded),
         default_max_new_tokens=int(cfg.get("default_max_new_tokens", 256)),
         alpha_max=float(cfg.get("alpha_max", 0.95)), press=configured_press(cfg),
         worst_case_quantile=float(cfg.get("worst_case_quantile", 0.5)),
@@ -158,12 +162,17 @@ def configured_press(cfg: dict) -> str:
 
 
 @compute
-def build_engine(cfg: dict, loaded=None, progress: bool = True, say=log.info, served: bool = False) -> BudgetedEngine:
+def build_engine(cfg: dict, loaded=None, progress: bool = True, say=log.info, served: bool = False,
+                 length_predictor=None, learn_online: bool = True) -> BudgetedEngine:
+    """``length_predictor``: as for ``build_estimator``. ``learn_online``: False for an engine whose
+    runs must not move its timing model (the evaluation's recorder replays them itself)."""
     # One backend (for llamacpp: one llama.cpp context) both profiles, when that is needed, and serves.
     loaded = loaded or load_configured_model(cfg)
     backend = make_backend(cfg.get("backend"), loaded, threads=configured_threads(cfg))
-    estimator = build_estimator(cfg, loaded, progress, say, backend=backend, served=served)
-    engine = BudgetedEngine(estimator, reject_infeasible=bool(cfg.get("reject_infeasible", True)), backend=backend,
+    estimator = build_estimator(cfg, loaded, progress, say, backend=backend, served=served,
+                                length_predictor=length_predictor)
+    engine = BudgetedEngine(estimator, reject_infeasible=bool(cfg.get("reject_infeasible", True)),
+                            learn_online=learn_online, backend=backend,
                             predict_in_prefill=bool(cfg.get("predict_in_prefill", True)))
     engine.warm_up()
     return engine

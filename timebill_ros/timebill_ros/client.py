@@ -20,28 +20,15 @@ import threading
 import time
 from typing import Callable
 
+from action_msgs.msg import GoalStatus
+
 from .convert import duration, length_control_code, policy_code
 from .liveness import ALIVE_QOS, ALIVE_TOPIC, GoalLost, NodeWatch
+from .orphaned_futures import forget_orphaned_futures
 
-GOAL_STATUS_NAMES = {0: "UNKNOWN", 1: "ACCEPTED", 2: "EXECUTING", 3: "CANCELING", 4: "SUCCEEDED", 5: "CANCELED",
-                     6: "ABORTED"}
-
-
-def forget_orphaned_futures(action) -> None:
-    """Drop the futures an rclpy ActionClient registered but will never complete.
-
-    rclpy 9.1.x (Kilted) ``send_goal_async`` registers each goal's future twice and completes only
-    the second (fixed upstream in ros2/rclpy#1532). The first stayed in the client's ``_futures``
-    for good: one Future with its lock and callbacks per goal, and the executor walks that list
-    each time feedback or a response arrives, so a planner that had sent thousands of goals paid
-    for all of them on every token. A future that is neither done nor pending as a goal, cancel
-    or result request is such an orphan; none exist on an rclpy without the bug.
-    """
-    with action._lock:
-        live = {id(f) for pending in (action._pending_goal_requests, action._pending_cancel_requests,
-                                      action._pending_result_requests) for f in pending.values()}
-        for f in [f for f in action._futures if id(f) not in live and not f.done()]:
-            action.remove_future(f)
+# STATUS_SUCCEEDED -> "SUCCEEDED", from the message's own constants.
+GOAL_STATUS_NAMES = {getattr(GoalStatus, name): name.removeprefix("STATUS_")
+                     for name in dir(GoalStatus) if name.startswith("STATUS_")}
 
 
 def _settle(future, value) -> None:
@@ -71,7 +58,7 @@ class QueryHandle:
         self.goal_handle = None
         self._uuid = None
         self.feedback = None          # the latest BudgetedQuery.Feedback
-        self.status = 0               # action_msgs/GoalStatus code
+        self.status = GoalStatus.STATUS_UNKNOWN   # a GoalStatus code
         self.accepted = concurrent.futures.Future()   # -> True, or raises QueryRejected
         self.future = concurrent.futures.Future()     # -> BudgetedQuery.Result
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .schedule import replay_outcomes
+
 RESAMPLES = 1000
 
 
 def _metrics(replay, jobs: list[dict], budget: float, score) -> tuple[float, float]:
-    from .run import replay_outcomes
-
     outcomes = replay_outcomes(replay, jobs, budget)
     done = [o.completed for o in outcomes]
     return float(np.mean(done)), float(np.mean([score(j) if ok else 0.0 for j, ok in zip(jobs, done)]))

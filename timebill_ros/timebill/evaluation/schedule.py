@@ -39,3 +39,10 @@ def skip_next(durations: list[float], budget: float) -> list[Replayed]:
         rule.job_ended(Policy.SKIP_NEXT, Outcome.COMPLETED, on_time, at=release + d)
         out.append(Replayed(completed=on_time, delivered=True, skipped=False))
     return out
+
+
+def replay_outcomes(replay, jobs: list[dict], budget: float) -> list:
+    """Replay ``jobs`` under a strategy; a job answered INFEASIBLE completes nothing and takes no time."""
+    outcomes = replay([0.0 if j.get("infeasible") else j["total"] for j in jobs], budget)
+    return [Replayed(completed=False, delivered=o.delivered, skipped=o.skipped) if j.get("infeasible") else o
+            for j, o in zip(jobs, outcomes)]

@@ -40,7 +40,7 @@ def load_source(name: str, tokenizer=None, limit: int | None = None, seed: int =
 
     ``tokenizer`` is needed for the sources with contexts (capped in tokens as the evaluation does)."""
     from ..evaluation import datasets
-    from ..evaluation.run import TASKS
+    from ..evaluation.tasks import TASKS
 
     if name == "sharegpt":
         prompts = [Prompt(f"sharegpt/{p.id}", p.text, "", name) for p in first_turn_prompts()]

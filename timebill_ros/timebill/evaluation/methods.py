@@ -1,0 +1,61 @@
+"""The methods compared, built as they are served (timebill/runtime.py) from the configuration.
+
+* No eviction and fixed ratios: generated once per (prompt, ratio) by the recorder engine (a
+  constant length predictor: the ratio is fixed, nothing is planned) and replayed.
+* TimeBill plans its ratio live with the trained RLP (calibrated bound) and the machine's timing
+  model corrected online, as served, by the recorded runs of the prompts before: `timebill` is the
+  default (`planner: budget`, `length_control: true`), `timebill_budget` the same planner without
+  length control, `timebill_paper` the paper's closed form (`planner: paper`). All three share one
+  calibration and one RLP; every other setting (alpha_max, worst_case_quantile,
+  min_useful_tokens, ...) is the configuration's.
+* The paper's k sweep: its planner with its bound k x predicted length (k set per row).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..engine import BudgetedEngine
+from ..estimator import Estimator
+from ..length_predictor import ConstantLengthPredictor
+from ..time_model import OnlineCalibration
+
+FIXED = (0.0, 0.25, 0.5, 0.75, 0.95)
+K_SWEEP = (1.0, 2.0, 3.0, 5.0, 8.0)
+PLANNERS = {  # method -> the settings it fixes
+    "timebill": {"planner": "budget", "length_control": True},
+    "timebill_budget": {"planner": "budget", "length_control": False},
+    "timebill_paper": {"planner": "paper", "length_control": False},
+}
+
+
+@dataclass
+class Methods:
+    recorder: BudgetedEngine          # runs to completion at a fixed ratio, for the records
+    calibration: OnlineCalibration    # the profiled timing model, taught by the records as they come
+    planners: dict[str, Estimator]    # PLANNERS' methods
+    k_planner: Estimator              # the paper's planner and bound, for the k sweep
+
+    @property
+    def time_model(self):
+        """The profiled timing model, without the online correction."""
+        return self.calibration.base
+
+
+def build_methods(cfg: dict, loaded, say=print) -> Methods:
+    """``cfg``: the configuration the evaluation runs with (its ``threads`` the run's)."""
+    from ..rlp.predictor import default_head_path
+    from ..runtime import build_engine, build_estimator, make_length_predictor
+
+    # Every record is a complete run (the paper's setting): nothing refused, nothing learnt online.
+    recorder = build_engine({**cfg, "reject_infeasible": False}, loaded, say=say,
+                            length_predictor=ConstantLengthPredictor(), learn_online=False)
+    calibration = OnlineCalibration(recorder.estimator.calibration.base)
+    # The head file by name, not `rlp`: the evaluation measures the RLP, so a head that does not fit
+    # the model stops it instead of falling back to the constant predictor.
+    rlp = {**cfg, "length_predictor": str(default_head_path())}
+    calibrated_rlp = make_length_predictor({**rlp, "rlp_bound": "calibrated"}, loaded)
+    planners = {m: build_estimator({**cfg, **fixes}, loaded, time_model=calibration, length_predictor=calibrated_rlp)
+                for m, fixes in PLANNERS.items()}
+    k_planner = build_estimator({**rlp, **PLANNERS["timebill_paper"], "rlp_bound": "paper", "rlp_k": 5.0}, loaded,
+                                time_model=calibration)
+    return Methods(recorder, calibration, planners, k_planner)
