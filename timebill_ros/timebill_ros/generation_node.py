@@ -271,6 +271,10 @@ class GenerationNode(ManagedNode):
             log.warning(f"goal {sid} invalid: {exc}")
             return unrun_result(Outcome.INVALID, f"invalid goal: {exc}", since()), None
 
+        if self.engine.predicts_in_prefill and self.engine.estimator.length_predictor.reads_states_of(len(ids)):
+            return self._run_job(handle, g, Job(request=req, release=g.accepted_at, id=handle.goal_id,
+                                                on_token=lambda ev: self._on_token(g, ev), cancel=g.cancel,
+                                                on_plan=lambda est: self._planned_in_prefill(g, est), prompt_ids=ids))
         view, note = self._estimate(handle, g, req, ids)
         if view is None:
             why = "canceled: the node is shutting down" if g.shutting_down else "canceled while being estimated"
@@ -302,17 +306,34 @@ class GenerationNode(ManagedNode):
                   on_token=lambda ev: self._on_token(g, ev), cancel=g.cancel,
                   length=view.length(),
                   on_plan=lambda est: setattr(g, "plan", est), prompt_ids=ids)
+        return self._run_job(handle, g, job, note)
+
+    def _run_job(self, handle, g: GoalState, job: Job, note: str = ""):
         try:
             core = self.scheduler.run(job)
         except QueueFull as exc:
-            return self._with_note(unrun_result(Outcome.FAILED, f"rejected: {exc}", since(), view), note), None
+            return self._with_note(unrun_result(Outcome.FAILED, f"rejected: {exc}", time.monotonic() - g.accepted_at,
+                                                g.estimate), note), None
         self._flush(g, core.text)
-        res = result_msg(core, view)
+        res = result_msg(core, g.estimate)
         if g.shutting_down and core.outcome is Outcome.CANCELED:
             res.message = "canceled: the node is shutting down"
         g.state = "done"
         self._marker(g, final=res)
         return self._with_note(res, note), core
+
+    def _planned_in_prefill(self, g: GoalState, est):
+        """The engine planned the goal from its own prefill (the length read from the prompt's
+        states there): publish that as the goal's estimate, as the predictor node does for others."""
+        g.plan, g.estimate = est, EstimateView.of_estimate(est, "prefill")
+        v = g.estimate
+        self.get_logger().info(f"goal {short_id(g.handle.goal_id)}: budget {g.budget:.3f} s, {v.prompt_tokens} prompt tokens, "
+                               f"expected {v.expected} (bound {v.bound}) tokens, alpha {v.alpha:.2f}, predicted "
+                               f"{v.predicted_total:.3f} s, P(complete) {v.completion_probability:.2f} [read in the prefill]")
+        accepted = self.get_clock().now().nanoseconds - int((time.monotonic() - g.accepted_at) * 1e9)
+        # The plan's times count from when the job started (after any queueing), before its prefill.
+        started = accepted + int((g.budget - est.plan.budget) * 1e9)
+        self.estimate_pub.publish(estimate_msg(g.handle.goal_id, g.estimate, started, accepted, g.budget))
 
     @staticmethod
     def _with_note(res, note: str):
