@@ -11,7 +11,6 @@ from __future__ import annotations
 from . import quiet  # noqa: F401  (first: before anything imports tqdm)
 import collections
 import dataclasses
-import math
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import QoSProfile
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from timebill_msgs.action import BudgetedQuery
 from timebill_msgs.msg import CompletionEstimate, JobReport
 from std_msgs.msg import Empty
@@ -34,12 +33,13 @@ from timebill.length_distribution import running_odds
 from timebill.request import InvalidRequest, Outcome
 
 from .admission import Admission
-from .common import calibration_values, declare_config, diagnostic_status, load_while_reporting, run_node
+from .common import calibration_values, declare_config, load_while_reporting, run_node
 from .convert import (NOT_SCORED, OUTCOME_NAMES, EstimateView, duration, estimate_msg, estimate_request, goal_key,
                       job_report, remaining, result_msg, running_view, seconds, short_id, to_request, unrun_result)
 from .liveness import ALIVE_QOS, ALIVE_TOPIC
 from .managed import ManagedNode
 from .predictor_link import PredictorLink
+from .status_output import answer_marker, generation_diagnostics
 
 Result = BudgetedQuery.Result
 # rclpy's default depth of 10 drops feedback (= lost tokens) when a client falls behind a fast
@@ -441,22 +441,9 @@ class GenerationNode(ManagedNode):
             self._send_feedback(g, time.monotonic() - g.accepted_at)
 
     def _marker(self, g: GoalState, final=None):
-        elapsed = time.monotonic() - g.accepted_at
-        head = f"[{g.state}] {elapsed:.2f} / {g.budget:.2f} s  {g.tokens} tok"
-        if g.estimate is not None:
-            head += f"  alpha {g.estimate.alpha:.2f}  predicted {g.estimate.predicted_total:.2f} s"
-        if final is not None:
-            head = (f"[{OUTCOME_NAMES.get(final.outcome, '?')}] {seconds(final.elapsed):.2f} / {g.budget:.2f} s  "
-                    f"{final.generated_tokens} tok  deadline {'met' if final.deadline_met else 'MISSED'}")
         text = (g.sent_text + g.pending_text)[-240:]
-        m = Marker(type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, ns="timebill_answer", id=0, text=f"{head}\n{text}")
-        m.header.frame_id = self.cfg["marker_frame"]
-        m.header.stamp = self.get_clock().now().to_msg()
-        m.pose.position.z = 1.5
-        m.pose.orientation.w = 1.0
-        m.scale.z = 0.12
-        ok = final is None or final.deadline_met
-        m.color.r, m.color.g, m.color.b, m.color.a = (1.0, 1.0, 1.0, 1.0) if ok else (1.0, 0.3, 0.3, 1.0)
+        m = answer_marker(self.cfg["marker_frame"], self.get_clock().now().to_msg(), g.state,
+                          time.monotonic() - g.accepted_at, g.budget, g.tokens, g.estimate, text, final)
         try:
             self.marker_pub.publish(m)
         except Exception as exc:  # the context may be gone at shutdown; a marker is not worth a goal
@@ -490,9 +477,6 @@ class GenerationNode(ManagedNode):
             + (f": {res.message}" if res.message else ""))
 
     def _publish_diagnostics(self):
-        ok = DiagnosticStatus.OK[0]
-        warn = DiagnosticStatus.WARN[0]
-        error = DiagnosticStatus.ERROR[0]
         with self.lock:
             scored = list(self.scored)
             running = [short_id(g.handle.goal_id) for g in self.goals.values() if g.state == "running"]
@@ -510,26 +494,11 @@ class GenerationNode(ManagedNode):
             }
         if self.engine is not None:
             values.update(calibration_values(self.engine.estimator))
-        if self.load_state == "failed":
-            level, msg = error, f"model failed to load: {self.load_error}"
-        elif self.load_state == "loading":
-            level, msg = warn, "loading the model (and profiling it if this machine has no timing model)"
-        elif self.load_state == "unconfigured":
-            level, msg = warn, "unconfigured (lifecycle): no model loaded"
-        elif self.action is None:
-            level, msg = warn, "inactive (lifecycle): model loaded, not serving goals"
-        else:
-            rate = values["deadline_hit_rate"]
-            msg = (f"serving; queue {values['queue_length']}; deadline hit rate "
-                   + ("n/a" if math.isnan(rate) else f"{100 * rate:.0f} % of {len(scored)}"))
-            level = ok
-            if self.predictor.ok is False:
-                level, msg = warn, msg + f"; predictor unreachable ({self.predictor.problem}), using local estimates"
-        arr = DiagnosticArray(status=[diagnostic_status(
-            f"{self.get_fully_qualified_name()}: budgeted generation", str(values["model"]), level, msg, values)])
+        predictor_problem = None if self.predictor.ok is not False else self.predictor.problem
+        arr = generation_diagnostics(f"{self.get_fully_qualified_name()}: budgeted generation", values, self.load_state,
+                                     self.load_error, serving=self.action is not None, predictor_problem=predictor_problem)
         arr.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(arr)
-
 
 def main(args=None) -> int:
     # Threads: one per goal (running or queued) plus the timer, services and the predictor's reply.
