@@ -48,7 +48,7 @@ def cmd_generate(args) -> int:
     from .runtime import build_engine
 
     req = Request(prompt=args.prompt, budget=args.budget, system_prompt=args.system or "",
-                  max_new_tokens=args.max_new_tokens, policy=args.policy, max_eviction_ratio=args.alpha_max,
+                  max_new_tokens=args.max_new_tokens, policy=args.policy, max_eviction_ratio=args.max_eviction_ratio,
                   raw=args.raw, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                   fixed_alpha=args.fixed_alpha, length_control=args.length_control,
                   min_useful_tokens=args.min_useful_tokens)
@@ -149,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--policy", default="kill", help="kill | skip_next")
     g.add_argument("--system", help="system prompt")
     g.add_argument("--max-new-tokens", type=int, default=0, help="0 = the configured default")
-    g.add_argument("--alpha-max", type=float, help="largest eviction ratio the planner may choose")
+    # One name for the goal's ceiling, as in BudgetedQuery and `timebill_ros query`; --alpha-max is
+    # the name it had here before.
+    g.add_argument("--max-eviction-ratio", "--alpha-max", dest="max_eviction_ratio", type=float,
+                   help="largest eviction ratio the planner may choose for this request (default: the config's alpha_max)")
     g.add_argument("--fixed-alpha", type=float, help="skip the planner: evict exactly this ratio")
     g.add_argument("--press", help="kvpress press by name (default from the config: snapkv)")
     g.add_argument("--length-predictor", help="`constant` or `rlp`")
