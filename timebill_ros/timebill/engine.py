@@ -135,37 +135,66 @@ class BudgetedEngine:
         return self.predict_in_prefill and getattr(self.estimator.length_predictor, "state_layer", None) is not None
 
     def _run_predicting_in_prefill(self, req, ids, accepted_at, queue_wait, on_token, cancel, on_plan) -> Result:
+        """Prefill, predict the length from the prefill's states, plan, evict, decode. When length
+        control asks for a word limit, the limited prompt is read by a prefill of its own (its
+        length predicted there too) and runs if ``Estimator.better`` prefers it; otherwise the
+        prompt as sent runs again with its own plan. A word limit thus costs a prefill here, where
+        the head's own pass would cost one pass over its first layers for each prompt."""
+        estimator = self.estimator
+        first = self._prefill_and_plan(req, ids, accepted_at, queue_wait, on_token, cancel, on_plan, limit=True)
+        if not isinstance(first, Estimate):
+            return first  # the job ran (or was refused) on the prompt as sent
+        limited_req = estimator.limited_request(req, first)
+        try:
+            limited_ids = estimator.encode(limited_req)
+        except InvalidRequest:  # the instruction pushed the prompt past the context
+            limited_ids = None
+        if limited_ids is not None:
+            second = self._prefill_and_plan(limited_req, limited_ids, accepted_at, queue_wait, on_token, cancel, on_plan,
+                                            limit=False, prefer_over=first)
+            if not isinstance(second, Estimate):
+                return second
+        # The prompt as sent, with the length its own prefill predicted, planned for the time left.
+        est = estimator.estimate(req, time.monotonic() - accepted_at, prompt_ids=ids, length=first.length,
+                                 control_length=False)
+        if on_plan is not None:
+            on_plan(est)
+        return self._run(est, accepted_at, queue_wait, on_token, cancel)
+
+    def _prefill_and_plan(self, req, ids, accepted_at, queue_wait, on_token, cancel, on_plan, limit: bool,
+                          prefer_over: Estimate | None = None):
+        """Run ``req`` with the plan made from its own prefill; returns its Result, or, without
+        decoding, the Estimate made there when length control asks for a word limit (``limit``)
+        or ``Estimator.better`` prefers ``prefer_over`` to it."""
         estimator = self.estimator
         max_new = estimator.max_new_tokens(req)
+        elapsed = time.monotonic() - accepted_at  # queueing, and any prefill of another prompt before this one
         # Before the prefill only what needs no length is judged: whether the prefill fits the
         # deadline and whether the least useful answer fits (a plan for the longest answer asks
         # exactly that). The real plan is made once the prefill has read the prompt.
-        before = estimator.estimate(req, queue_wait, prompt_ids=ids, length=LengthEstimate(max_new, max_new),
+        before = estimator.estimate(req, elapsed, prompt_ids=ids, length=LengthEstimate(max_new, max_new),
                                     control_length=False)
-        chosen: list[Estimate] = []
+        declined: list[Estimate] = []
 
-        def decide(state) -> Estimate:
-            length = estimator.length_predictor.from_state(state, max_new)
-            est = estimator.estimate(req, queue_wait, prompt_ids=ids, length=length)
-            chosen.append(est)
-            if on_plan is not None and est.request is req:
+        def decide(state) -> Estimate | None:
+            est = estimator.estimate(req, elapsed, prompt_ids=ids,
+                                     length=estimator.length_predictor.from_state(state, max_new), control_length=False)
+            if (limit and estimator.limited_request(req, est) is not None) or \
+                    (prefer_over is not None and estimator.better(prefer_over, est) is prefer_over):
+                declined.append(est)
+                return None
+            if on_plan is not None:
                 on_plan(est)
             return est
 
         result = self._run(before, accepted_at, queue_wait, on_token, cancel, decide=decide)
-        if chosen and chosen[0].request is not req:
-            # Length control asked for a word limit: the prefill read the prompt without it, so
-            # the limited prompt (already predicted and planned by the estimator) runs afresh.
-            if on_plan is not None:
-                on_plan(chosen[0])
-            return self._run(chosen[0], accepted_at, queue_wait, on_token, cancel)
-        return result
+        return declined[0] if declined else result
 
     # ---------------------------------------------------------------------------------------------
     def _run(self, est: Estimate, accepted_at, queue_wait, on_token, cancel, decide=None) -> Result:
         """Run one planned job. ``decide``: the plan is made from the prefill's states instead
-        (``est`` then only judged whether the job may start): it is called with them, and returns
-        the Estimate to run; one for another request (a word limit) ends the job after the prefill."""
+        (``est`` then only judged whether the job may start): it is called with them and returns
+        the Estimate to run, or None to end the job after the prefill (its cache unused)."""
         req = est.request
         job = _Job(req, est, accepted_at, queue_wait, self.estimator.max_new_tokens(req))
         refusal = self._refusal(job, cancel)
@@ -185,8 +214,8 @@ class BudgetedEngine:
                                   lambda state: job.replan(decide(state)))
         logits, cached = self.backend.prefill(job.ids, press)
         prefill_time = time.monotonic() - t0
-        if job.est.request is not req:
-            return job.finish(Outcome.CANCELED, "the prompt is to run with a word limit", "replanned")
+        if job.declined:
+            return job.finish(Outcome.CANCELED, "another prompt is to run", "replanned")
         est = job.est
         if stream.push(sample(logits, req, generator)):
             stop, outcome, message, step_times = "eos", Outcome.COMPLETED, "", []
@@ -259,13 +288,15 @@ class _Job:
         self.policy = Policy.parse(self.req.policy)
         self.deadline = self.accepted_at + float(self.req.budget)
 
-    def replan(self, est: Estimate) -> float:
+    declined: bool = False  # the plan made from the prefill declined to run this prompt
+
+    def replan(self, est: Estimate | None) -> float:
         """Take the plan made from the prefill's states; the eviction ratio to apply now (none
-        when the plan is for another prompt: this prefill's cache will not be used)."""
-        self.est = est
-        if est.request is not self.req:
+        when the plan declined this prompt: its cache will not be used)."""
+        if est is None:
+            self.declined = True
             return 0.0
-        self.plan = est.plan
+        self.est, self.plan = est, est.plan
         return est.plan.alpha
 
     def finish(self, outcome, message, stop, text="", **kw) -> Result:

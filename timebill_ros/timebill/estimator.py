@@ -117,19 +117,28 @@ class Estimator:
         as it is (a verdict that must not run the predictor).
         """
         est = self._plan(req, already_elapsed, prompt_ids, length)
-        words = self._word_limit(req, est) if control_length else None
-        if words is None:
+        limited = self.limited_request(req, est) if control_length else None
+        if limited is None:
             return est
-        limited = dataclasses.replace(req, answer_words=words)
         try:
             second = self._plan(limited, already_elapsed + est.predictor_latency, None, None)
         except InvalidRequest:  # the instruction pushed the prompt past the context
             return est
-        if not second.plan.useful_fits:  # the instruction lengthens the prompt; it must not make the job infeasible
+        return self.better(est, second)
+
+    def limited_request(self, req: Request, est: Estimate) -> Request | None:
+        """``req`` with the word limit length control asks for, or None (see ``_word_limit``)."""
+        words = self._word_limit(req, est)
+        return None if words is None else dataclasses.replace(req, answer_words=words)
+
+    @staticmethod
+    def better(est: Estimate, limited: Estimate) -> Estimate:
+        """The estimate to run: the limited prompt's, unless it makes the job infeasible (the
+        instruction lengthens the prompt) or is predicted less likely to complete (the model would
+        not keep to the limit)."""
+        if not limited.plan.useful_fits or limited.plan.completion_probability < est.plan.completion_probability:
             return est
-        if second.plan.completion_probability < est.plan.completion_probability:
-            return est  # the limited prompt is predicted less likely to complete: the model would not keep to it
-        return dataclasses.replace(second, predictor_latency=est.predictor_latency + second.predictor_latency)
+        return dataclasses.replace(limited, predictor_latency=est.predictor_latency + limited.predictor_latency)
 
     def _word_limit(self, req: Request, est: Estimate) -> int | None:
         """The word limit length control asks for, or None (off, already limited, a raw prompt
