@@ -62,7 +62,8 @@ def test_the_result_says_what_the_time_model_predicts_for_the_length_really_gene
     engine = engine_for(tiny, tiny_time_model, length_predictor=ConstantLengthPredictor(expected=40))
     r = engine.generate(Request(PROMPT, budget=30, max_new_tokens=40))
     assert r.stop_reason == "max_tokens" and r.generated_tokens == 40
-    assert r.time_given_length == pytest.approx(r.plan.predicted_total)
+    assert r.time_given_length == pytest.approx(r.planned_at + r.plan.predicted_total)
+    assert 0 <= r.planned_at < 0.1  # no queueing: planned at once
     shorter = engine.generate(Request(PROMPT, budget=30, max_new_tokens=10))
     assert 0 < shorter.time_given_length < r.time_given_length
 

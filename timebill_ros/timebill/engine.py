@@ -55,6 +55,7 @@ class Result:
     # What the plan's timing model says the tokens actually generated take (predictor, prefill,
     # decode at the ratio used): the time estimate's own error, apart from the length's.
     time_given_length: float = 0.0
+    planned_at: float = 0.0     # seconds from acceptance when the plan was made (queueing, any earlier prefill)
 
     @property
     def completed(self) -> bool:
@@ -224,7 +225,7 @@ class BudgetedEngine:
         result = job.finish(outcome, message, stop, text=stream.text(), cached_tokens=cached,
                             generated_tokens=len(stream.ids), prefill_time=prefill_time, decode_time=sum(step_times),
                             step_times=step_times, token_times=stream.times)
-        result.time_given_length = est.plan.predictor_time + self.estimator.time_model.end_to_end(
+        result.time_given_length = result.planned_at + est.plan.predictor_time + self.estimator.time_model.end_to_end(
             len(est.prompt_ids), len(stream.ids) + (stop == "eos"), est.plan.alpha)
         if outcome is Outcome.COMPLETED and not result.deadline_met:
             result.message = (f"completed {result.total_time - float(req.budget):.3f} s after the deadline "
@@ -304,6 +305,7 @@ class _Job:
         return Result(
             outcome=outcome, text=text, message=message, deadline_met=now <= self.deadline,
             prompt_tokens=len(self.ids), alpha=self.plan.alpha, plan=self.plan, predictor_time=self.est.predictor_latency,
+            planned_at=float(self.req.budget) - self.plan.budget,
             queue_wait=self.queue_wait, total_time=now - self.accepted_at, stop_reason=stop, **kw,
         )
 

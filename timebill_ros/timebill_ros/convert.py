@@ -291,12 +291,13 @@ def result_msg(core, v: EstimateView | None = None):
         eviction_ratio=float(core.alpha), prefill_time=duration(core.prefill_time), elapsed=duration(core.total_time))
     if plan is not None:
         res.predicted_tokens, res.predicted_tokens_bound = int(plan.predicted_tokens), int(plan.predicted_tokens_bound)
-        res.predicted_time = duration(plan.predicted_total)
+        # the plan's times count from when it was made (after queueing, or a prefill of another
+        # prompt): from acceptance here
+        res.predicted_time = duration(core.planned_at + plan.predicted_total)
         res.answer_word_limit = int(plan.answer_words)
         res.completion_probability = float(plan.completion_probability)
-        # the plan's times count from when it was made, after the goal waited: from acceptance here
-        res.expected_time = duration(core.queue_wait + plan.expected_time)
-        res.p90_time = duration(core.queue_wait + plan.p90_time)
+        res.expected_time = duration(core.planned_at + plan.expected_time)
+        res.p90_time = duration(core.planned_at + plan.p90_time)
     elif v is not None:
         res.predicted_tokens, res.predicted_tokens_bound = v.expected, v.bound
     return res
