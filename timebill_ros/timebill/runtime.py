@@ -26,9 +26,14 @@ def load_configured_model(cfg: dict) -> LoadedModel:
     """The model the configuration names: ``embedded``, a model file or folder, or the test fixture
     ``test:tiny`` (random weights, for tests of the plumbing, e.g. nodes in subprocesses)."""
     spec = cfg.get("model") or EMBEDDED
-    if spec == TEST_TINY:
-        return tiny_test_model()
-    return load_model(spec, cfg.get("cache_dir") or None, threads=cfg.get("threads"))
+    loaded = tiny_test_model() if spec == TEST_TINY else load_model(spec, cfg.get("cache_dir") or None, threads=cfg.get("threads"))
+    # The most one job may use (prompt + answer): requests beyond it are refused by the estimator,
+    # and llama.cpp's context is this big, not the model's maximum (131,072 for Llama 3.2: GiB of
+    # cache nobody asked for).
+    cap = int(cfg.get("context_tokens") or 0)
+    if cap > 0:
+        loaded.max_context = min(loaded.max_context, cap)
+    return loaded
 
 
 def time_model_path(cfg: dict, loaded) -> pathlib.Path:
