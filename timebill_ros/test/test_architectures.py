@@ -131,7 +131,7 @@ def gemma3():
 
 
 def test_sliding_window_layers_are_refused_by_name_and_auto_serves_them_with_torch(gemma3, caplog):
-    with pytest.raises(CarryRefused, match=r"model\.gguf \(architecture gemma3\).*layout.*backend: torch"):
+    with pytest.raises(CarryRefused, match=r"model\.gguf \(architecture gemma3\).*sliding-window attention layers \(window 16\).*backend: torch"):
         make_backend("llamacpp", gemma3, threads=1)
     assert resolve_backend("auto", gemma3) == "llamacpp"
     with caplog.at_level("WARNING", logger="timebill"):

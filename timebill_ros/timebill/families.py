@@ -35,8 +35,9 @@ FAMILIES: dict[str, tuple[str, dict]] = {
     "qwen2": ("Qwen2Config", dict(tie_word_embeddings=True)),
     "qwen3": ("Qwen3Config", dict(head_dim=64)),  # 64 != 128 / 4
     "phi3": ("Phi3Config", dict(pad_token_id=0)),
-    "gemma3": ("Gemma3TextConfig", dict(head_dim=64, sliding_window=16, query_pre_attn_scalar=64,
-                                        layer_types=["sliding_attention", "full_attention"])),
+    # Both layers sliding (window 16): llama.cpp's gemma3 takes the layer pattern of the real models
+    # (5 sliding, then 1 full), not the config's layer_types.
+    "gemma3": ("Gemma3TextConfig", dict(head_dim=64, sliding_window=16, query_pre_attn_scalar=64)),
 }
 TOKENIZER_PRE = "gpt-2"  # llama.cpp's pre-tokenizer for the test tokenizer (byte-level BPE, GPT-2 style)
 # What the carried cache serves today (docs/MODELS.md); the others are served another way.

@@ -277,11 +277,17 @@ class LlamaCppBackend(TorchBackend):
         if rope not in (ROPE_NORM, ROPE_NEOX):
             raise self.refused(f"its llama.cpp rope type is {rope}, not NORM or NEOX")
         self.interleave = rope == ROPE_NORM  # see the module docstring
+        L, model = self.llama.L, self.llama.model
+        if int(L.llama_model_n_swa(model)) > 0:
+            # llama.cpp keeps sliding-window layers in a second cache of at most the window, which
+            # kv_state does not write; and with eviction the relabelled positions would move the window.
+            raise self.refused(f"it has sliding-window attention layers (window {int(L.llama_model_n_swa(model))})")
+        if L.llama_model_is_recurrent(model) or L.llama_model_is_hybrid(model):
+            raise self.refused("it keeps a recurrent state, not (only) keys and values")
         try:
             self.llama.prefix_u32()
         except StateLayoutError as exc:
-            raise self.refused(f"llama.cpp keeps its cache in a layout the carry cannot write ({exc}; "
-                               "sliding-window layers do this)") from None
+            raise self.refused(f"llama.cpp keeps its cache in a layout the carry cannot write ({exc})") from None
         self.check = self.check_carry() if check else None
 
     def refused(self, why: str) -> CarryRefused:
