@@ -40,7 +40,7 @@ FAMILIES: dict[str, tuple[str, dict]] = {
     "gemma3": ("Gemma3TextConfig", dict(head_dim=64, sliding_window=16, query_pre_attn_scalar=64)),
 }
 TOKENIZER_PRE = "gpt-2"  # llama.cpp's pre-tokenizer for the test tokenizer (byte-level BPE, GPT-2 style)
-# What the carried cache serves today (docs/MODELS.md); the others are served another way.
+# The families the carried cache serves (README, "Your own model"); Gemma3 is refused and served with torch.
 CARRIED = ("llama", "llama3-rope-scaling", "mistral", "qwen2", "qwen3", "phi3")
 
 

@@ -270,18 +270,16 @@ def _convert_gguf(gguf: pathlib.Path, folder: pathlib.Path, facts) -> None:
 def transformers_report():
     """Collect transformers' warnings and errors meanwhile (its log is otherwise silenced, see
     ``load_model``); yields a function giving them as one line."""
-    import logging as std_logging
-
     lines: list[str] = []
 
-    class Keep(std_logging.Handler):
+    class Keep(logging.Handler):
         def emit(self, record):
             lines.append(record.getMessage())
 
-    root = std_logging.getLogger("transformers")  # the library's root logger: every module's records pass it
+    root = logging.getLogger("transformers")  # the library's root logger: every module's records pass it
     saved_handlers, saved_level = root.handlers[:], root.level
     root.handlers = [Keep()]
-    root.setLevel(std_logging.WARNING)
+    root.setLevel(logging.WARNING)
     try:
         yield lambda: " | ".join(" ".join(line.split()) for line in lines)[-2000:]
     finally:

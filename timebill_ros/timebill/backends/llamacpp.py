@@ -44,8 +44,8 @@ CHUNK = 512              # tokens per llama_decode call in llama.cpp's own prefi
 ROPE_NORM, ROPE_NEOX = 0, 2  # llama_rope_type: the rotary layouts the carry writes
 # The start-up check (``check_carry``): the correlation of the next-token logits after a carried
 # cache with llama.cpp's own prefill. Measured (benchmarks/architectures_bench.py): 0.9999+ for every
-# family served right, including the embedded Q4_1 model (torch runs its dequantised weights); a
-# wrong key layout gave 0.08-0.51.
+# family served right, the embedded Q4_1 model 0.9993-0.9997 (torch runs its dequantised weights);
+# Qwen2/Qwen3/Phi-3 keys carried with Llama's interleave (before issue 19) gave 0.18.
 CHECK_MIN_CORRELATION = 0.99
 CHECK_TOKENS = 16  # enough for attention to mix positions; llama.cpp prefills it one token at a time on AMX
 CHECK_TEXT = ("The robot checks the kitchen, then the hall, and reports what it saw: a red cup, two "
