@@ -6,7 +6,7 @@ values, after the press has evicted what the plan says, are written into llama.c
 state (``kv_state``); llama.cpp then decodes token by token from that compacted cache, so
 eviction really shortens what each decoding step reads.
 
-Two facts make the carried cache equivalent to the torch one:
+Three facts make the carried cache equivalent to the torch one:
 - for a model whose llama.cpp rope type is NORM (Llama, Mistral), the GGUF converter permutes the
   q/k projection rows so that llama.cpp's rotary pairs (adjacent elements) are Hugging Face's (the
   two halves of a head): a torch key becomes a llama.cpp key by interleaving each head's halves.
@@ -77,7 +77,7 @@ _LOG_CALLBACK = None
 # not printed; but when a load fails, its reason is only there (e.g. "unknown model architecture"),
 # so the last lines are kept for the error.
 _LOG_LINES: collections.deque = collections.deque(maxlen=200)
-GGML_LOG_LEVEL_WARN = 3
+GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_CONT = 3, 5
 
 
 def cpu_has_amx() -> bool:
@@ -103,8 +103,8 @@ def llama_cpp_reason() -> str:
     lines, cont = [], False
     while _LOG_LINES:
         level, text = _LOG_LINES.popleft()
-        # GGML_LOG_LEVEL_CONT (5) continues the previous line at its level.
-        cont = cont if level == 5 else level >= GGML_LOG_LEVEL_WARN and level != 5
+        if level != GGML_LOG_LEVEL_CONT:  # a continuation keeps the previous line's level
+            cont = level >= GGML_LOG_LEVEL_WARN
         if cont:
             lines.append(text)
     return " ".join("".join(lines).split())
@@ -268,16 +268,23 @@ class LlamaCppBackend(TorchBackend):
         super().__init__(loaded)
         self.gguf = pathlib.Path(gguf)
         self.llama = LlamaCppModel(self.gguf, n_ctx=n_ctx or loaded.max_context, threads=threads)
-        if self.llama.n_vocab != loaded.model.config.vocab_size:
-            raise LlamaCppUnavailable(
-                f"{self.gguf} has {self.llama.n_vocab} tokens but the torch model {loaded.name} has "
-                f"{loaded.model.config.vocab_size}: they are not the same model (use backend: torch)")
+        try:
+            if self.llama.n_vocab != loaded.model.config.vocab_size:
+                raise LlamaCppUnavailable(
+                    f"{self.gguf} has {self.llama.n_vocab} tokens but the torch model {loaded.name} has "
+                    f"{loaded.model.config.vocab_size}: they are not the same model (use backend: torch)")
+            self._check_servable(check)
+        except Exception:
+            self.llama.close()  # backend auto serves with torch next: free llama.cpp's copy of the model now
+            raise
+
+    def _check_servable(self, check: bool) -> None:
         self.architecture = self.llama.architecture()
-        rope = int(self.llama.L.llama_model_rope_type(self.llama.model))
+        L, model = self.llama.L, self.llama.model
+        rope = int(L.llama_model_rope_type(model))
         if rope not in (ROPE_NORM, ROPE_NEOX):
             raise self.refused(f"its llama.cpp rope type is {rope}, not NORM or NEOX")
         self.interleave = rope == ROPE_NORM  # see the module docstring
-        L, model = self.llama.L, self.llama.model
         if int(L.llama_model_n_swa(model)) > 0:
             # llama.cpp keeps sliding-window layers in a second cache of at most the window, which
             # kv_state does not write; and with eviction the relabelled positions would move the window.
@@ -291,7 +298,7 @@ class LlamaCppBackend(TorchBackend):
         self.check = self.check_carry() if check else None
 
     def refused(self, why: str) -> CarryRefused:
-        return CarryRefused(f"{self.gguf} (architecture {self.architecture}): the fast path cannot carry the torch "
+        return CarryRefused(f"{self.gguf} (architecture {getattr(self, 'architecture', 'unknown')}): the fast path cannot carry the torch "
                             f"cache into llama.cpp: {why}. Serve it with `backend: torch` (--backend torch), "
                             "or `backend: auto`, which does so by itself")
 
