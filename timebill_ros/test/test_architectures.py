@@ -235,3 +235,28 @@ def test_a_qwen2_gguf_answers_through_the_engine_exactly_as_its_hugging_face_ori
     assert result.generated_tokens == len(out) or result.stop_reason == "eos"
     assert result.text == loaded.decode(out)
     engine.backend.llama.close()
+
+
+def test_the_metadata_tells_every_process_which_path_serves_a_sliding_window_model():
+    """The predictor node never makes a backend: it must still pick the timing model of the path
+    the generation node serves. A sliding window in the GGUF metadata decides it for both."""
+    from timebill.gguf_meta import carry_blocker, read_facts
+
+    _, gguf = family_model("gemma3")
+    assert "sliding-window attention layers (window 16)" in carry_blocker(read_facts(gguf), gguf)
+    for family in CARRIED:
+        _, gguf = family_model(family)
+        assert carry_blocker(read_facts(gguf), gguf) is None, family
+
+
+def test_a_model_auto_finds_wrong_at_start_up_is_profiled_and_timed_on_torch(monkeypatch, tmp_path):
+    from timebill.backends import llamacpp
+    from timebill.runtime import load_or_profile_time_model, time_model_path
+
+    loaded = load_model(str(family_model("qwen2")[1]), threads=1)
+    monkeypatch.setattr(llamacpp, "CHECK_MIN_CORRELATION", 1.5)  # the start-up check fails
+    cfg = {"backend": "auto", "threads": 1, "cache_dir": str(tmp_path), "profile_max_tokens": 128}
+    assert "llamacpp" in time_model_path(cfg, loaded).name
+    tm = load_or_profile_time_model(cfg, loaded, progress=False)
+    assert tm.fit["backend"] == "torch" and loaded.carry_refused
+    assert "llamacpp" not in time_model_path(cfg, loaded).name and time_model_path(cfg, loaded).is_file()

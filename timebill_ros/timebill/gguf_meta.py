@@ -24,6 +24,23 @@ class GGUFFacts:
     architecture: str
     head_dim: int | None           # {arch}.attention.key_length, when the file states it
     rope_freqs: np.ndarray | None  # Llama-3 style per-frequency divisors, when the file has them
+    sliding_window: int = 0        # {arch}.attention.sliding_window
+
+
+# llama.cpp 0.3.36 reads a sliding window for these architectures but turns it off (src/models/phi3.cpp).
+SLIDING_WINDOW_IGNORED = ("phi3",)
+
+
+def carry_blocker(facts: GGUFFacts, path: pathlib.Path) -> str | None:
+    """Why the fast path cannot serve this file, as far as its metadata tells (None: try it). Read
+    before any backend exists, so that every process serving the model (the generation and the
+    predictor node) agrees on the path, and on its timing model, without loading llama.cpp; the
+    backend's own checks at start-up (``LlamaCppBackend``) remain the authority."""
+    if facts.sliding_window > 0 and facts.architecture not in SLIDING_WINDOW_IGNORED:
+        return (f"{path} (architecture {facts.architecture}): the fast path cannot carry the torch cache into "
+                f"llama.cpp: it has sliding-window attention layers (window {facts.sliding_window}). Serve it with "
+                "`backend: torch` (--backend torch), or `backend: auto`, which does so by itself")
+    return None
 
 
 def read_facts(path: pathlib.Path) -> GGUFFacts:
@@ -32,9 +49,11 @@ def read_facts(path: pathlib.Path) -> GGUFFacts:
     r = GGUFReader(path)
     arch = str(r.fields["general.architecture"].contents())
     key_length = r.fields.get(f"{arch}.attention.key_length")
+    window = r.fields.get(f"{arch}.attention.sliding_window")
     freqs = next((t for t in r.tensors if t.name == "rope_freqs.weight"), None)
     return GGUFFacts(arch, int(key_length.contents()) if key_length is not None else None,
-                     np.array(freqs.data, dtype=np.float32).reshape(-1) if freqs is not None else None)
+                     np.array(freqs.data, dtype=np.float32).reshape(-1) if freqs is not None else None,
+                     int(window.contents()) if window is not None else 0)
 
 
 def fix_config(config, facts: GGUFFacts, path: pathlib.Path) -> None:

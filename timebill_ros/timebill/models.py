@@ -44,7 +44,7 @@ class LoadedModel:
     # validated on their own threads while another goal generates.
     tokenizer_lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     gguf: pathlib.Path | None = None  # the GGUF file it was converted from: the llamacpp backend decodes with it
-    carry_refused: str | None = None  # why backend auto serves it with torch (backends.make_backend)
+    carry_refused: str | None = None  # why backend auto serves it with torch (gguf_meta.carry_blocker, backends.make_backend)
 
     @property
     def num_layers(self) -> int:
@@ -133,7 +133,7 @@ def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None,
         torch.set_num_threads(int(threads))
     cache = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     if spec in (EMBEDDED, "", None):
-        model, tok = _load_gguf_cached(embedded_gguf_path(), cache)
+        model, tok, facts = _load_gguf_cached(embedded_gguf_path(), cache)
         name = EMBEDDED_NAME
     else:
         path = pathlib.Path(spec).expanduser()
@@ -142,14 +142,19 @@ def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None,
         if not os.access(path, os.R_OK):
             raise ModelLoadError(f"model path is not readable: {path}")
         if path.is_file() and path.suffix == ".gguf":
-            model, tok = _load_gguf_cached(path, cache)
+            model, tok, facts = _load_gguf_cached(path, cache)
         elif path.is_dir():
             model, tok = _load_hf_folder(path)
+            facts = None
         else:
             raise ModelLoadError(f"not a model: {path} (expected a Hugging Face model folder or a .gguf file)")
         name = path.stem if path.is_file() else path.name
     loaded = _finish(model, tok, name)
     loaded.gguf = gguf_source(spec)
+    if facts is not None:
+        from .gguf_meta import carry_blocker
+
+        loaded.carry_refused = carry_blocker(facts, loaded.gguf)
     return loaded
 
 
@@ -204,7 +209,7 @@ def converted_folder(gguf: pathlib.Path, cache: pathlib.Path) -> pathlib.Path:
     return cache / "models" / f"{gguf.stem}-{gguf_content_key(gguf)}"
 
 
-def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path):
+def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path):  # -> (model, tokenizer, GGUFFacts)
     """Convert a GGUF file to a transformers folder once; later loads read the folder.
 
     A cached conversion that no longer loads (seen: a truncated model.safetensors, "incomplete
@@ -233,7 +238,7 @@ def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path):
         apply_rope_freqs(model, facts, gguf)
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from None
-    return model, tok
+    return model, tok, facts
 
 
 def _convert_gguf(gguf: pathlib.Path, folder: pathlib.Path, facts) -> None:

@@ -87,8 +87,13 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
     else:
         say(f"no timing model for {loaded.name} ({backend} backend) on this machine at {path}: profiling once (about two minutes)")
     lengths = [n for n in DEFAULT_LENGTHS if n <= int(cfg.get("profile_max_tokens", 2048))]
-    tm = profile(loaded, lengths=lengths, progress=progress, backend=serving or make_backend(backend, loaded, threads=configured_threads(cfg)),
-                 press=configured_press(cfg))
+    if serving is None:
+        # The configured name, not the resolved one: under auto, a model the fast path turns out to
+        # be wrong for is served (and so profiled) with torch, whose timing model has another file.
+        serving = make_backend(cfg.get("backend"), loaded, threads=configured_threads(cfg))
+        if serving.name != backend:
+            return load_or_profile_time_model(cfg, loaded, progress, say, backend=serving)
+    tm = profile(loaded, lengths=lengths, progress=progress, backend=serving, press=configured_press(cfg))
     if tm.problems():  # not saved: it would be rejected at the next start
         raise RuntimeError(f"profiling {loaded.name} gave an unusable timing model ({'; '.join(tm.problems())}): "
                            "re-run on a quiet machine with `timebill profile`")

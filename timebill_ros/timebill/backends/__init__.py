@@ -56,8 +56,9 @@ def make_backend(name: str, loaded, threads: int | None = None) -> Backend:
             # Recorded on the model: resolve_backend then says torch too (the timing model's file
             # and its backend check follow the path really served).
             loaded.carry_refused = str(exc)
-            log.warning("backend auto: serving %s with torch (correct, 5-7x slower decoding), because %s",
-                        loaded.name, exc)
+    if str(name or "auto").strip().lower() == "auto" and getattr(loaded, "carry_refused", None):
+        log.warning("backend auto: serving %s with torch (correct, 5-7x slower decoding), because %s",
+                    loaded.name, loaded.carry_refused)
     from .torch_backend import TorchBackend
 
     return TorchBackend(loaded)
