@@ -59,7 +59,10 @@ def cmd_generate(args) -> int:
     except InvalidRequest as exc:
         _say(f"invalid request: {exc}")
         return EXIT_INVALID
-    except (ModelLoadError, FileNotFoundError, ValueError) as exc:
+    except (ModelLoadError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        # One line that names the file and the fix (llama.cpp's and transformers' own reasons are in
+        # it); the traceback only with TIMEBILL_LOG=DEBUG.
+        logging.getLogger("timebill").debug("start-up failed", exc_info=True)
         _say(f"error: {exc}")
         return 1
 
@@ -112,7 +115,7 @@ def cmd_profile(args) -> int:
     cfg = _config(args)
     try:
         loaded = load_configured_model(cfg)
-    except ModelLoadError as exc:
+    except (ModelLoadError, ValueError) as exc:
         _say(f"error: {exc}")
         return 1
     lengths = [n for n in DEFAULT_LENGTHS if n <= args.max_tokens]

@@ -18,6 +18,7 @@ DEFAULTS = {
     "cache_dir": "",
     "threads": 2,
     "backend": "auto",
+    "context_tokens": 8192,
     "time_model": "",
     "profile_max_tokens": 2048,
     "length_predictor": "rlp",

@@ -6,6 +6,8 @@ repository); later loads take well under a second.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import logging
 import os
@@ -42,6 +44,7 @@ class LoadedModel:
     # validated on their own threads while another goal generates.
     tokenizer_lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     gguf: pathlib.Path | None = None  # the GGUF file it was converted from: the llamacpp backend decodes with it
+    carry_refused: str | None = None  # why backend auto serves it with torch (gguf_meta.carry_blocker, backends.make_backend)
 
     @property
     def num_layers(self) -> int:
@@ -130,7 +133,7 @@ def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None,
         torch.set_num_threads(int(threads))
     cache = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     if spec in (EMBEDDED, "", None):
-        model, tok = _load_gguf_cached(embedded_gguf_path(), cache)
+        model, tok, facts = _load_gguf_cached(embedded_gguf_path(), cache)
         name = EMBEDDED_NAME
     else:
         path = pathlib.Path(spec).expanduser()
@@ -139,14 +142,19 @@ def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None,
         if not os.access(path, os.R_OK):
             raise ModelLoadError(f"model path is not readable: {path}")
         if path.is_file() and path.suffix == ".gguf":
-            model, tok = _load_gguf_cached(path, cache)
+            model, tok, facts = _load_gguf_cached(path, cache)
         elif path.is_dir():
             model, tok = _load_hf_folder(path)
+            facts = None
         else:
             raise ModelLoadError(f"not a model: {path} (expected a Hugging Face model folder or a .gguf file)")
         name = path.stem if path.is_file() else path.name
     loaded = _finish(model, tok, name)
     loaded.gguf = gguf_source(spec)
+    if facts is not None:
+        from .gguf_meta import carry_blocker
+
+        loaded.carry_refused = carry_blocker(facts, loaded.gguf)
     return loaded
 
 
@@ -173,33 +181,85 @@ def _load_hf_folder(path: pathlib.Path):
     return model, tok
 
 
+HASH_WHOLE_BELOW = 64 << 20  # bytes: smaller files are hashed whole (~0.1 s); larger ones sampled
+_SAMPLE, _SAMPLES = 1 << 20, 32
+
+
+def gguf_content_key(gguf: pathlib.Path) -> str:
+    """A hash of a GGUF file's content (not its name): another model of the same name and size, or
+    the same file re-downloaded, must not reuse or miss a conversion. Large files are sampled: the
+    header (architecture, shapes, the tokenizer: the first 16 MiB), 32 slices of 1 MiB spread over
+    the weights, the last MiB and the size; two different models differ in nearly all of them,
+    and hashing a 4 GB file whole would cost seconds at every start."""
+    size = gguf.stat().st_size
+    h = hashlib.blake2b(str(size).encode(), digest_size=8)
+    with open(gguf, "rb") as f:
+        if size <= HASH_WHOLE_BELOW:
+            h.update(f.read())
+        else:
+            h.update(f.read(16 << 20))
+            for i in range(_SAMPLES + 1):
+                f.seek(min(size - _SAMPLE, (16 << 20) + i * (size - (16 << 20)) // _SAMPLES))
+                h.update(f.read(_SAMPLE))
+    return h.hexdigest()
+
+
 def converted_folder(gguf: pathlib.Path, cache: pathlib.Path) -> pathlib.Path:
-    """Where the conversion of a GGUF file is cached (its size tells apart files of one name)."""
-    return cache / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
+    """Where the conversion of a GGUF file is cached: by its content (``gguf_content_key``)."""
+    return cache / "models" / f"{gguf.stem}-{gguf_content_key(gguf)}"
 
 
-def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path):
+def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path):  # -> (model, tokenizer, GGUFFacts)
     """Convert a GGUF file to a transformers folder once; later loads read the folder.
 
     A cached conversion that no longer loads (seen: a truncated model.safetensors, "incomplete
     metadata") is derived data: it is removed with a warning and converted again from the GGUF.
+    What transformers' loader leaves out (head_dim, Llama-3 rope frequencies) comes from the file
+    itself (``gguf_meta``).
     """
+    from .gguf_meta import apply_rope_freqs, read_facts
+
+    try:
+        facts = read_facts(gguf)
+    except Exception as exc:  # the gguf reader raises many kinds; all mean "not a GGUF file it can read"
+        raise ModelLoadError(f"cannot read the GGUF file {gguf}: {exc}") from exc
     folder = converted_folder(gguf, cache)
+    model = tok = None
     if folder.is_dir():
         try:
-            return _load_hf_folder(folder)
+            model, tok = _load_hf_folder(folder)
         except ModelLoadError as exc:
             log.warning("%s; the cache is converted again from %s (about 20 s)", exc, gguf)
             _discard(folder)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if model is None:
+        _convert_gguf(gguf, folder, facts)
+        model, tok = _load_hf_folder(folder)
+    try:
+        apply_rope_freqs(model, facts, gguf)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+    return model, tok, facts
+
+
+def _convert_gguf(gguf: pathlib.Path, folder: pathlib.Path, facts) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from .gguf_meta import fix_config
 
     hf_logging.enable_progress_bar()
     try:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
-    except Exception as exc:  # the gguf reader raises many kinds; all mean "not a usable model"
-        raise ModelLoadError(f"cannot convert the GGUF file {gguf}: {exc}") from exc
+        with transformers_report() as report:
+            try:
+                tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                fix_config(config, facts, gguf)
+                model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config, dtype="float32")
+            except Exception as exc:  # the gguf reader raises many kinds; all mean "not a usable model"
+                # transformers often says why only in a log record ("see the above report"): show it.
+                why = f"{exc}" + (f"; transformers reported: {report()}" if report() else "")
+                raise ModelLoadError(f"cannot convert the GGUF file {gguf} (architecture {facts.architecture}): {why}. "
+                                     "Load its Hugging Face folder instead (model: <folder>), if you have one") from exc
     finally:
         hf_logging.disable_progress_bar()
     _fix_end_of_turn(tok)
@@ -209,7 +269,27 @@ def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path):
         tok.save_pretrained(tmp)
 
     write_folder_atomically(folder, save)
-    return _load_hf_folder(folder)
+
+
+@contextlib.contextmanager
+def transformers_report():
+    """Collect transformers' warnings and errors meanwhile (its log is otherwise silenced, see
+    ``load_model``); yields a function giving them as one line."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    root = logging.getLogger("transformers")  # the library's root logger: every module's records pass it
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers = [Keep()]
+    root.setLevel(logging.WARNING)
+    try:
+        yield lambda: " | ".join(" ".join(line.split()) for line in lines)[-2000:]
+    finally:
+        root.handlers = saved_handlers
+        root.setLevel(saved_level)
 
 
 STALE_TEMPORARY_S = 3600.0  # a conversion takes ~20 s: a temporary folder this old is a crash's

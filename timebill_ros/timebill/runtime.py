@@ -26,9 +26,14 @@ def load_configured_model(cfg: dict) -> LoadedModel:
     """The model the configuration names: ``embedded``, a model file or folder, or the test fixture
     ``test:tiny`` (random weights, for tests of the plumbing, e.g. nodes in subprocesses)."""
     spec = cfg.get("model") or EMBEDDED
-    if spec == TEST_TINY:
-        return tiny_test_model()
-    return load_model(spec, cfg.get("cache_dir") or None, threads=cfg.get("threads"))
+    loaded = tiny_test_model() if spec == TEST_TINY else load_model(spec, cfg.get("cache_dir") or None, threads=cfg.get("threads"))
+    # The most one job may use (prompt + answer): requests beyond it are refused by the estimator,
+    # and llama.cpp's context is this big, not the model's maximum (131,072 for Llama 3.2: GiB of
+    # cache nobody asked for).
+    cap = int(cfg.get("context_tokens") or 0)
+    if cap > 0:
+        loaded.max_context = min(loaded.max_context, cap)
+    return loaded
 
 
 def time_model_path(cfg: dict, loaded) -> pathlib.Path:
@@ -82,8 +87,13 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
     else:
         say(f"no timing model for {loaded.name} ({backend} backend) on this machine at {path}: profiling once (about two minutes)")
     lengths = [n for n in DEFAULT_LENGTHS if n <= int(cfg.get("profile_max_tokens", 2048))]
-    tm = profile(loaded, lengths=lengths, progress=progress, backend=serving or make_backend(backend, loaded, threads=configured_threads(cfg)),
-                 press=configured_press(cfg))
+    if serving is None:
+        # The configured name, not the resolved one: under auto, a model the fast path turns out to
+        # be wrong for is served (and so profiled) with torch, whose timing model has another file.
+        serving = make_backend(cfg.get("backend"), loaded, threads=configured_threads(cfg))
+        if serving.name != backend:
+            return load_or_profile_time_model(cfg, loaded, progress, say, backend=serving)
+    tm = profile(loaded, lengths=lengths, progress=progress, backend=serving, press=configured_press(cfg))
     if tm.problems():  # not saved: it would be rejected at the next start
         raise RuntimeError(f"profiling {loaded.name} gave an unusable timing model ({'; '.join(tm.problems())}): "
                            "re-run on a quiet machine with `timebill profile`")

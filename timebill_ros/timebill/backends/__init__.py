@@ -4,7 +4,9 @@
 - ``llamacpp``: the fast path, torch prefill + press, then llama.cpp decoding on the model's
   GGUF file (``llamacpp.py``). Needs llama-cpp-python and a model loaded from a GGUF file.
 - ``auto``: ``llamacpp`` when the model came from a GGUF file and llama-cpp-python is
-  installed, else ``torch``.
+  installed, else ``torch``; also ``torch`` (said once, as a warning) when llama.cpp cannot load
+  the file or cannot be given the torch cache right (``llamacpp.CarryRefused``): the answer is
+  slower, never wrong. ``llamacpp`` named explicitly refuses such a model with the reason.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ def resolve_backend(name: str, loaded) -> str:
     gguf = getattr(loaded, "gguf", None)
     have_llama = importlib.util.find_spec("llama_cpp") is not None
     if name == "auto":
+        if getattr(loaded, "carry_refused", None):  # make_backend found the fast path wrong for it
+            return "torch"
         if gguf is not None and not have_llama:
             log.warning("backend auto: llama-cpp-python is not installed, serving with torch (5-7x slower decoding); "
                         "scripts/setup.sh installs it")
@@ -42,9 +46,19 @@ def make_backend(name: str, loaded, threads: int | None = None) -> Backend:
     if kind == "llamacpp":
         import torch
 
-        from .llamacpp import LlamaCppBackend
+        from .llamacpp import LlamaCppBackend, LlamaCppUnavailable
 
-        return LlamaCppBackend(loaded, loaded.gguf, threads=threads or torch.get_num_threads())
+        try:
+            return LlamaCppBackend(loaded, loaded.gguf, threads=threads or torch.get_num_threads())
+        except LlamaCppUnavailable as exc:
+            if str(name or "auto").strip().lower() != "auto":
+                raise
+            # Recorded on the model: resolve_backend then says torch too (the timing model's file
+            # and its backend check follow the path really served).
+            loaded.carry_refused = str(exc)
+    if str(name or "auto").strip().lower() == "auto" and getattr(loaded, "carry_refused", None):
+        log.warning("backend auto: serving %s with torch (correct, 5-7x slower decoding), because %s",
+                    loaded.name, loaded.carry_refused)
     from .torch_backend import TorchBackend
 
     return TorchBackend(loaded)
