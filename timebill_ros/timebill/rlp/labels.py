@@ -83,6 +83,8 @@ def generate_lengths(loaded, batch: Sequence[Sequence[int]], max_new_tokens: int
     import torch
     from transformers import DynamicCache
 
+    from ..deferred_press import pool
+
     model = loaded.model
     eos = torch.tensor(sorted(set(loaded.eos_token_ids)), dtype=torch.long)
     pad = loaded.tokenizer.pad_token_id
@@ -108,13 +110,9 @@ def generate_lengths(loaded, batch: Sequence[Sequence[int]], max_new_tokens: int
         if want and features_out is not None:
             if max(want) >= len(out.hidden_states) - 1:
                 raise ValueError("feature layers must be below the last layer (its output is normalised)")
-            m = mask[:, :, None].float()
             for i in range(n):
-                per = []
-                for L in want:
-                    h = out.hidden_states[L][i].float()
-                    per.append(torch.cat([(h * m[i]).sum(0) / m[i].sum(), h[-1]]))
-                features_out.append(torch.stack(per).half())
+                real = mask[i].bool()  # the row's own tokens, not its padding
+                features_out.append(torch.stack([pool(out.hidden_states[L][i][real]) for L in want]).half())
         del out
         next_pos = positions[:, -1] + 1
         while True:
