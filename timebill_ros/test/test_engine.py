@@ -237,3 +237,23 @@ def test_lateness_under_kill_is_small_over_many_runs(tiny, tiny_time_model):
         assert r.outcome in (Outcome.KILLED, Outcome.COMPLETED)
     # On a shared machine a step can take longer than modelled; it must stay a fraction of a step budget.
     assert sorted(late)[len(late) // 2] <= 0.005
+
+
+def test_a_slowdown_the_calibration_saw_once_does_not_refuse_every_later_goal(tiny, tiny_time_model):
+    # A load measured at 50x (another process took the CPU) and gone since: judged at that speed,
+    # every goal would be INFEASIBLE, none would run, and nothing would ever show the load is over.
+    # Refusals are judged no slower than the profile; the plan and its odds keep the calibration.
+    engine = BudgetedEngine(Estimator(tiny, tiny_time_model), learn_online=True, backend="torch")
+    engine.warm_up()
+    engine.estimator.calibration.seed([50.0] * 4, [50.0] * 4)
+    n = len(tiny.encode_chat(PROMPT))
+    slow = engine.estimator.calibration.model
+    # Room for a few decoding steps at the calibrated speed (Kill still never starts a step it
+    # says would end late), not for the 8 tokens a useful answer needs.
+    budget = tiny_time_model.prefill(n) + 4 * slow.decode_step(n)
+    assert slow.end_to_end(n, 8, 0.0) > budget
+    r = engine.generate(Request(PROMPT, budget=budget, max_new_tokens=16, policy="kill"))
+    assert r.outcome is not Outcome.INFEASIBLE and r.generated_tokens > 1
+    for _ in range(6):
+        engine.generate(Request(PROMPT, budget=budget, max_new_tokens=16, policy="kill"))
+    assert engine.estimator.calibration.decode_scale < 50  # the real speed is being learnt again

@@ -170,7 +170,7 @@ class Estimator:
             press_applies=press_applies(len(ids)), fixed_alpha=req.fixed_alpha,
             worst_tm=self.calibration.model_at(self.worst_case_quantile),
             planner=self.planner, min_useful_tokens=int(req.min_useful_tokens) or self.min_useful_tokens,
-            max_new_tokens=max_new,
+            max_new_tokens=max_new, verdict_tm=self.calibration.optimistic,
         )
         # The speed is uncertain too: the tokens that fit at five quantiles of the recent jobs'
         # measured/predicted speed (all the median until the calibration has seen enough jobs).

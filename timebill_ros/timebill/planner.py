@@ -150,6 +150,7 @@ def plan_eviction(
     planner: str = "paper",
     min_useful_tokens: int = DEFAULT_MIN_USEFUL_TOKENS,
     max_new_tokens: int | None = None,
+    verdict_tm: TimeModel | None = None,
 ) -> Plan:
     """Choose alpha for one job (or take ``fixed_alpha``, for baselines) and predict its times.
 
@@ -158,6 +159,9 @@ def plan_eviction(
     OnlineCalibration.model_at(0.9)): the paper planner makes its worst case fit under it, the
     budget planner its expected answer; expected times are still predicted with ``tm``.
     ``max_new_tokens``: the job's token limit (default: the bound), the most ``tokens_that_fit`` says.
+    ``verdict_tm``: the model the early "no" (``useful_fits``) is judged with (default ``tm``); the
+    engine passes one no slower than the profile, so that a slowdown the calibration saw once
+    cannot refuse every later goal and so never be measured again.
     """
     wt = worst_tm or tm
     if not 0.0 <= alpha_max < 1.0:
@@ -180,16 +184,17 @@ def plan_eviction(
     # which planner chose alpha. That is no eviction or the largest ratio: any eviction pays the
     # press's prefill overhead once, so for a short answer evicting nothing can fit more.
     useful = min(min_useful_tokens, predicted_tokens, limit)
-    fits = {a: fit if a == alpha else tokens_that_fit(tm, prompt_tokens, a, budget, predictor_time, limit)
+    vt = verdict_tm or tm
+    fits = {a: fit if a == alpha and vt is tm else tokens_that_fit(vt, prompt_tokens, a, budget, predictor_time, limit)
             for a in (0.0, ceiling)}
     best_ratio = max(fits, key=lambda a: (fits[a], -a))  # on a tie, the ratio that evicts less
     useful_fits = fits[best_ratio] >= useful
     reason = ""
-    if predictor_time + prefill > budget:
+    if predictor_time + vt.prefill(prompt_tokens) > budget:
         reason = (f"prefill alone exceeds the budget: predictor {predictor_time:.3f} s + prefill of "
-                  f"{prompt_tokens} tokens {prefill:.3f} s > {budget:.3f} s")
+                  f"{prompt_tokens} tokens {vt.prefill(prompt_tokens):.3f} s > {budget:.3f} s")
     elif not useful_fits:
-        need = predictor_time + tm.end_to_end(prompt_tokens, useful, best_ratio)
+        need = predictor_time + vt.end_to_end(prompt_tokens, useful, best_ratio)
         reason = (f"not even {useful} tokens fit: they need {need:.3f} s at eviction ratio {best_ratio:.2f} "
                   f"> budget {budget:.3f} s")
     elif not feasible:

@@ -228,6 +228,13 @@ class OnlineCalibration:
         return self._current
 
     @property
+    def optimistic(self) -> TimeModel:
+        """The current model where it is faster than the profile, else the profile: what refusals
+        are judged with. A load that slowed the machine and has passed would otherwise refuse
+        every goal as too slow, and a refused goal runs nothing that could show the load is gone."""
+        return self.base.scaled(min(1.0, self.prefill_scale), min(1.0, self.decode_scale))
+
+    @property
     def prefill_scale(self) -> float:
         with self._lock:
             return median(self._prefill_ratios) if self._prefill_ratios else 1.0
