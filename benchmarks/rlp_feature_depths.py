@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "timebill_ros"))
 
 from timebill.models import load_model  # noqa: E402
 from timebill.rlp.data import split_of  # noqa: E402
-from timebill.rlp.evaluate import fold_of  # noqa: E402
+from timebill.rlp.evaluate import fold_splits  # noqa: E402
 from timebill.rlp.labels import read_labels  # noqa: E402
 from timebill.rlp.model import HeadConfig, train_head, truncate_ids  # noqa: E402
 from timebill.rlp.sources import prompts_by_id  # noqa: E402
@@ -82,13 +82,8 @@ def extract(loaded, recs, layers, cache_path: pathlib.Path, max_input_tokens: in
 def oof_predictions(ids, x, y, cfg, folds: int = 5) -> np.ndarray:
     """Each prompt predicted by a head trained without it (the folds of ``rlp eval``; an eighth of
     the rest stops training early)."""
-    fold = np.array([fold_of(i, folds) for i in ids])
-    inner = np.array([fold_of("inner:" + i, 8) == 0 for i in ids])
     pred = np.zeros(len(y), dtype=int)
-    for k in range(folds):
-        te = np.where(fold == k)[0]
-        tr = np.where((fold != k) & ~inner)[0]
-        va = np.where((fold != k) & inner)[0]
+    for te, tr, va in fold_splits(ids, folds):
         head, _ = train_head(cfg, x[tr], y[tr], x[va], y[va])
         pred[te] = head.predict_lengths(x[te])
     return pred

@@ -283,14 +283,13 @@ class _Job:
     accepted_at: float
     queue_wait: float
     max_new: int
+    declined: bool = False  # the plan made from the prefill declined to run this prompt
 
     def __post_init__(self):
         self.plan = self.est.plan
         self.ids = self.est.prompt_ids
         self.policy = Policy.parse(self.req.policy)
         self.deadline = self.accepted_at + float(self.req.budget)
-
-    declined: bool = False  # the plan made from the prefill declined to run this prompt
 
     def replan(self, est: Estimate | None) -> float:
         """Take the plan made from the prefill's states; the eviction ratio to apply now (none
@@ -306,7 +305,7 @@ class _Job:
         return Result(
             outcome=outcome, text=text, message=message, deadline_met=now <= self.deadline,
             prompt_tokens=len(self.ids), alpha=self.plan.alpha, plan=self.plan, predictor_time=self.est.predictor_latency,
-            planned_at=float(self.req.budget) - self.plan.budget,
+            planned_at=self.est.planned_at,
             queue_wait=self.queue_wait, total_time=now - self.accepted_at, stop_reason=stop, **kw,
         )
 

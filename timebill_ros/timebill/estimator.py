@@ -31,6 +31,12 @@ class Estimate:
     predictor_latency: float  # measured seconds of this estimate's length predictions
     request: Request          # the request as it is to run: with the word limit length control chose, if any
 
+    @property
+    def planned_at(self) -> float:
+        """Seconds of the budget gone when this was planned (queueing, a prefill of another prompt):
+        the plan's times count from then."""
+        return float(self.request.budget) - self.plan.budget
+
 
 class Estimator:
     def __init__(

@@ -332,7 +332,7 @@ class GenerationNode(ManagedNode):
                                f"{v.predicted_total:.3f} s, P(complete) {v.completion_probability:.2f} [read in the prefill]")
         accepted = self.get_clock().now().nanoseconds - int((time.monotonic() - g.accepted_at) * 1e9)
         # The plan's times count from when the job started (after any queueing), before its prefill.
-        started = accepted + int((g.budget - est.plan.budget) * 1e9)
+        started = accepted + int(est.planned_at * 1e9)
         self.estimate_pub.publish(estimate_msg(g.handle.goal_id, g.estimate, started, accepted, g.budget))
 
     @staticmethod

@@ -95,13 +95,7 @@ def plot_reliability(path, curves: dict, title: str) -> None:
         xs = [r["predicted"] for r in rel["bins"]]
         ys = [r["observed"] for r in rel["bins"]]
         ax.plot(xs, ys, marker="o", label=f"{name} (ECE {rel['ece']:.3f})")
-    ax.set_xlabel("predicted P(length <= tokens that fit)")
-    ax.set_ylabel("share of answers that were")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, title, "predicted P(length <= tokens that fit)", "share of answers that were")
 
 
 def remaining_error(ends, probs: np.ndarray, lengths, ks=(0, 8, 16, 32, 64, 128, 256)) -> list[dict]:
@@ -138,8 +132,16 @@ def plot_remaining(path, rows, title: str) -> None:
     for r in rows:
         ax.annotate(str(r["answers"]), (r["tokens_generated"], r["mae_reestimated"]), fontsize=7, xytext=(3, -10),
                     textcoords="offset points")
-    ax.set_xlabel("tokens generated (answers still running: the numbers)")
-    ax.set_ylabel("mean |predicted - real length| (tokens)")
+    _finish(fig, ax, path, title, "tokens generated (answers still running: the numbers)",
+            "mean |predicted - real length| (tokens)")
+
+
+def _finish(fig, ax, path, title: str, xlabel: str, ylabel: str) -> None:
+    """Label, title and legend one plot of this module's, save it and free it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -25,6 +25,15 @@ def fold_of(prompt_id: str, folds: int) -> int:
     return int.from_bytes(hashlib.sha256(("timebill-rlp-fold:" + prompt_id).encode("utf-8")).digest()[:8], "big") % folds
 
 
+def fold_splits(ids, folds: int = 5):
+    """For each fold: (held out, train, early-stopping) indices. An eighth of the rest of each fold
+    stops training early (and calibrates); the folds and that eighth are fixed by the prompt ids."""
+    fold = np.array([fold_of(i, folds) for i in ids])
+    inner = np.array([fold_of("inner:" + i, 8) == 0 for i in ids])
+    for k in range(folds):
+        yield np.where(fold == k)[0], np.where((fold != k) & ~inner)[0], np.where((fold != k) & inner)[0]
+
+
 def out_of_fold(ids, x, y, cfg, train_head, folds: int = 5, coverage: float = 0.95) -> dict:
     """Every labelled prompt predicted by heads that never saw it (``folds``-fold cross-fitting; in
     each fold an eighth of the rest stops training early and calibrates the bound): the shipped
@@ -37,16 +46,11 @@ def out_of_fold(ids, x, y, cfg, train_head, folds: int = 5, coverage: float = 0.
     from .calibration import calibrate_temperature
 
     y = np.asarray(y)
-    fold = np.array([fold_of(i, folds) for i in ids])
-    inner = np.array([fold_of("inner:" + i, 8) == 0 for i in ids])
     cap = cfg.max_tokens
     out = {k: np.zeros(len(y), dtype=int) for k in ("classifier", "regression", "constant", "bound")}
     out["probs"] = np.zeros((len(y), cfg.num_classes))        # the classifier's calibrated distribution
     out["probs_raw"] = np.zeros((len(y), cfg.num_classes))    # the same at temperature 1
-    for k in range(folds):
-        te = np.where(fold == k)[0]
-        tr = np.where((fold != k) & ~inner)[0]
-        va = np.where((fold != k) & inner)[0]
+    for te, tr, va in fold_splits(ids, folds):
         c = copy.deepcopy(cfg)
         c.kind, c.bound_factor, c.extra = "classifier", 0.0, {}
         head, _ = train_head(c, x[tr], y[tr], x[va], y[va])
