@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import pathlib
 import logging
 import os
 import sys
@@ -31,11 +32,31 @@ def _config(args) -> dict:
 
 
 def add_answer_args(p: argparse.ArgumentParser) -> None:
-    """A request's length-control and minimal-answer options (this CLI and timebill_ros's)."""
+    """A request's length-control, minimal-answer and answer-format options (this CLI and timebill_ros's)."""
     p.add_argument("--length-control", action=argparse.BooleanOptionalAction, default=None,
                    help="ask for a shorter answer when the predicted one does not fit the budget (default: configured, on)")
     p.add_argument("--min-useful-tokens", type=int, default=0,
                    help="the least answer worth starting, e.g. 1 for a yes/no question (0 = the configured default)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--choice", action="append", default=None, metavar="TEXT", dest="choices",
+                     help="the answer is exactly one of these (repeat: --choice kitchen --choice hall)")
+    fmt.add_argument("--json-schema", metavar="FILE", help="the answer is a JSON value valid against this JSON Schema file")
+    fmt.add_argument("--grammar", metavar="FILE", help="the answer follows this GBNF grammar file (llama.cpp's format)")
+
+
+def answer_format_args(args) -> dict:
+    """The Request fields of ``add_answer_args``' format options, the files read."""
+    from .request import InvalidRequest
+
+    out = {"choices": tuple(args.choices or ()), "json_schema": "", "grammar": ""}
+    for key, flag in (("json_schema", "--json-schema"), ("grammar", "--grammar")):
+        path = getattr(args, key, None)
+        if path:
+            try:
+                out[key] = pathlib.Path(path).expanduser().read_text()
+            except OSError as exc:
+                raise InvalidRequest(f"{flag} {path}: {exc.strerror or exc}") from None
+    return out
 
 
 def _say(msg: str) -> None:
@@ -47,12 +68,12 @@ def cmd_generate(args) -> int:
     from .request import InvalidRequest, Request, check_request
     from .runtime import build_engine
 
-    req = Request(prompt=args.prompt, budget=args.budget, system_prompt=args.system or "",
-                  max_new_tokens=args.max_new_tokens, policy=args.policy, max_eviction_ratio=args.max_eviction_ratio,
-                  raw=args.raw, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                  fixed_alpha=args.fixed_alpha, length_control=args.length_control,
-                  min_useful_tokens=args.min_useful_tokens)
     try:
+        req = Request(prompt=args.prompt, budget=args.budget, system_prompt=args.system or "",
+                      max_new_tokens=args.max_new_tokens, policy=args.policy, max_eviction_ratio=args.max_eviction_ratio,
+                      raw=args.raw, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                      fixed_alpha=args.fixed_alpha, length_control=args.length_control,
+                      min_useful_tokens=args.min_useful_tokens, **answer_format_args(args))
         check_request(req)  # before loading anything: a typo should cost milliseconds
         args.extra_overrides = {"press": args.press, "length_predictor": args.length_predictor}
         engine = build_engine(_config(args), say=_say)
@@ -76,6 +97,8 @@ def cmd_generate(args) -> int:
         _say(f"invalid request: {exc}")
         return EXIT_INVALID
     print()
+    if req.answer_format is not None:  # the closing of a cut answer is not streamed
+        print(f"answer   {result.text}")
     print(format_result(result, req))
     return 0
 

@@ -22,6 +22,7 @@ from .length_predictor import LengthEstimate
 from .planner import Plan
 from .deferred_press import DeferredPress
 from .presses import make_press
+from .constrained import Constraint, token_pieces
 from .request import InvalidRequest, Outcome, Policy, Request
 
 
@@ -56,6 +57,9 @@ class Result:
     # decode at the ratio used): the time estimate's own error, apart from the length's.
     time_given_length: float = 0.0
     planned_at: float = 0.0     # seconds from acceptance when the plan was made (queueing, any earlier prefill)
+    # An answer format's answer that decoding stopped before it was whole (the deadline, a cancel,
+    # the token cap): ``text`` ends with the shortest ending the format allows, appended.
+    closed_early: bool = False
 
     @property
     def completed(self) -> bool:
@@ -87,6 +91,7 @@ class BudgetedEngine:
         """Run one short job untimed: the first forward passes after loading are several times slower.
         It also applies the configured press once, so a press the backend cannot apply fails at start-up."""
         req = Request(prompt="Hello. " * 24, budget=3600.0, max_new_tokens=4, fixed_alpha=0.5)
+        token_pieces(self.loaded)  # what answer formats read, made now rather than in a goal's budget
         with self._lock:  # not through generate(): these times must not teach the calibration
             compute_thread.run(lambda: self._run(self.estimator.estimate(req), time.monotonic(), 0.0, None, None))
 
@@ -114,9 +119,10 @@ class BudgetedEngine:
         def job() -> Result:
             queue_wait = time.monotonic() - accepted_at
             ids = prompt_ids if prompt_ids is not None else self.estimator.encode(req)
-            if length is None and self.predicts_in_prefill and self.estimator.length_predictor.reads_states_of(len(ids)):
+            known = length if length is not None else self.estimator.format_length(req)
+            if known is None and self.predicts_in_prefill and self.estimator.length_predictor.reads_states_of(len(ids)):
                 return self._run_predicting_in_prefill(req, ids, accepted_at, queue_wait, on_token, cancel, on_plan)
-            est = self.estimator.estimate(req, already_elapsed=queue_wait, length=length, prompt_ids=ids)
+            est = self.estimator.estimate(req, already_elapsed=queue_wait, length=known, prompt_ids=ids)
             if on_plan is not None:
                 on_plan(est)
             return self._run(est, accepted_at, queue_wait, on_token, cancel)
@@ -127,6 +133,10 @@ class BudgetedEngine:
             result = compute_thread.run(job)
         if self.learn_online and result.generated_tokens:
             self.estimator.calibration.observe(result.prompt_tokens, result.prefill_time, result.cached_tokens, result.step_times)
+            if req.answer_format is not None and result.stop_reason in ("eos", "format"):
+                # the end of turn is a decoding step the plan must count too
+                self.estimator.format_lengths.observe(req.answer_format,
+                                                      result.generated_tokens + (result.stop_reason == "eos"))
         return result
 
     @property
@@ -201,12 +211,7 @@ class BudgetedEngine:
         refusal = self._refusal(job, cancel)
         if refusal is not None:
             return refusal
-        generator = None
-        if req.temperature > 0 and req.seed is not None:
-            import torch
-
-            generator = torch.Generator().manual_seed(int(req.seed))
-        stream = _TokenStream(self.loaded, accepted_at, on_token)
+        stream = _TokenStream(self.loaded, accepted_at, on_token, _Sampler(req, self.loaded))
         t0 = time.monotonic()
         if decide is None:
             press = make_press(self.estimator.press, est.plan.alpha, len(job.ids))
@@ -218,11 +223,15 @@ class BudgetedEngine:
         if job.declined:
             return job.finish(Outcome.CANCELED, "another prompt is to run", "replanned")
         est = job.est
-        if stream.push(sample(logits, req, generator)):
-            stop, outcome, message, step_times = "eos", Outcome.COMPLETED, "", []
+        stop = stream.take(logits)
+        if stop:
+            outcome, message, step_times = Outcome.COMPLETED, "", []
         else:
-            stop, outcome, message, step_times = self._decode(job, stream, cancel, generator)
-        result = job.finish(outcome, message, stop, text=stream.text(), cached_tokens=cached,
+            stop, outcome, message, step_times = self._decode(job, stream, cancel)
+        text, closing = stream.text()
+        if closing:
+            message += f"; the answer was closed with the shortest ending its format allows ({closing!r})"
+        result = job.finish(outcome, message, stop, text=text, closed_early=bool(closing), cached_tokens=cached,
                             generated_tokens=len(stream.ids), prefill_time=prefill_time, decode_time=sum(step_times),
                             step_times=step_times, token_times=stream.times)
         result.time_given_length = result.planned_at + est.plan.predictor_time + self.estimator.time_model.end_to_end(
@@ -243,7 +252,7 @@ class BudgetedEngine:
             return job.finish(Outcome.KILLED, "killed: the prefill alone would end after the deadline", "deadline")
         return None
 
-    def _decode(self, job: "_Job", stream: "_TokenStream", cancel, generator):
+    def _decode(self, job: "_Job", stream: "_TokenStream", cancel):
         """Decode until end of turn, the token cap, a cancel or (under Kill) the deadline.
         Returns (stop reason, outcome, message, seconds of each step)."""
         tm = self.estimator.time_model
@@ -270,8 +279,9 @@ class BudgetedEngine:
             logits = self.backend.decode_one(stream.last, position)
             step_times.append(time.monotonic() - t1)
             position += 1
-            if stream.push(sample(logits, job.req, generator)):
-                return "eos", Outcome.COMPLETED, "", step_times
+            stop = stream.take(logits)
+            if stop:
+                return stop, Outcome.COMPLETED, "", step_times
 
 
 @dataclass
@@ -320,8 +330,9 @@ class _TokenStream:
 
     WINDOW = 4  # ids of context decoded before the new ones
 
-    def __init__(self, loaded, accepted_at: float, on_token: TokenCallback | None):
+    def __init__(self, loaded, accepted_at: float, on_token: TokenCallback | None, sampler: "_Sampler"):
         self.loaded = loaded
+        self.sampler = sampler
         self.eos = set(loaded.eos_token_ids)
         self.accepted_at = accepted_at
         self.on_token = on_token
@@ -330,6 +341,14 @@ class _TokenStream:
         self.last = -1
         self._prefix = 0   # ids before this are streamed as whole characters
         self._read = 0     # ids up to here have had their text streamed
+
+    def take(self, logits) -> str:
+        """Pick the next token from ``logits`` and record it; the stop reason when it ends the
+        answer (``eos``: end of turn; ``format``: the answer format is whole and allows no more), else ""."""
+        if self.push(self.sampler(logits)):
+            return "eos"
+        constraint = self.sampler.constraint
+        return "format" if constraint is not None and constraint.done else ""
 
     def push(self, token_id: int) -> bool:
         """Record a sampled token; True when it ends the answer (end of turn, not part of the text)."""
@@ -354,8 +373,36 @@ class _TokenStream:
         self._prefix, self._read = self._read, len(self.ids)
         return now[len(before):]
 
-    def text(self) -> str:
-        return self.loaded.decode(self.ids)
+    def text(self) -> tuple[str, str]:
+        """(the answer, the ending appended to close it: "" unless an answer format's answer was cut)."""
+        constraint = self.sampler.constraint
+        if constraint is None:
+            return self.loaded.decode(self.ids), ""
+        closing = constraint.closing()
+        return constraint.text + closing, closing
+
+
+class _Sampler:
+    """How a job picks each token: sampled from the logits (``sample``), kept to the request's
+    answer format when it has one (``timebill.constrained``)."""
+
+    def __init__(self, req: Request, loaded):
+        self.req = req
+        self.generator = None
+        if req.temperature > 0 and req.seed is not None:
+            import torch
+
+            self.generator = torch.Generator().manual_seed(int(req.seed))
+        fmt = req.answer_format
+        self.constraint = Constraint(fmt, loaded) if fmt is not None else None
+
+    def __call__(self, logits) -> int:
+        if self.constraint is None:
+            return sample(logits, self.req, self.generator)
+        free = (lambda masked: sample(masked, self.req, self.generator)) if self.req.temperature > 0 else None
+        token = self.constraint.pick(logits, free)
+        self.constraint.advance(token)
+        return token
 
 
 def sample(logits, req: Request, generator) -> int:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from . import compute_thread
+from .answer_format import FormatLengths
 from .length_distribution import completion_odds
 from .length_control import DEFAULT_LENGTH_CONTROL, system_prompt_of, word_limit
 from .length_predictor import ConstantLengthPredictor, LengthEstimate, LengthPredictor
@@ -68,6 +69,7 @@ class Estimator:
         self.length_control = bool(length_control)
         press_class(press)  # fail at start-up, not at the first goal
         self.press = press
+        self.format_lengths = FormatLengths()  # the engine tells it each formatted answer's length
 
     @property
     def time_model(self) -> TimeModel:
@@ -132,6 +134,14 @@ class Estimator:
             return est
         return self.better(est, second)
 
+    def format_length(self, req: Request) -> LengthEstimate | None:
+        """The answer's length as its format tells it (timebill/answer_format.py), or None where
+        the length predictor is to predict it (free text; a grammar seen for the first time)."""
+        fmt = req.answer_format
+        if fmt is None:
+            return None
+        return fmt.length(self.loaded, self.max_new_tokens(req), self.format_lengths.typical(fmt))
+
     def limited_request(self, req: Request, est: Estimate) -> Request | None:
         """``req`` with the word limit length control asks for, or None (see ``_word_limit``)."""
         words = self._word_limit(req, est)
@@ -148,10 +158,11 @@ class Estimator:
 
     def _word_limit(self, req: Request, est: Estimate) -> int | None:
         """The word limit length control asks for, or None (off, already limited, a raw prompt
-        without a system prompt to carry it, a baseline's fixed ratio, nothing useful fits, or the
+        without a system prompt to carry it, a baseline's fixed ratio, an answer format, nothing useful fits, or the
         answer is more likely to complete than not: the predicted distribution's median fits)."""
         on = self.length_control if req.length_control is None else bool(req.length_control)
-        if not on or req.answer_words or req.raw or req.fixed_alpha is not None or not est.plan.useful_fits:
+        if not on or req.answer_words or req.raw or req.fixed_alpha is not None or not est.plan.useful_fits or \
+                req.answer_format is not None:  # the format bounds the answer; a word limit could contradict it
             return None
         if est.plan.completion_probability >= 0.5:
             return None
@@ -160,7 +171,10 @@ class Estimator:
     def _plan(self, req: Request, already_elapsed: float, prompt_ids: list | None, length: LengthEstimate | None) -> Estimate:
         ids = prompt_ids if prompt_ids is not None else self.encode(req)
         max_new = self.max_new_tokens(req)
+        fmt = req.answer_format
         latency = 0.0  # a length made elsewhere costs this job's budget nothing here
+        if length is None:
+            length = self.format_length(req)
         if length is None:
             t0 = time.perf_counter()
             predict = self.length_predictor.predict
@@ -168,6 +182,8 @@ class Estimator:
             length = compute_thread.run(predict, ids, max_new) if getattr(self.length_predictor, "runs_model", False) \
                 else predict(ids, max_new)
             latency = time.perf_counter() - t0
+        if fmt is not None:
+            length = fmt.bounded(self.loaded, max_new, length)
         length = LengthEstimate(expected=max(1, min(length.expected, max_new)), bound=max(1, min(length.bound, max_new)),
                                 distribution=length.distribution)
         plan = plan_eviction(
@@ -175,7 +191,8 @@ class Estimator:
             alpha_max=self.alpha_ceiling(req), predictor_time=latency,
             press_applies=press_applies(len(ids)), fixed_alpha=req.fixed_alpha,
             worst_tm=self.calibration.model_at(self.worst_case_quantile),
-            planner=self.planner, min_useful_tokens=int(req.min_useful_tokens) or self.min_useful_tokens,
+            planner=self.planner, min_useful_tokens=int(req.min_useful_tokens) or (
+                fmt.min_tokens(self.loaded, max_new) if fmt is not None else self.min_useful_tokens),
             max_new_tokens=max_new, verdict_tm=self.calibration.optimistic,
         )
         # The speed is uncertain too: the tokens that fit at five quantiles of the recent jobs'

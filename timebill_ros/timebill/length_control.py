@@ -35,5 +35,10 @@ def instructed(system_prompt: str, words: int) -> str:
 
 
 def system_prompt_of(req) -> str:
-    """The system prompt a request is generated with: its own, plus its word limit if it has one."""
-    return instructed(req.system_prompt, req.answer_words) if req.answer_words else req.system_prompt
+    """The system prompt a request is generated with: its own, plus what its answer format asks
+    for ("Answer with exactly one of: ..."), plus its word limit if it has one."""
+    fmt = req.answer_format
+    base = req.system_prompt
+    if fmt is not None and fmt.hint:
+        base = f"{base} {fmt.hint}" if base else fmt.hint
+    return instructed(base, req.answer_words) if req.answer_words else base

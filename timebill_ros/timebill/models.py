@@ -69,6 +69,11 @@ class LoadedModel:
                 ids += [self.tokenizer.convert_tokens_to_ids(piece)] if is_control else self._encode_text(piece)
             return ids
 
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of plain text, no template (how an answer's own words tokenize)."""
+        with self.tokenizer_lock:
+            return self._encode_text(text)
+
     def decode(self, ids) -> str:
         with self.tokenizer_lock:
             return self.tokenizer.decode(ids, skip_special_tokens=True)

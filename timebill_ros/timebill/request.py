@@ -51,6 +51,18 @@ class Request:
     length_control: bool | None = None     # None = the engine's default; False: never ask for a shorter answer
     min_useful_tokens: int = 0             # the least answer worth starting (1 for a yes/no question); 0 = the engine's default
     answer_words: int = 0                  # > 0: the system prompt asks for at most this many words (set by length control)
+    # An answer format (at most one; timebill/answer_format.py): the answer is exactly one of
+    # ``choices``, a JSON value valid against ``json_schema``, or follows the GBNF ``grammar``.
+    choices: tuple = ()
+    json_schema: str = ""
+    grammar: str = ""
+
+    @property
+    def answer_format(self):
+        """The AnswerFormat, or None for free text (parsed once per distinct format)."""
+        from .answer_format import format_of
+
+        return format_of(self)
 
 
 def check_budget(budget) -> float:
@@ -83,3 +95,4 @@ def check_request(req: Request) -> None:
         raise InvalidRequest(f"temperature must be >= 0, got {req.temperature}")
     if not 0.0 < req.top_p <= 1.0:
         raise InvalidRequest(f"top_p must be in (0, 1], got {req.top_p}")
+    req.answer_format  # noqa: B018 - raises InvalidRequest for a malformed choice list, schema or grammar

@@ -19,7 +19,7 @@ from timebill.request import InvalidRequest, Policy
 
 from .bringup import cmd_bringup
 from .demo import DEFAULT_PROMPT, cmd_demo, run_demo
-from .exit_codes import EXIT_NO_SYSTEM
+from .exit_codes import EXIT_GOAL_FAILED, EXIT_NO_SYSTEM
 from .monitor import cmd_monitor
 from .query import cmd_estimate, cmd_query
 
@@ -125,6 +125,9 @@ def main(argv=None) -> int:
     except FileNotFoundError as exc:
         print(f"timebill_ros: {exc}", file=sys.stderr)
         return EXIT_NO_SYSTEM
+    except InvalidRequest as exc:  # e.g. a --json-schema file that cannot be read
+        print(f"timebill_ros: invalid request: {exc}", file=sys.stderr)
+        return EXIT_GOAL_FAILED
 
 
 if __name__ == "__main__":

@@ -9,12 +9,15 @@
                      on_token=lambda text, fb: print(text, end="", flush=True))
         result = q.result(timeout=10)                 # a BudgetedQuery.Result; q.status, q.text too
         # q.cancel() stops it within one decoding step; q.done(), q.feedback, q.future
+        room = tb.choose("Which room first?", ["kitchen", "hall"], budget=1.0)   # one of the options
+        action = tb.ask_json("Pick up the red cup.", {"type": "object", ...}, budget=2.0)  # parsed
 
 Everything is thread-safe; callbacks run on the client's spin thread, so keep them short.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import threading
 import time
@@ -43,6 +46,24 @@ class QueryRejected(RuntimeError):
     """The server refused the goal: its queue is full, it is shutting down, or the goal is invalid
     in a way judged before queueing (empty prompt, bad budget or policy, a prompt longer than the
     context can hold). The generation node logs the reason and counts it in /diagnostics."""
+
+
+class NoAnswer(RuntimeError):
+    """A query for a formatted answer (``choose``, ``ask_json``) that came back without one: refused
+    as INFEASIBLE or INVALID, skipped, failed, or killed before its first token. ``result`` is the
+    BudgetedQuery.Result; its ``message`` says why."""
+
+    def __init__(self, result):
+        from .convert import OUTCOME_NAMES
+
+        super().__init__(f"no answer ({OUTCOME_NAMES.get(result.outcome, result.outcome)}): {result.message}")
+        self.result = result
+
+
+def answer_format(choices=(), json_schema=None, grammar: str = "") -> dict:
+    """A goal's answer-format fields; ``json_schema`` may be a dict (sent as JSON text)."""
+    schema = json.dumps(json_schema) if isinstance(json_schema, (dict, list, bool)) else (json_schema or "")
+    return {"choices": [str(c) for c in choices], "json_schema": schema, "grammar": grammar or ""}
 
 
 class QueryHandle:
@@ -293,17 +314,20 @@ class TimeBillClient:
               max_new_tokens: int = 0, max_eviction_ratio: float = -1.0,
               on_token: Callable[[str, object], None] | None = None,
               on_feedback: Callable[[object], None] | None = None,
-              length_control: bool | None = None, min_useful_tokens: int = 0) -> QueryHandle:
+              length_control: bool | None = None, min_useful_tokens: int = 0,
+              choices=(), json_schema=None, grammar: str = "") -> QueryHandle:
         """Send a budgeted query; returns at once. ``on_token(text, feedback)`` gets each streamed piece.
 
         ``policy``: "default" (the node's), "kill", "skip_next" or the goal's integer code.
         ``length_control``: None (the node's), False (never ask for a shorter answer) or True.
         ``min_useful_tokens``: the least answer worth starting, e.g. 1 for a yes/no question (0 = the node's).
+        ``choices`` / ``json_schema`` (a dict or JSON text) / ``grammar`` (GBNF): the answer's
+        format, at most one (see ``choose`` and ``ask_json``).
         """
         from unique_identifier_msgs.msg import UUID
 
         goal = self.make_goal(prompt, budget, policy, system_prompt, max_new_tokens, max_eviction_ratio,
-                              length_control, min_useful_tokens)
+                              length_control, min_useful_tokens, choices, json_schema, grammar)
         handle = QueryHandle(self, on_token, on_feedback)
         uuid = UUID(uuid=list(os.urandom(16)))
         with self._handles_lock:
@@ -332,12 +356,14 @@ class TimeBillClient:
             self._handles.pop(bytes(handle._uuid.uuid), None)
 
     def make_goal(self, prompt, budget, policy="default", system_prompt="", max_new_tokens=0,
-                  max_eviction_ratio=-1.0, length_control: bool | None = None, min_useful_tokens: int = 0):
+                  max_eviction_ratio=-1.0, length_control: bool | None = None, min_useful_tokens: int = 0,
+                  choices=(), json_schema=None, grammar: str = ""):
         goal = self._BudgetedQuery.Goal(prompt=prompt, system_prompt=system_prompt,
                                         max_new_tokens=int(max_new_tokens),
                                         max_eviction_ratio=float(max_eviction_ratio),
                                         length_control=length_control_code(length_control),
-                                        min_useful_tokens=int(min_useful_tokens))
+                                        min_useful_tokens=int(min_useful_tokens),
+                                        **answer_format(choices, json_schema, grammar))
         goal.overrun_policy = policy_code(policy)
         goal.time_budget = budget if hasattr(budget, "nanosec") else duration(float(budget))
         return goal
@@ -347,19 +373,43 @@ class TimeBillClient:
         h = self.query(prompt, budget, **kw)
         return h.result(timeout if timeout is not None else float(budget) + 30.0)
 
+    def choose(self, prompt: str, options, budget: float, **kw) -> str:
+        """Blocking: ask ``prompt`` and get exactly one of ``options`` back, within ``budget``.
+        An answer the deadline cut is closed to the option it began (the result's closed_early;
+        use ``ask(..., choices=options)`` to see it). Raises NoAnswer when none came (e.g.
+        INFEASIBLE: not even the shortest option fits the budget)."""
+        result = self.ask(prompt, budget, choices=list(options), **kw)
+        if result.text not in options:
+            raise NoAnswer(result)
+        return result.text
+
+    def ask_json(self, prompt: str, schema, budget: float, **kw):
+        """Blocking: ask ``prompt`` for a JSON value valid against ``schema`` (a dict or JSON text)
+        and get it parsed, within ``budget``. An answer the deadline cut is closed with the
+        shortest ending the schema allows (missing required fields get their shortest values).
+        Raises NoAnswer when none came."""
+        result = self.ask(prompt, budget, json_schema=schema, **kw)
+        try:
+            return json.loads(result.text)
+        except ValueError:
+            raise NoAnswer(result) from None
+
     def estimate(self, prompt: str, budget: float, system_prompt: str = "", max_new_tokens: int = 0,
                  max_eviction_ratio: float = -1.0, timeout: float = 5.0, prompt_ids=(),
-                 length_control: bool | None = None, min_useful_tokens: int = 0):
+                 length_control: bool | None = None, min_useful_tokens: int = 0,
+                 choices=(), json_schema=None, grammar: str = ""):
         """What-if: the predictor's EstimateCompletion response for this prompt and budget.
         ``prompt_ids``: the prompt already tokenized by this model's tokenizer (chat template
-        applied); the predictor then estimates those ids instead of tokenizing ``prompt``."""
+        applied); the predictor then estimates those ids instead of tokenizing ``prompt``.
+        ``choices`` / ``json_schema`` / ``grammar``: the answer format, as for ``query``."""
         req = self._EstimateCompletion.Request(prompt=prompt, system_prompt=system_prompt,
                                                time_budget=duration(float(budget)),
                                                max_new_tokens=int(max_new_tokens),
                                                max_eviction_ratio=float(max_eviction_ratio),
                                                length_control=length_control_code(length_control),
                                                min_useful_tokens=int(min_useful_tokens),
-                                               prompt_ids=[int(i) for i in prompt_ids])
+                                               prompt_ids=[int(i) for i in prompt_ids],
+                                               **answer_format(choices, json_schema, grammar))
         if not self._estimate.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"the estimate service {self.service_name} is not available")
         done = concurrent.futures.Future()

@@ -131,7 +131,8 @@ def to_request(msg, default_policy: str = "kill") -> Request:
                   max_new_tokens=int(msg.max_new_tokens), policy=policy_from_code(code, default_policy),
                   max_eviction_ratio=ratio if (math.isnan(ratio) or ratio >= 0) else None,
                   length_control=length_control_from_code(int(msg.length_control)),
-                  min_useful_tokens=int(msg.min_useful_tokens))
+                  min_useful_tokens=int(msg.min_useful_tokens), choices=tuple(msg.choices),
+                  json_schema=msg.json_schema, grammar=msg.grammar)
     check_request(req)
     return req
 
@@ -145,7 +146,8 @@ def estimate_request(goal, goal_id, already_elapsed: float, prompt_ids=()):
         prompt=goal.prompt, system_prompt=goal.system_prompt, time_budget=goal.time_budget,
         max_new_tokens=goal.max_new_tokens, max_eviction_ratio=goal.max_eviction_ratio,
         length_control=goal.length_control, min_useful_tokens=goal.min_useful_tokens,
-        already_elapsed=duration(already_elapsed), goal_id=goal_id, prompt_ids=list(prompt_ids))
+        already_elapsed=duration(already_elapsed), goal_id=goal_id, prompt_ids=list(prompt_ids),
+        choices=list(goal.choices), json_schema=goal.json_schema, grammar=goal.grammar)
 
 
 # --- estimates ------------------------------------------------------------------------------------
@@ -171,6 +173,7 @@ class EstimateView:
     expected_time: float = 0.0  # expected end-to-end seconds over the length distribution
     p90_time: float = 0.0       # their 90th percentile
     distribution: LengthDistribution | None = None  # the predicted length distribution (None: a point)
+    answer_format: str = ""     # the answer format bounding the length ("" free text; timebill/answer_format.py)
 
     def length(self) -> LengthEstimate:
         """The length prediction, to plan with again without predicting again."""
@@ -187,7 +190,8 @@ class EstimateView:
                    latency=est.predictor_latency, answer_words=p.answer_words,
                    limited_ids=tuple(est.prompt_ids) if p.answer_words else (),
                    completion_probability=p.completion_probability, expected_time=p.expected_time,
-                   p90_time=p.p90_time, distribution=est.length.distribution)
+                   p90_time=p.p90_time, distribution=est.length.distribution,
+                   answer_format=est.request.answer_format.kind if est.request.answer_format is not None else "")
 
     @classmethod
     def of_response(cls, r) -> "EstimateView":
@@ -205,7 +209,7 @@ class EstimateView:
                    tokens_that_fit=r.tokens_that_fit, latency=seconds(r.predictor_latency),
                    answer_words=int(r.answer_word_limit), limited_ids=tuple(r.limited_prompt_ids),
                    completion_probability=float(r.completion_probability), expected_time=seconds(r.expected_time),
-                   p90_time=seconds(r.p90_time), distribution=dist)
+                   p90_time=seconds(r.p90_time), distribution=dist, answer_format=r.answer_format)
 
 
 def fill_estimate(msg, v: EstimateView, now_ns: int, accepted_ns: int, budget: float, offset: float = 0.0):
@@ -228,6 +232,7 @@ def fill_estimate(msg, v: EstimateView, now_ns: int, accepted_ns: int, budget: f
     msg.completion_probability = float(v.completion_probability)
     msg.expected_time = duration(offset + v.expected_time)
     msg.p90_time = duration(offset + v.p90_time)
+    msg.answer_format = v.answer_format
     return msg
 
 
@@ -288,7 +293,8 @@ def result_msg(core, v: EstimateView | None = None):
     res = Result(
         outcome=OUTCOME_CODES[core.outcome], text=core.text, deadline_met=bool(core.deadline_met),
         message=core.message, prompt_tokens=int(core.prompt_tokens), generated_tokens=int(core.generated_tokens),
-        eviction_ratio=float(core.alpha), prefill_time=duration(core.prefill_time), elapsed=duration(core.total_time))
+        eviction_ratio=float(core.alpha), prefill_time=duration(core.prefill_time), elapsed=duration(core.total_time),
+        closed_early=bool(core.closed_early))
     if plan is not None:
         res.predicted_tokens, res.predicted_tokens_bound = int(plan.predicted_tokens), int(plan.predicted_tokens_bound)
         # the plan's times count from when it was made (after queueing, or a prefill of another

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from timebill.cli import answer_format_args
+
 from .exit_codes import EXIT_GOAL_FAILED, EXIT_NO_SYSTEM, EXIT_OK
 from .names import configured_names
 
@@ -33,6 +35,9 @@ def print_result(result, status_name: str, budget: float, out=sys.stdout):
     if result.answer_word_limit:
         print(f"length control: the predicted answer did not fit; asked for at most {result.answer_word_limit} words",
               file=out)
+    if result.closed_early:
+        print(f"closed early: the answer was cut and closed with the shortest ending its format allows: {result.text}",
+              file=out)
     if result.message:
         print(f"message: {result.message}", file=out)
 
@@ -44,7 +49,8 @@ def run_query(client, args, out=sys.stdout) -> int:
 
     h = client.query(args.prompt, args.budget, policy=args.policy, system_prompt=args.system,
                      max_new_tokens=args.max_new_tokens, max_eviction_ratio=args.max_eviction_ratio,
-                     on_token=on_token, length_control=args.length_control, min_useful_tokens=args.min_useful_tokens)
+                     on_token=on_token, length_control=args.length_control, min_useful_tokens=args.min_useful_tokens,
+                     **answer_format_args(args))
     try:
         h.wait_accepted(timeout=10.0)
     except Exception as exc:
@@ -85,7 +91,7 @@ def cmd_estimate(args) -> int:
             r = client.estimate(args.prompt, args.budget, system_prompt=args.system,
                                 max_new_tokens=args.max_new_tokens, max_eviction_ratio=args.max_eviction_ratio,
                                 timeout=args.wait, length_control=args.length_control,
-                                min_useful_tokens=args.min_useful_tokens)
+                                min_useful_tokens=args.min_useful_tokens, **answer_format_args(args))
         except TimeoutError as exc:
             print(f"{exc}: is the predictor node running? (timebill_ros bringup)", file=sys.stderr)
             return EXIT_NO_SYSTEM
@@ -101,4 +107,6 @@ def cmd_estimate(args) -> int:
           f"{seconds(r.expected_time):.3f} s, 90th percentile {seconds(r.p90_time):.3f} s")
     if r.answer_word_limit:
         print(f"length control would ask for at most {r.answer_word_limit} words (the estimate is for that prompt)")
+    if r.answer_format:
+        print(f"the predicted length is bounded by the answer format ({r.answer_format})")
     return EXIT_OK
