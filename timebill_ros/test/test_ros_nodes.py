@@ -489,6 +489,34 @@ def test_what_if_estimate_service(system):
     assert not bad.valid and "empty" in bad.message
 
 
+def test_a_planner_gets_one_of_its_options_a_parsed_json_value_and_invalid_for_a_bad_schema(system, tiny):
+    # Issue 21 through the nodes (the random tiny model: any token it wants, the format holds).
+    import json
+
+    import jsonschema
+
+    from timebill_ros.client import NoAnswer
+
+    rooms = ["kitchen", "hall", "bedroom"]
+    assert system.client.choose("Which room first?", rooms, budget=10.0) in rooms
+    schema = {"type": "object", "properties": {"action": {"enum": ["pick", "place"]}, "object": {"type": "string"}},
+              "required": ["action", "object"]}
+    jsonschema.validate(system.client.ask_json("Pick up the cup.", schema, budget=10.0, max_new_tokens=40), schema)
+    # cut by the token cap: closed, still valid, and said so
+    r = system.client.ask("Pick up the cup.", 10.0, json_schema=schema, max_new_tokens=3)
+    assert r.closed_early and "closed with the shortest ending" in r.message
+    jsonschema.validate(json.loads(r.text), schema)
+    bad = system.client.ask("Pick up the cup.", 5.0, json_schema='{"type": "object",')
+    assert bad.outcome == INVALID and "json_schema is not valid JSON" in bad.message
+    bad = system.client.ask("Where?", 5.0, grammar='root ::= "a')
+    assert bad.outcome == INVALID and "grammar line 1, column 10: the literal is never closed" in bad.message
+    with pytest.raises(NoAnswer, match="INFEASIBLE"):
+        system.client.choose("Which room first?", rooms, budget=0.002)
+    est = system.client.estimate("Which room first?", 5.0, choices=rooms)
+    assert est.valid and est.answer_format == "choices"
+    assert est.predicted_tokens_bound == max(len(tiny.encode_text(r)) for r in rooms)
+
+
 def test_a_budget_too_short_for_the_expected_answer_asks_for_fewer_words(system):
     # Issue 11, part 4. The tiny system predicts 400 tokens (constant_expected_tokens); at a budget
     # that holds about half of them the prompt is planned, and run, with "Answer in at most W words.".

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .grammar import Grammar, GrammarError, literal
 from .length_distribution import LengthDistribution
 from .length_predictor import LengthEstimate
-from .request import InvalidRequest
+from .request import InvalidAnswerFormat
 
 
 FIRST_SCHEMA_FACTOR = 1.5  # a schema's first answer: this times its shortest valid answer (not measured)
@@ -99,7 +99,7 @@ def format_of(req) -> AnswerFormat | None:
     if not given:
         return None
     if len(given) > 1:
-        raise InvalidRequest(f"give one answer format, not {' and '.join(given)}")
+        raise InvalidAnswerFormat(f"give one answer format, not {' and '.join(given)}")
     if given[0] == "choices":
         return _choices(tuple(req.choices))
     if given[0] == "json_schema":
@@ -111,9 +111,9 @@ def format_of(req) -> AnswerFormat | None:
 def _choices(choices: tuple) -> AnswerFormat:
     for c in choices:
         if not isinstance(c, str) or not c.strip():
-            raise InvalidRequest(f"every choice must be a non-empty string, got {c!r}")
+            raise InvalidAnswerFormat(f"every choice must be a non-empty string, got {c!r}")
     if len(set(choices)) != len(choices):
-        raise InvalidRequest(f"the choices repeat one: {list(choices)}")
+        raise InvalidAnswerFormat(f"the choices repeat one: {list(choices)}")
     # The longest first: where one choice begins another ("no" / "none"), both stay reachable.
     rule = " | ".join(literal(c) for c in sorted(choices, key=len, reverse=True))
     return AnswerFormat("choices", Grammar.parse(f"root ::= {rule}\n"), choices,
@@ -125,20 +125,20 @@ def _json_schema(schema: str) -> AnswerFormat:
     try:
         json.loads(schema)
     except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"json_schema is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        raise InvalidAnswerFormat(f"json_schema is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     try:
         from llama_cpp.llama_grammar import json_schema_to_gbnf  # llama.cpp's own converter (pure Python)
     except Exception as exc:  # noqa: BLE001 - the package, or its library, is missing
-        raise InvalidRequest(f"json_schema needs llama-cpp-python's schema converter, which does not load here "
+        raise InvalidAnswerFormat(f"json_schema needs llama-cpp-python's schema converter, which does not load here "
                              f"({exc}); send the schema as a GBNF `grammar` instead") from None
     try:
         text = json_schema_to_gbnf(schema)
     except Exception as exc:  # noqa: BLE001 - the converter raises plain errors for what it cannot read
-        raise InvalidRequest(f"json_schema cannot be turned into a grammar: {type(exc).__name__}: {exc}") from None
+        raise InvalidAnswerFormat(f"json_schema cannot be turned into a grammar: {type(exc).__name__}: {exc}") from None
     try:
         grammar = Grammar.parse(text)
     except GrammarError as exc:
-        raise InvalidRequest(f"json_schema gives a grammar this engine cannot follow ({exc})") from None
+        raise InvalidAnswerFormat(f"json_schema gives a grammar this engine cannot follow ({exc})") from None
     return AnswerFormat("json_schema", grammar, hint="Answer with JSON only.")
 
 
@@ -147,4 +147,4 @@ def _grammar(text: str) -> AnswerFormat:
     try:
         return AnswerFormat("grammar", Grammar.parse(text))
     except GrammarError as exc:
-        raise InvalidRequest(str(exc)) from None
+        raise InvalidAnswerFormat(str(exc)) from None

@@ -35,6 +35,10 @@ class InvalidRequest(ValueError):
     """The request itself is wrong (empty prompt, bad budget, too long, unknown option)."""
 
 
+class InvalidAnswerFormat(InvalidRequest):
+    """A malformed choice list, JSON schema or grammar: the message names the problem and where."""
+
+
 @dataclass
 class Request:
     prompt: str

@@ -30,7 +30,7 @@ from visualization_msgs.msg import Marker
 
 from timebill.jobs import Job, QueueFull, Scheduler
 from timebill.length_distribution import running_odds
-from timebill.request import InvalidRequest, Outcome
+from timebill.request import InvalidAnswerFormat, InvalidRequest, Outcome
 
 from .admission import Admission
 from .common import calibration_values, declare_config, load_while_reporting, run_node
@@ -196,6 +196,8 @@ class GenerationNode(ManagedNode):
             return self._reject("the node is shutting down")
         try:
             self.admission.check(to_request(goal, self.cfg["default_policy"]))
+        except InvalidAnswerFormat:
+            pass  # accepted and answered INVALID, so that the planner reads what is wrong with its schema
         except InvalidRequest as exc:
             return self._reject(f"invalid goal: {exc}")
         # One running plus queue_size waiting.
