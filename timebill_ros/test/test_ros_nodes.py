@@ -20,7 +20,7 @@ import time
 import pytest
 
 import conftest
-from conftest import ROS_HOME, Processes, needs_ros, wait_for
+from conftest import REPO, ROS_HOME, Processes, needs_ros, wait_for
 
 pytestmark = needs_ros
 
@@ -515,6 +515,28 @@ def test_a_planner_gets_one_of_its_options_a_parsed_json_value_and_invalid_for_a
     est = system.client.estimate("Which room first?", 5.0, choices=rooms)
     assert est.valid and est.answer_format == "choices"
     assert est.predicted_tokens_bound == max(len(tiny.encode_text(r)) for r in rooms)
+
+
+def test_the_readmes_behaviour_tree_condition_answers_yes_or_no_within_its_budget(system):
+    # examples/yes_no_condition.py, ticked as a tree does (the README shows it).
+    import importlib.util
+
+    import py_trees
+
+    spec = importlib.util.spec_from_file_location("yes_no_condition", REPO / "examples" / "yes_no_condition.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    condition = example.AskYesNo("door open?", system.client, "Is the door open?", budget=2.0)
+    tree = py_trees.trees.BehaviourTree(condition)
+    started = time.monotonic()
+    while True:
+        tree.tick()
+        if condition.status != py_trees.common.Status.RUNNING:
+            break
+        time.sleep(0.01)
+    assert condition.answer in ("yes", "no")
+    assert condition.status == (py_trees.common.Status.SUCCESS if condition.answer == "yes" else py_trees.common.Status.FAILURE)
+    assert time.monotonic() - started < 2.0 + 0.5  # the budget, and a tick or so of the tree
 
 
 def test_a_budget_too_short_for_the_expected_answer_asks_for_fewer_words(system):
