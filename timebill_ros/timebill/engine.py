@@ -120,7 +120,7 @@ class BudgetedEngine:
             queue_wait = time.monotonic() - accepted_at
             ids = prompt_ids if prompt_ids is not None else self.estimator.encode(req)
             known = length if length is not None else self.estimator.format_length(req)
-            if known is None and self.predicts_in_prefill and self.estimator.length_predictor.reads_states_of(len(ids)):
+            if known is None and self.reads_own_prefill(ids):
                 return self._run_predicting_in_prefill(req, ids, accepted_at, queue_wait, on_token, cancel, on_plan)
             est = self.estimator.estimate(req, already_elapsed=queue_wait, length=known, prompt_ids=ids)
             if on_plan is not None:
@@ -138,6 +138,14 @@ class BudgetedEngine:
                 self.estimator.format_lengths.observe(req.answer_format,
                                                       result.generated_tokens + (result.stop_reason == "eos"))
         return result
+
+    def plans_itself(self, req: Request, ids) -> bool:
+        """True when the job needs no length prediction from elsewhere (e.g. the predictor node):
+        its answer format gives the length, or the length predictor reads the job's own prefill."""
+        return self.estimator.format_length(req) is not None or self.reads_own_prefill(ids)
+
+    def reads_own_prefill(self, ids) -> bool:
+        return self.predicts_in_prefill and self.estimator.length_predictor.reads_states_of(len(ids))
 
     @property
     def predicts_in_prefill(self) -> bool:

@@ -273,10 +273,10 @@ class GenerationNode(ManagedNode):
             log.warning(f"goal {sid} invalid: {exc}")
             return unrun_result(Outcome.INVALID, f"invalid goal: {exc}", since()), None
 
-        if self.engine.predicts_in_prefill and self.engine.estimator.length_predictor.reads_states_of(len(ids)):
+        if self.engine.plans_itself(req, ids):
             return self._run_job(handle, g, Job(request=req, release=g.accepted_at, id=handle.goal_id,
                                                 on_token=lambda ev: self._on_token(g, ev), cancel=g.cancel,
-                                                on_plan=lambda est: self._planned_in_prefill(g, est), prompt_ids=ids))
+                                                on_plan=lambda est: self._planned_by_engine(g, est), prompt_ids=ids))
         view, note = self._estimate(handle, g, req, ids)
         if view is None:
             why = "canceled: the node is shutting down" if g.shutting_down else "canceled while being estimated"
@@ -324,14 +324,17 @@ class GenerationNode(ManagedNode):
         self._marker(g, final=res)
         return self._with_note(res, note), core
 
-    def _planned_in_prefill(self, g: GoalState, est):
-        """The engine planned the goal from its own prefill (the length read from the prompt's
-        states there): publish that as the goal's estimate, as the predictor node does for others."""
-        g.plan, g.estimate = est, EstimateView.of_estimate(est, "prefill")
+    def _planned_by_engine(self, g: GoalState, est):
+        """The engine planned the goal itself (the length read from the prompt's states in its own
+        prefill, or given by the answer format): publish that as the goal's estimate, as the
+        predictor node does for others."""
+        by_format = est.request.answer_format is not None
+        g.plan, g.estimate = est, EstimateView.of_estimate(est, "format" if by_format else "prefill")
         v = g.estimate
         self.get_logger().info(f"goal {short_id(g.handle.goal_id)}: budget {g.budget:.3f} s, {v.prompt_tokens} prompt tokens, "
                                f"expected {v.expected} (bound {v.bound}) tokens, alpha {v.alpha:.2f}, predicted "
-                               f"{v.predicted_total:.3f} s, P(complete) {v.completion_probability:.2f} [read in the prefill]")
+                               f"{v.predicted_total:.3f} s, P(complete) {v.completion_probability:.2f} "
+                               f"[{'the answer format' if by_format else 'read in the prefill'}]")
         accepted = self.get_clock().now().nanoseconds - int((time.monotonic() - g.accepted_at) * 1e9)
         # The plan's times count from when the job started (after any queueing), before its prefill.
         started = accepted + int(est.planned_at * 1e9)
