@@ -155,7 +155,7 @@ def estimate_request(goal, goal_id, already_elapsed: float, prompt_ids=()):
 class EstimateView:
     """One goal's estimate, from either source; times count from when it was made."""
 
-    source: str                 # "predictor" or "local"
+    source: str                 # "predictor", "local", "prefill" or "format" (CompletionEstimate.source)
     prompt_tokens: int
     expected: int
     bound: int
