@@ -110,4 +110,4 @@ def test_the_prompts_are_drawn_from_every_source_in_the_shipped_heads_proportion
     assert scaled_mix(1500) == DISTILL_MIX
     small = scaled_mix(10)
     assert min(small.values()) == 1 and small["asks"] == max(small.values())
-    assert abs(sum(scaled_mix(200).values()) - 200) <= len(DISTILL_MIX)
+    assert sum(scaled_mix(200).values()) == 200 and sum(scaled_mix(37).values()) == 37

@@ -194,6 +194,17 @@ def main(argv=None, loaded=None) -> int:
     _check_outputs(ap, args)
     if getattr(args, "labels", "") is None:  # distill keeps its labels in the cache
         args.labels = str(SHAREGPT_LABELS if args.cmd == "label" and not args.mix else DEFAULT_LABELS)
+    if args.cmd == "distill":
+        # Loading, labelling and training on the one compute thread, as a node runs its model work:
+        # model code run from a second thread costs every llama.cpp decoding step an OpenMP wake-up
+        # (timebill/compute_thread.py), and the labels are served generations timed as such.
+        from ..compute_thread import run
+
+        return run(_run, args, loaded)
+    return _run(args, loaded)
+
+
+def _run(args, loaded) -> int:
     cfg, loaded = _load(args, loaded)
     return {"distill": cmd_distill, "label": cmd_label, "train": cmd_train, "eval": cmd_eval}[args.cmd](args, cfg, loaded)
 

@@ -24,9 +24,16 @@ DEFAULT_PROMPTS = 200  # the run README.md times; more prompts, a better head (t
 
 
 def scaled_mix(total: int, mix: dict[str, int] = DISTILL_MIX) -> dict[str, int]:
-    """``total`` prompts from the mix's sources in its proportions, at least one from each."""
+    """``total`` prompts from the mix's sources in its proportions, at least one from each (so a
+    total below the number of sources gives a few more)."""
     whole = sum(mix.values())
-    return {name: max(1, round(total * n / whole)) for name, n in mix.items()}
+    exact = {name: total * n / whole for name, n in mix.items()}
+    counts = {name: max(1, int(x)) for name, x in exact.items()}
+    # What rounding down left over goes to the sources that lost most by it: `--prompts 200` labels 200.
+    short = max(0, total - sum(counts.values()))
+    for name in sorted(exact, key=lambda k: exact[k] - int(exact[k]), reverse=True)[:short]:
+        counts[name] += 1
+    return counts
 
 
 def _minutes(seconds: float) -> str:
