@@ -49,7 +49,8 @@ def test_distill_writes_a_head_into_the_cache_that_rlp_then_serves(tiny, tiny_ti
     out = capsys.readouterr().out
     head_path = distilled_head_path({"cache_dir": str(cache)}, tiny)
     assert head_path == cache / "rlp" / tiny.name / "head.pt" and head_path.is_file()
-    assert f"head for {tiny.name}: {head_path}" in out and "validation MAE" in out and "took" in out
+    assert f"head for {tiny.name}: {head_path}" in out and "validation MAE" in out and "the constant predictor" in out
+    assert "took" in out and "note: the head shipped" not in out
     labels = [json.loads(line) for line in (head_path.parent / "labels.jsonl").read_text().splitlines()]
     assert len(labels) == 40 and all(r.get("cap") == 8 for r in labels if "length" in r)
 

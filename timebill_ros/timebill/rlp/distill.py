@@ -44,8 +44,8 @@ def distill(loaded, cfg: dict, prompts: int = DEFAULT_PROMPTS, cap: int | None =
             say=print) -> int:
     """Label ``prompts`` prompts with the answer-length cap ``cap`` (default: the config's
     ``default_max_new_tokens``), train, save the head where the runtime looks for it. 0 on success."""
-    from ..runtime import distill_dir, distilled_head_path, rlp_head_for
-    from .labelled import labelled, named_caps
+    from ..runtime import distill_dir, distilled_head_path
+    from .labelled import labelled, named_caps, split_indices
     from .model import LengthHead
     from .train import train
 
@@ -60,6 +60,10 @@ def distill(loaded, cfg: dict, prompts: int = DEFAULT_PROMPTS, cap: int | None =
             f"--max-new-tokens {min(other)}, or remove {folder} to start afresh")
         return 1
     work.mkdir(parents=True, exist_ok=True)
+    shipped = _shipped_is_for(loaded)
+    if shipped:  # said before the run, not only after it: the user may not want to spend it
+        say(f"note: the head shipped with the package is {loaded.name}'s, and `length_predictor: rlp` serves it "
+            f"first; the one made here serves only where the config names its file")
     mix = scaled_mix(prompts)
     say(f"distilling a length head for {loaded.name} into {folder}\n"
         f"step 1/2, labels: {sum(mix.values())} prompts, each served as a goal is (greedy, no eviction, answers "
@@ -78,16 +82,32 @@ def distill(loaded, cfg: dict, prompts: int = DEFAULT_PROMPTS, cap: int | None =
     if rc:
         say(f"error: too few labelled prompts to train on: run again with more, e.g. --prompts {2 * prompts}")
         return rc
-    head = LengthHead.load(head_path)
-    extra = head.cfg.extra
+    extra = LengthHead.load(head_path).cfg.extra
     total = time.monotonic() - t0
-    say(f"head for {loaded.name}: {head_path}\nvalidation MAE {extra['val_mae']:.1f} tokens "
-        f"({extra['train_prompts']} training, {extra['val_prompts']} validation prompts); took {_minutes(total)} "
+    # The constant predictor's error on the same prompts: what the head is better than, or not.
+    recs = labelled(labels)
+    val = [min(int(recs[i]["length"]), cap) for i in split_indices(recs)["val"]]
+    constant = int(cfg.get("constant_expected_tokens", 64))
+    constant_mae = sum(abs(y - constant) for y in val) / len(val)
+    say(f"head for {loaded.name}: {head_path}\nvalidation MAE {extra['val_mae']:.1f} tokens, the constant "
+        f"predictor's ({constant} tokens) {constant_mae:.1f} ({extra['train_prompts']} training, "
+        f"{extra['val_prompts']} validation prompts); took {_minutes(total)} "
         f"(labelling {_minutes(t_label)}, training {_minutes(total - t_label)})")
-    serving = rlp_head_for(cfg, loaded)
-    if serving is None or serving.cfg != head.cfg:
-        say(f"{loaded.name} has a head shipped with the package, which `length_predictor: rlp` serves first; "
-            f"to serve this one instead: length_predictor: {head_path}")
+    if shipped:
+        say(f"the shipped head serves {loaded.name} under `length_predictor: rlp`; to serve this one instead: "
+            f"length_predictor: {head_path}")
     else:
         say("`length_predictor: rlp` (the default) serves it from the next start of the node or CLI")
     return 0
+
+
+def _shipped_is_for(loaded) -> bool:
+    """Whether the head shipped in timebill/data/ is this model's (``runtime.rlp_head_for`` serves it first)."""
+    from .model import HeadLoadError, LengthHead
+    from .predictor import default_head_path
+
+    path = default_head_path()
+    try:
+        return path.is_file() and LengthHead.load(path).cfg.model_name == loaded.name
+    except HeadLoadError:
+        return False
