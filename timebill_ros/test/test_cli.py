@@ -38,3 +38,9 @@ def test_profile_then_generate_streams_the_answer_and_reports_plan_and_outcome(t
     assert r.returncode == 0, r.stderr
     assert "plan     prompt" in r.stdout and "eviction ratio" in r.stdout and "12 tokens fit" in r.stdout
     assert "outcome  COMPLETED (max_tokens) | 12 tokens" in r.stdout and "deadline met" in r.stdout
+
+
+def test_rlp_distill_is_one_command_of_the_main_cli():
+    r = timebill("rlp", "distill", "--help", timeout=60)
+    assert r.returncode == 0 and "--prompts" in r.stdout and "--model" in r.stdout
+    assert "distill" in timebill("--help", timeout=60).stdout

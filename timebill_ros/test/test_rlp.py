@@ -248,12 +248,13 @@ def test_no_command_writes_into_the_repository_unless_told(argv, flag, capsys):
     assert exc.value.code == 2 and flag in capsys.readouterr().err
 
 
-def test_runtime_rlp_default_falls_back_for_other_models(tiny):
-    """`length_predictor: rlp` (the default) with a model the shipped head was not trained for."""
+def test_runtime_rlp_default_falls_back_for_other_models(tiny, tmp_path):
+    """`length_predictor: rlp` (the default) with a model the shipped head was not trained for and
+    none distilled (test_rlp_distill.py: with one)."""
     from timebill.length_predictor import ConstantLengthPredictor
     from timebill.runtime import make_length_predictor
 
-    pred = make_length_predictor({"length_predictor": "rlp", "constant_expected_tokens": 64}, tiny)
+    pred = make_length_predictor({"length_predictor": "rlp", "constant_expected_tokens": 64, "cache_dir": str(tmp_path)}, tiny)
     assert isinstance(pred, ConstantLengthPredictor)
 
 
@@ -342,7 +343,8 @@ def test_a_corrupt_shipped_head_falls_back_to_the_constant_predictor_with_a_warn
     broken = _write(tmp_path / "rlp_head_SmolLM2-135M-Instruct.pt", "truncated")
     monkeypatch.setattr(timebill.rlp.predictor, "default_head_path", lambda: broken)
     with caplog.at_level("WARNING", logger="timebill"):
-        pred = make_length_predictor({"length_predictor": "rlp", "constant_expected_tokens": 64}, tiny)
+        pred = make_length_predictor({"length_predictor": "rlp", "constant_expected_tokens": 64,
+                                      "cache_dir": str(tmp_path / "cache")}, tiny)
     assert isinstance(pred, ConstantLengthPredictor)
     assert any(str(broken) in r.getMessage() and "constant predictor" in r.getMessage() for r in caplog.records)
 

@@ -2,7 +2,8 @@
 
   timebill generate "What is the capital of France?" --budget 3 --policy kill
   timebill profile                      # write this machine's timing model
-  timebill rlp label|train|eval ...     # the response-length predictor
+  timebill rlp distill --model M.gguf   # a response-length head for your own model (cached)
+  timebill rlp label|train|eval ...     # the response-length predictor's research commands
   timebill eval --preset small          # the paper's experiment on this machine
 """
 from __future__ import annotations
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     _common(p)
     p.set_defaults(func=cmd_profile)
 
-    sub.add_parser("rlp", help="response-length predictor: label | train | eval (see `timebill rlp -h`)")
+    sub.add_parser("rlp", help="response-length predictor: distill | label | train | eval (see `timebill rlp -h`)")
     sub.add_parser("eval", help="the paper's experiment: completion rate and score against budget (`timebill eval -h`)")
 
     args = parser.parse_args(argv)

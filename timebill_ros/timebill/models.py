@@ -103,8 +103,12 @@ class LoadedModel:
                 for part in parts if part]
 
 
-def default_cache_dir() -> pathlib.Path:
-    """Where converted models live: $TIMEBILL_CACHE, else $XDG_CACHE_HOME/timebill, else ~/.cache/timebill."""
+def default_cache_dir(configured: str | os.PathLike | None = None) -> pathlib.Path:
+    """Where converted models, timing models and distilled length heads live: ``configured`` (the
+    config's ``cache_dir``) when given, else $TIMEBILL_CACHE, else $XDG_CACHE_HOME/timebill, else
+    ~/.cache/timebill."""
+    if configured:
+        return pathlib.Path(configured).expanduser()
     if os.environ.get("TIMEBILL_CACHE"):
         return pathlib.Path(os.environ["TIMEBILL_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -136,7 +140,7 @@ def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None,
     hf_logging.set_verbosity_error()
     if threads:
         torch.set_num_threads(int(threads))
-    cache = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache = default_cache_dir(cache_dir)
     if spec in (EMBEDDED, "", None):
         model, tok, facts = _load_gguf_cached(embedded_gguf_path(), cache)
         name = EMBEDDED_NAME

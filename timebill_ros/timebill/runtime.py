@@ -11,7 +11,7 @@ from .engine import BudgetedEngine
 from .estimator import Estimator
 from .length_control import DEFAULT_LENGTH_CONTROL
 from .length_predictor import ConstantLengthPredictor
-from .models import EMBEDDED, LoadedModel, load_model
+from .models import EMBEDDED, LoadedModel, default_cache_dir, load_model
 from .planner import DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER
 from .profiler import DEFAULT_LENGTHS, backend_of, fit_warning, profile, summary
 from .served_speed import recall, served_path
@@ -44,6 +44,17 @@ def time_model_path(cfg: dict, loaded) -> pathlib.Path:
     backend = resolve_backend(cfg.get("backend"), loaded)
     name = loaded.name if backend == "torch" else f"{loaded.name}-{backend}"
     return default_time_model_path(name, int(cfg.get("threads") or 0), cfg.get("cache_dir") or None)
+
+
+def distill_dir(cfg: dict, loaded) -> pathlib.Path:
+    """Where `timebill rlp distill` keeps the model's labels, features and length head: in the cache
+    beside the timing models, keyed by the model's name as its timing model is. Not by host, threads
+    or backend as that file is: the head reads the model's own layers, the same on any machine."""
+    return default_cache_dir(cfg.get("cache_dir") or None) / "rlp" / loaded.name
+
+
+def distilled_head_path(cfg: dict, loaded) -> pathlib.Path:
+    return distill_dir(cfg, loaded) / "head.pt"
 
 
 def served_speed_path(cfg: dict, loaded) -> pathlib.Path:
@@ -109,28 +120,47 @@ def make_length_predictor(cfg: dict, loaded):
     if kind == "constant":
         return ConstantLengthPredictor(expected=int(cfg.get("constant_expected_tokens", 64)))
     if kind == "rlp" or kind.endswith(".pt"):
-        from .rlp.model import HeadLoadError, LengthHead
-        from .rlp.predictor import RLPPredictor, default_head_path
+        from .rlp.predictor import RLPPredictor
 
         bound, k = str(cfg.get("rlp_bound") or "calibrated"), float(cfg.get("rlp_k") or 5.0)
         if kind != "rlp":  # an explicit head file: it must fit the model
             return RLPPredictor(loaded, kind, bound=bound, k=k)
-        # `rlp`: the head shipped in timebill/data/, trained for the embedded model only. Where it
-        # cannot serve (another model, a damaged install) the constant predictor does, with a
-        # warning: its bound is the hard cap, so deadlines stay safe, only eviction is coarser.
-        path = default_head_path()
-        try:
-            head = LengthHead.load(path) if path.is_file() else None
-        except HeadLoadError as exc:
-            log.warning("length_predictor rlp: %s; using the constant predictor meanwhile", exc)
-            return ConstantLengthPredictor(expected=int(cfg.get("constant_expected_tokens", 64)))
-        if head is None or head.cfg.model_name != loaded.name:
-            why = f"no trained head at {path}" if head is None else f"the shipped head is for {head.cfg.model_name}"
-            log.warning("length_predictor rlp: %s, not %s; using the constant predictor (train one with "
-                        "`python -m timebill.rlp label/train --model ...`)", why, loaded.name)
+        head = rlp_head_for(cfg, loaded)
+        if head is None:
             return ConstantLengthPredictor(expected=int(cfg.get("constant_expected_tokens", 64)))
         return RLPPredictor(loaded, head, bound=bound, k=k)
     raise ValueError(f"unknown length_predictor '{kind}' (known: constant, rlp, or a path to an RLP head .pt)")
+
+
+def rlp_head_for(cfg: dict, loaded):
+    """`length_predictor: rlp`: the head shipped in timebill/data/ when it was trained for this model
+    (the embedded one), else the one `timebill rlp distill` wrote into the cache for it. Where
+    neither serves (another model not distilled yet, a damaged file) None, with a warning naming the
+    command: the constant predictor's bound is the hard cap, so deadlines stay safe, only eviction
+    is coarser. A head of another model is refused here, not served: its layer states mean nothing
+    to this model's head, even where the sizes happen to fit."""
+    from .rlp.model import HeadLoadError, LengthHead
+    from .rlp.predictor import default_head_path
+
+    hidden = int(getattr(loaded.model.config, "hidden_size", 0))
+    why = []
+    for what, path in (("shipped", default_head_path()), ("distilled", distilled_head_path(cfg, loaded))):
+        if not path.is_file():
+            why.append(f"no {what} head at {path}")
+            continue
+        try:
+            head = LengthHead.load(path)
+        except HeadLoadError as exc:
+            why.append(str(exc))
+            continue
+        if head.cfg.model_name == loaded.name and head.cfg.model_hidden in (0, hidden):
+            return head
+        why.append(f"the {what} head {path} is for {head.cfg.model_name or 'another model'} "
+                   f"(hidden {head.cfg.model_hidden}), not {loaded.name} (hidden {hidden})")
+    log.warning("length_predictor rlp: no length head for %s (%s); using the constant predictor meanwhile. "
+                "Distill one for this machine's model: `timebill rlp distill --model %s`", loaded.name,
+                "; ".join(why), cfg.get("model") or EMBEDDED)
+    return None
 
 
 @compute

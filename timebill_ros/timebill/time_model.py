@@ -184,9 +184,8 @@ def today() -> str:
 def default_time_model_path(model_name: str, threads: int, cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
     from .models import default_cache_dir
 
-    base = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     host = platform.node() or "host"
-    return base / "time_models" / f"{model_name}-{host}-{threads}t.yaml"
+    return default_cache_dir(cache_dir) / "time_models" / f"{model_name}-{host}-{threads}t.yaml"
 
 
 MIN_JOBS_FOR_QUANTILE = 8

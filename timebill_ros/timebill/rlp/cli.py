@@ -1,5 +1,7 @@
-"""``timebill rlp label|train|eval`` (also ``python -m timebill.rlp ...``).
+"""``timebill rlp distill|label|train|eval`` (also ``python -m timebill.rlp ...``).
 
+  distill  a head for your own model, on this machine: labels a served-like mix, trains, and puts
+           the head into the cache, where `length_predictor: rlp` finds it (timebill/rlp/distill.py)
   label  generate distillation labels (the target model's own greedy response lengths), resumable
          (timebill/rlp/label_runs.py)
   train  extract backbone features, choose L on the validation split, train the B=16 classifier,
@@ -7,7 +9,8 @@
   eval   the test-split table (bucket classifiers, regression head, constant), bounds' coverage, PNG
          (timebill/rlp/head_report.py)
 
-Nothing is written into the repository's tracked files unless a flag says so: `label` needs
+Nothing is written into the repository's tracked files unless a flag says so (`distill` writes only
+into the cache, <cache>/rlp/<model>/): `label` needs
 ``--labels``, `train` needs ``--out`` or ``--ship``, `eval` needs ``--out-dir`` or ``--write-docs``.
 """
 from __future__ import annotations
@@ -40,6 +43,14 @@ def _common(p):
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="timebill rlp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("distill", help="label, train and cache a head for the model (resumable)")
+    p.add_argument("--config", default=None, help="timebill.yaml (default: the package's); its cache_dir is where the head goes")
+    p.add_argument("--model", default=None, help="model spec (default: config `model`, i.e. embedded)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: config `threads`)")
+    p.add_argument("--prompts", type=int, default=None, help="prompts to label (default 200; more take longer "
+                   "and make a better head)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="label cap (default: config default_max_new_tokens)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser("label", help="generate labels (resumable)")
     _common(p)
     p.add_argument("--max-new-tokens", type=int, default=None, help="label cap (default: config default_max_new_tokens)")
@@ -112,12 +123,23 @@ def _load(args, loaded):
     """The configuration, and the model: ``loaded`` when given (tests pass the tiny model), else the configured one."""
     from ..config import load_config
     from ..models import load_model
+    from ..testing import TEST_TINY, tiny_test_model
 
-    cfg = load_config(args.config)
+    # --model and --threads in the configuration too: the timing model and the distilled head are
+    # found by them (runtime.time_model_path, runtime.distill_dir).
+    cfg = load_config(args.config, overrides={"model": args.model, "threads": args.threads})
     if loaded is not None:
         return cfg, loaded
-    return cfg, load_model(args.model or cfg.get("model") or "embedded", cfg.get("cache_dir") or None,
-                           threads=args.threads or cfg.get("threads"))
+    spec = cfg.get("model") or "embedded"
+    return cfg, tiny_test_model() if spec == TEST_TINY else load_model(spec, cfg.get("cache_dir") or None,
+                                                                       threads=cfg.get("threads"))
+
+
+def cmd_distill(args, cfg, loaded) -> int:
+    from .distill import DEFAULT_PROMPTS, distill
+
+    return distill(loaded, cfg, prompts=args.prompts or DEFAULT_PROMPTS, cap=args.max_new_tokens,
+                   progress=not args.quiet)
 
 
 def cmd_label(args, cfg, loaded) -> int:
@@ -170,10 +192,21 @@ def main(argv=None, loaded=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     _check_outputs(ap, args)
-    if args.labels is None:
+    if getattr(args, "labels", "") is None:  # distill keeps its labels in the cache
         args.labels = str(SHAREGPT_LABELS if args.cmd == "label" and not args.mix else DEFAULT_LABELS)
+    if args.cmd == "distill":
+        # Loading, labelling and training on the one compute thread, as a node runs its model work:
+        # model code run from a second thread costs every llama.cpp decoding step an OpenMP wake-up
+        # (timebill/compute_thread.py), and the labels are served generations timed as such.
+        from ..compute_thread import run
+
+        return run(_run, args, loaded)
+    return _run(args, loaded)
+
+
+def _run(args, loaded) -> int:
     cfg, loaded = _load(args, loaded)
-    return {"label": cmd_label, "train": cmd_train, "eval": cmd_eval}[args.cmd](args, cfg, loaded)
+    return {"distill": cmd_distill, "label": cmd_label, "train": cmd_train, "eval": cmd_eval}[args.cmd](args, cfg, loaded)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def label_mix(loaded, cfg: dict, labels_path, cap: int, counts: dict, *, max_pro
         print(json.dumps(stats))
         print_label_counts(labels_path)
         return 0
-    tm = load_or_profile_time_model(cfg, loaded, say=print)
+    tm = load_or_profile_time_model(cfg, loaded, progress=progress, say=print)
     engine = BudgetedEngine(Estimator(loaded, tm, ConstantLengthPredictor(), press=configured_press(cfg)),
                             reject_infeasible=False, learn_online=False, backend=cfg.get("backend", "auto"))
     engine.warm_up()
