@@ -92,7 +92,13 @@ def main() -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE", help="a node parameter")
     ap.add_argument("--domain", type=int, default=76)
     ap.add_argument("--out", default=None, help="folder for answer_format_bench.json and .png")
+    ap.add_argument("--replot", default=None, metavar="JSON", help="only redraw the table and figure of an earlier run's file")
     args = ap.parse_args()
+    if args.replot:
+        summary = json.loads(pathlib.Path(args.replot).read_text())["summary"]
+        print(table(summary))
+        plot(pathlib.Path(args.replot).with_suffix(".png"), summary)
+        return 0
     kinds = args.kinds.split(",")
     todo = [g for g in goals(args.qasper, args.context_cap) if g[0] in kinds]
     budgets = {"qasper": [float(b) for b in args.qasper_budgets.split(",")]}
@@ -199,8 +205,11 @@ def plot(path, summary: dict) -> None:
             axes[0][j].plot(b, [c["valid"] for c in cs], style, alpha=0.4, label=f"{mode}: valid")
             axes[1][j].plot(b, [c["completed"] for c in cs], style, label=f"{mode}: completed")
         axes[0][j].set_title(kind)
+        ticks = sorted({c["budget"] for c in summary["cells"] if c["kind"] == kind})
         for ax in (axes[0][j], axes[1][j]):
             ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel("budget (s)")
             ax.grid(alpha=0.3)

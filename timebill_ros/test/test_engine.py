@@ -242,7 +242,8 @@ def test_lateness_under_kill_is_small_over_many_runs(tiny, tiny_time_model):
 def test_a_slowdown_the_calibration_saw_once_does_not_refuse_every_later_goal(tiny, tiny_time_model):
     # A load measured at 50x (another process took the CPU) and gone since: judged at that speed,
     # every goal would be INFEASIBLE, none would run, and nothing would ever show the load is over.
-    # Refusals are judged no slower than the profile; the plan and its odds keep the calibration.
+    # Refusals believe a slowdown of at most 2x (OnlineCalibration.for_refusals); the plan and its
+    # odds keep the calibration.
     engine = BudgetedEngine(Estimator(tiny, tiny_time_model), learn_online=True, backend="torch")
     engine.warm_up()
     engine.estimator.calibration.seed([50.0] * 4, [50.0] * 4)

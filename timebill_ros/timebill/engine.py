@@ -255,8 +255,8 @@ class BudgetedEngine:
             return job.finish(Outcome.INFEASIBLE, f"infeasible: {job.plan.reason or 'not even a minimal answer fits'}", "infeasible")
         if cancel is not None and cancel.is_set():
             return job.finish(Outcome.CANCELED, "canceled before generation started", "cancel")
-        # judged at a speed no slower than the profile, as INFEASIBLE is (OnlineCalibration.optimistic)
-        if job.policy is Policy.KILL and time.monotonic() + self.estimator.calibration.optimistic.prefill(len(job.ids)) > job.deadline:
+        # judged at the speed INFEASIBLE is judged at (OnlineCalibration.for_refusals)
+        if job.policy is Policy.KILL and time.monotonic() + self.estimator.calibration.for_refusals.prefill(len(job.ids)) > job.deadline:
             return job.finish(Outcome.KILLED, "killed: the prefill alone would end after the deadline", "deadline")
         return None
 

@@ -193,7 +193,7 @@ class Estimator:
             worst_tm=self.calibration.model_at(self.worst_case_quantile),
             planner=self.planner, min_useful_tokens=int(req.min_useful_tokens) or (
                 fmt.min_tokens(self.loaded, max_new) if fmt is not None else self.min_useful_tokens),
-            max_new_tokens=max_new, verdict_tm=self.calibration.optimistic,
+            max_new_tokens=max_new, verdict_tm=self.calibration.for_refusals,
         )
         # The speed is uncertain too: the tokens that fit at five quantiles of the recent jobs'
         # measured/predicted speed (all the median until the calibration has seen enough jobs).

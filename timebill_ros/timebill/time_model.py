@@ -226,12 +226,21 @@ class OnlineCalibration:
         """The profiled model with the current correction applied: use this for planning."""
         return self._current
 
+    # The most slowdown against the profile that refusals believe. A load that slowed the machine
+    # 50x and has passed would otherwise refuse every goal as too slow, and a refused goal runs
+    # nothing that could show the load is gone; judged at no more than 2x, short goals still run
+    # and teach the calibration the real speed. Below it, refusals use the speed really served:
+    # judged at the profile's speed, goals of 800-token prompts whose served prefill took 1.3x
+    # the profile's were started at 1.5 s budgets and all ended 0.3 s late
+    # (benchmarks/answer_format_bench.py, docs/RESULTS.md "Answer formats").
+    TRUSTED_SLOWDOWN = 2.0
+
     @property
-    def optimistic(self) -> TimeModel:
-        """The current model where it is faster than the profile, else the profile: what refusals
-        are judged with. A load that slowed the machine and has passed would otherwise refuse
-        every goal as too slow, and a refused goal runs nothing that could show the load is gone."""
-        return self.base.scaled(min(1.0, self.prefill_scale), min(1.0, self.decode_scale))
+    def for_refusals(self) -> TimeModel:
+        """What refusals (INFEASIBLE, Kill before the prefill) are judged with: the current model,
+        its slowdown against the profile capped at ``TRUSTED_SLOWDOWN``."""
+        cap = self.TRUSTED_SLOWDOWN
+        return self.base.scaled(min(cap, self.prefill_scale), min(cap, self.decode_scale))
 
     @property
     def prefill_scale(self) -> float:
