@@ -510,7 +510,8 @@ def test_a_planner_gets_one_of_its_options_a_parsed_json_value_and_invalid_for_a
     assert bad.outcome == INVALID and "json_schema is not valid JSON" in bad.message
     bad = system.client.ask("Where?", 5.0, grammar='root ::= "a')
     assert bad.outcome == INVALID and "grammar line 1, column 10: the literal is never closed" in bad.message
-    with pytest.raises(NoAnswer, match="INFEASIBLE"):
+    # no time for any answer: refused up front, or its deadline passed in the queue; never a broken answer
+    with pytest.raises(NoAnswer, match="INFEASIBLE|KILLED"):
         system.client.choose("Which room first?", rooms, budget=0.002)
     est = system.client.estimate("Which room first?", 5.0, choices=rooms)
     assert est.valid and est.answer_format == "choices"
