@@ -123,7 +123,7 @@ def markdown(report: dict) -> str:
     """The whole run's bar (every data set), for bar-<preset>.md beside the results."""
     out = [f"# The bar (issue 20), preset {report['preset']}: `{report['default_method']}` on {report['model']}",
            "", f"{report['date']}, {report['machine']}, {report['threads']} threads.", "",
-           f"- Under time pressure (no eviction completes < {PRESSURE_BELOW:.0%} of the cell's jobs): {RULES['time_pressure']}.",
+           f"- Under time pressure (no eviction completes < {100 * PRESSURE_BELOW:.0f} % of the cell's jobs): {RULES['time_pressure']}.",
            f"- Without: {RULES['no_time_pressure']}; fidelity is the mean ROUGE-L of the default's completed answers "
            "against no eviction's answer to the same prompt.",
            "- Differences are the default minus the baseline named after `vs` (the best on these prompts); intervals "

@@ -24,7 +24,7 @@ def print_task(name: str, t: dict) -> None:
             print(f"{m:>14} " + " ".join(f"{c:>11}" for c in cells))
     print_versus(t.get("versus_best_fixed", []))
     if t.get("bar"):
-        print(f"-- the bar ({bar.RULES['time_pressure']} when no eviction completes < {bar.PRESSURE_BELOW:.0%}; "
+        print(f"-- the bar ({bar.RULES['time_pressure']} when no eviction completes < {100 * bar.PRESSURE_BELOW:.0f} %; "
               f"else {bar.RULES['no_time_pressure']})")
         print("\n".join(bar.table(name, t["bar"])))
         print(bar.summary(t["bar"]))
