@@ -190,3 +190,87 @@ def test_estimators_built_as_served_can_share_one_calibration_and_one_length_pre
     assert a.calibration is b.calibration is calibration
     assert a.length_predictor is b.length_predictor is predictor
     assert (a.alpha_max, a.planner, a.length_control) == (0.8, "paper", False)  # the rest from the configuration
+
+
+def _cell(per_method, budget=1.0, score=lambda j: 1.0, replay=schedule.kill):
+    """The bar's judgement of one cell of synthetic jobs (no eviction's texts are the model's own)."""
+    from timebill.evaluation import bar
+
+    own = {j["item"]: j["text"] for j in per_method["none"]}
+    fixed = [m for m in per_method if m != "timebill"]
+    return bar.judge_cell(per_method, "timebill", fixed, replay, budget, score, own, resamples=200)[0]
+
+
+def _jobs(times, texts=None):
+    return [{"item": f"p{i}", "total": t, "text": texts[i] if texts else f"answer {i} to prompt {i}"}
+            for i, t in enumerate(times)]
+
+
+def test_the_bar_is_under_time_pressure_when_no_eviction_completes_fewer_than_95_percent():
+    # 50 prompts at a 1 s budget: no eviction completes 47 (94 %) or 48 (96 %) of them.
+    for late, rule in ((3, "time_pressure"), (2, "no_time_pressure")):
+        times = [2.0] * late + [0.5] * (50 - late)
+        cell = _cell({"timebill": _jobs(times), "none": _jobs(times), "fixed_0.50": _jobs([t + 0.1 for t in times])})
+        assert cell["rule"] == rule and cell["no_eviction_completion_rate"] == pytest.approx(1 - late / 50)
+        assert cell["passed"]
+    assert set(_cell({"timebill": _jobs([2.0] * 3 + [0.5] * 47), "none": _jobs([2.0] * 3 + [0.5] * 47)})["checks"]) == {
+        "completion_rate_vs_best_fixed", "avg_score_vs_best_fixed"}
+    assert set(cell["checks"]) == {"avg_score_vs_none", "fidelity"}
+
+
+def test_under_time_pressure_a_cell_within_the_interval_passes_and_one_wholly_below_zero_fails():
+    times = [0.5 + 0.05 * i for i in range(20)]                        # 0.50 .. 1.45 s: no eviction completes 55 %
+    luckier = [t - (0.06 if i == 11 else 0.0) for i, t in enumerate(times)]  # one prompt more within 1 s
+    close = _cell({"timebill": _jobs(times), "none": _jobs(times), "fixed_0.25": _jobs(luckier)})
+    c = close["checks"]["completion_rate_vs_best_fixed"]
+    assert close["rule"] == "time_pressure" and close["passed"]
+    assert c["difference"] == pytest.approx(-0.05) and c["interval_95"][0] < 0 <= c["interval_95"][1]
+    assert c["against"] == "fixed_0.25" and c["half_width"] == pytest.approx((c["interval_95"][1] - c["interval_95"][0]) / 2)
+    faster = [t - 0.4 for t in times]                                  # completes 90 % against the default's 55 %
+    worse = _cell({"timebill": _jobs(times), "none": _jobs(times), "fixed_0.25": _jobs(faster)})
+    assert not worse["passed"] and worse["checks"]["completion_rate_vs_best_fixed"]["interval_95"][1] < 0
+    assert not worse["checks"]["avg_score_vs_best_fixed"]["passed"]    # an unfinished job scores as empty
+
+
+def test_without_time_pressure_the_default_must_keep_the_models_own_answer():
+    own = [f"the cup is in the cupboard number {i}" for i in range(20)]
+    changed = [f"a mug sits on shelf {i}" for i in range(20)]          # as well scored, but not the model's answer
+    fits = [0.5] * 20
+    kept = _cell({"timebill": _jobs(fits, own), "none": _jobs(fits, own), "fixed_0.95": _jobs(fits, changed)})
+    assert kept["rule"] == "no_time_pressure" and kept["passed"] and kept["checks"]["fidelity"]["value"] == 1.0
+    lost = _cell({"timebill": _jobs(fits, changed), "none": _jobs(fits, own), "fixed_0.95": _jobs(fits, changed)})
+    assert lost["checks"]["avg_score_vs_none"]["passed"]               # the score alone would pass
+    assert lost["checks"]["fidelity"]["value"] < 0.9 and not lost["checks"]["fidelity"]["passed"]
+    assert not lost["passed"]
+
+
+def test_fidelity_counts_only_the_answers_the_default_completed():
+    from timebill.evaluation import bar
+
+    jobs = _jobs([0.5, 0.5], ["the answer", "something else entirely"])
+    got = bar.fidelity(jobs, [True, False], {"p0": "the answer", "p1": "the answer"})
+    assert got == {"value": 1.0, "answers": 1}
+    assert bar.fidelity(jobs, [False, False], {"p0": "x", "p1": "y"}) == {"value": None, "answers": 0}
+
+
+def test_the_bar_table_names_the_rule_the_baseline_and_the_failing_cells():
+    from timebill.evaluation import bar
+
+    fits = [0.5] * 20
+    own, changed = [f"own answer {i} here" for i in range(20)], [f"other words {i}" for i in range(20)]
+    cell = _cell({"timebill": _jobs(fits, changed), "none": _jobs(fits, own), "fixed_0.95": _jobs(fits, changed)})
+    lines = bar.table("everyday", [{"strategy": "kill", "budget": 10.0, **cell}])
+    assert lines[0].startswith("| everyday |") and "no time pressure" in lines[2] and "vs none" in lines[2]
+    assert lines[2].rstrip().endswith("| **no** |")
+    assert bar.summary([{"strategy": "kill", "budget": 10.0, **cell}]).startswith("0 of 1 cells pass")
+
+
+def test_a_comparison_refuses_jobs_that_are_not_paired_by_prompt():
+    from timebill.evaluation import compare
+
+    jobs = {"timebill": _jobs([0.5, 0.6]), "none": _jobs([0.5])}
+    with pytest.raises(ValueError, match="'none' has 1 jobs .* 'timebill' has 2"):
+        compare.paired_bootstrap(jobs, "timebill", {"none": ["none"]}, schedule.kill, 1.0, lambda j: 1.0, resamples=10)
+    jobs["none"] = list(reversed(_jobs([0.5, 0.6])))
+    with pytest.raises(ValueError, match="job 0 is prompt 'p1' for 'none'"):
+        compare.paired_bootstrap(jobs, "timebill", {"none": ["none"]}, schedule.kill, 1.0, lambda j: 1.0, resamples=10)

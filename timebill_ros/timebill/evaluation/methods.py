@@ -21,6 +21,7 @@ from ..time_model import OnlineCalibration
 
 FIXED = (0.0, 0.25, 0.5, 0.75, 0.95)
 K_SWEEP = (1.0, 2.0, 3.0, 5.0, 8.0)
+DEFAULT = "timebill"  # the method as served by default: the one the bar judges (bar.py)
 PLANNERS = {  # method -> the settings it fixes
     "timebill": {"planner": "budget", "length_control": True},
     "timebill_budget": {"planner": "budget", "length_control": False},

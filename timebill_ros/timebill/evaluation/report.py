@@ -5,6 +5,8 @@ import pathlib
 
 import numpy as np
 
+from . import bar
+
 
 def print_task(name: str, t: dict) -> None:
     context = f"context cap {t['context_cap']} tokens" if t["context_cap"] else "no context"
@@ -21,6 +23,11 @@ def print_task(name: str, t: dict) -> None:
                 cells.append(f"{r['completion_rate']:.2f}/{r['avg_score']:.3f}")
             print(f"{m:>14} " + " ".join(f"{c:>11}" for c in cells))
     print_versus(t.get("versus_best_fixed", []))
+    if t.get("bar"):
+        print(f"-- the bar ({bar.RULES['time_pressure']} when no eviction completes < {100 * bar.PRESSURE_BELOW:.0f} %; "
+              f"else {bar.RULES['no_time_pressure']})")
+        print("\n".join(bar.table(name, t["bar"])))
+        print(bar.summary(t["bar"]))
     print("fidelity (ROUGE-L vs the uncompressed answer): " + ", ".join(f"{m} {v:.3f}" for m, v in t["fidelity_rouge_l"].items()))
     for m, acc in t["time_model"].items():
         print(f"time model, {m}: MAPE {acc['mape_pct']:.1f} % over {acc['jobs']} jobs; measured > predicted worst case "

@@ -25,6 +25,10 @@ How it runs (and what is replayed):
 * A live check re-runs a subset under real Kill (deadline enforced by the engine) and reports how
   often the live outcome agrees with the replayed one.
 * The paper's k is swept at one tight budget (replayed the same way).
+* The bar (issue 20, timebill/evaluation/bar.py): per data set, strategy and budget, whether the
+  default method (`default_method` in the results) meets it, with the differences, their 95 %
+  intervals and half-widths; printed, in `results-<preset>.json` under each task's `bar`, and as
+  Markdown in `bar-<preset>.md` beside it.
 """
 from __future__ import annotations
 
@@ -39,11 +43,11 @@ from statistics import median
 
 import numpy as np
 
-from . import compare, metrics, schedule
+from . import bar, metrics, schedule
 from .accuracy import none_durations_by_id, planner_accuracy, timing_of_records
 from .budgets import task_budgets
 from .checks import k_sweep, live_check
-from .methods import FIXED, Methods, build_methods
+from .methods import DEFAULT, FIXED, PLANNERS, Methods, build_methods
 from .records import Recorder, alpha_key, observe_record, planned_record, timebill_time
 from .report import plot, print_task
 from .tasks import PRESETS, TASKS, Task
@@ -60,12 +64,16 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
     loaded = load_configured_model(cfg)
     methods = build_methods(cfg, loaded, say=lambda m: print(f"[eval] {m}", flush=True))
     report = {"preset": preset, "model": loaded.name, "machine": platform.node(), "threads": threads,
-              "date": time.strftime("%Y-%m-%d %H:%M"), "tasks": {}}
+              "date": time.strftime("%Y-%m-%d %H:%M"), "default_method": DEFAULT,
+              "default_method_settings": PLANNERS[DEFAULT], "bar_rule": bar.RULES, "tasks": {}}
     for tname in tasks:
         report["tasks"][tname] = evaluate_task(TASKS[tname], PRESETS[preset], methods, loaded.tokenizer,
                                                out / f"records-{tname}-{preset}.jsonl", budgets_arg)
         print_task(tname, report["tasks"][tname])
     (out / f"results-{preset}.json").write_text(json.dumps(report, indent=1))
+    (out / f"bar-{preset}.md").write_text(bar.markdown(report))
+    print(f"\n=== the bar, every data set: {bar.summary([c for t in report['tasks'].values() for c in t['bar']])}\n"
+          f"(written to {out / f'bar-{preset}.md'})")
     plot(report, out, preset)
     return report
 
@@ -101,7 +109,7 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
                                    for m, per_budget in jobs.items()},
               "score_without_deadline": {m: float(np.mean([score_job(j) for b in budgets for j in pb[b]]))
                                          for m, pb in jobs.items()},
-              "versus_best_fixed": versus_rows(jobs, list(fixed), budgets, score_job, task.name),
+              **compare_cells(jobs, list(fixed), budgets, score_job, ref_text, task.name),
               "time_model": {m: planner_accuracy(tb_jobs[m], est.alpha_max, none_time)
                              for m, est in methods.planners.items()}}
     timing = timing_of_records([recorder.records[(it.id, alpha_key(a))] for it in items for a in FIXED],
@@ -109,7 +117,7 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
     # 4. the paper's k at one tight budget (the calibration as it stands after the last prompt's planning)
     sweep = k_sweep(methods.k_planner, items, prompts, task, budgets[min(1, len(budgets) - 1)], recorder)
     # 5. live check of the replay under real Kill
-    confirm = live_check(methods.recorder, methods.planners["timebill"], items[: p["confirm"]], prompts, task,
+    confirm = live_check(methods.recorder, methods.planners[DEFAULT], items[: p["confirm"]], prompts, task,
                          budgets, recorder)
     return {**result, "live_check": confirm, "k_sweep": sweep, "timing": timing,
             "calibration": {"prefill_scale": methods.calibration.prefill_scale,
@@ -120,12 +128,12 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
 def record_fixed(recorder: Recorder, items, prompts: dict, task: Task) -> None:
     from tqdm import tqdm
 
-    bar = tqdm(total=len(items) * len(FIXED), desc=f"{task.name}: fixed ratios", dynamic_ncols=True)
+    progress = tqdm(total=len(items) * len(FIXED), desc=f"{task.name}: fixed ratios", dynamic_ncols=True)
     for it in items:
         for a in FIXED:
             recorder.get(it.id, prompts[it.id], task.system, a, task.max_new_tokens)
-            bar.update(1)
-    bar.close()
+            progress.update(1)
+    progress.close()
 
 
 def plan_timebill(methods: Methods, recorder: Recorder, items, prompts: dict, task: Task, budgets) -> dict:
@@ -135,7 +143,7 @@ def plan_timebill(methods: Methods, recorder: Recorder, items, prompts: dict, ta
 
     planners = methods.planners
     tb_jobs = {m: {b: [] for b in budgets} for m in planners}
-    bar = tqdm(total=len(items) * len(budgets) * len(planners), desc=f"{task.name}: TimeBill", dynamic_ncols=True)
+    progress = tqdm(total=len(items) * len(budgets) * len(planners), desc=f"{task.name}: TimeBill", dynamic_ncols=True)
     for i, it in enumerate(items):
         if i > 0:
             for a in FIXED:
@@ -150,8 +158,8 @@ def plan_timebill(methods: Methods, recorder: Recorder, items, prompts: dict, ta
                                       "infeasible": not e.plan.useful_fits, "tokens_that_fit": e.plan.tokens_that_fit,
                                       "predicted_tokens": e.length.expected, "bound": e.length.bound,
                                       "tokens": rec["tokens"], "words": e.request.answer_words})
-                bar.update(1)
-    bar.close()
+                progress.update(1)
+    progress.close()
     return tb_jobs
 
 
@@ -184,22 +192,24 @@ def replay_table(jobs_by_method: dict, budgets, score_job) -> list[dict]:
     return table
 
 
-def versus_rows(jobs_by_method: dict, fixed_names: list[str], budgets, score_job, task_name: str) -> list[dict]:
-    """timebill against the best fixed ratio, and what length control adds, per strategy and budget."""
+def compare_cells(jobs_by_method: dict, fixed_names: list[str], budgets, score_job, own_answer: dict, task_name: str) -> dict:
+    """Per strategy and budget, from one paired bootstrap: the default against the best fixed ratio
+    (``versus_best_fixed``), what length control adds (the default minus ``timebill_budget``), and
+    the bar's judgement (``bar``, see bar.py)."""
     from tqdm import tqdm
 
-    rows = []
-    bar = tqdm(total=2 * len(budgets), desc=f"{task_name}: timebill vs the best fixed ratio (bootstrap)", dynamic_ncols=True)
+    rows, cells = [], []
+    progress = tqdm(total=2 * len(budgets), desc=f"{task_name}: the bar (bootstrap)", dynamic_ncols=True)
     for strategy, replay in STRATEGIES:
         for b in budgets:
-            cmp = compare.versus_best_fixed({m: jobs_by_method[m][b] for m in ["timebill", *fixed_names]}, "timebill",
-                                            fixed_names, replay, b, score_job)
-            gain = compare.versus_best_fixed({m: jobs_by_method[m][b] for m in ("timebill", "timebill_budget")},
-                                             "timebill", ["timebill_budget"], replay, b, score_job)
-            rows.append({"strategy": strategy, "budget": b, **cmp, "length_control_gain": gain})
-            bar.update(1)
-    bar.close()
-    return rows
+            cell, cmp = bar.judge_cell({m: jobs_by_method[m][b] for m in [DEFAULT, "timebill_budget", *fixed_names]},
+                                       DEFAULT, fixed_names, replay, b, score_job, own_answer,
+                                       also={"length_control": ["timebill_budget"]})
+            rows.append({"strategy": strategy, "budget": b, **cmp["best_fixed"], "length_control_gain": cmp["length_control"]})
+            cells.append({"strategy": strategy, "budget": b, **cell})
+            progress.update(1)
+    progress.close()
+    return {"versus_best_fixed": rows, "bar": cells}
 
 
 def main(argv=None) -> int:
