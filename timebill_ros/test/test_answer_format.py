@@ -125,6 +125,16 @@ def test_under_kill_every_json_answer_parses_and_validates(served):
     assert cut, "no budget cut an answer: the sweep does not test closing"
 
 
+@pytest.mark.parametrize("choices", [("Küche", "Flur"), ("日本", "中国"), ("🙂", "🙁")])
+def test_choices_in_any_script_are_answered_whole(served, choices):
+    # Characters the vocabulary splits over byte tokens are spelt by those tokens.
+    tm, budgets = _budgets(served)
+    engine = engine_for(served.model, tm, served.backend)
+    for budget in (budgets[2], 30.0):
+        r = engine.generate(Request("Wo ist der Kühlschrank?", budget, choices=choices, min_useful_tokens=1))
+        assert r.outcome is Outcome.INFEASIBLE or r.text in choices, r
+
+
 def test_a_grammar_answer_follows_the_grammar(served):
     grammar = 'root ::= "move " ("left" | "right") " " [1-9] [0-9]? " cm"'
     tm, budgets = _budgets(served)

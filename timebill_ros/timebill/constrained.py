@@ -36,42 +36,19 @@ def token_pieces(loaded) -> list[str]:
     return pieces
 
 
-class Constraint:
-    """One answer's way through its format while it is decoded."""
+class _Constraint:
+    """What both kinds share: picking the next token among the allowed ones."""
 
-    def __init__(self, fmt: AnswerFormat, loaded):
-        self.format = fmt
-        self.pieces = token_pieces(loaded)
-        self.eos = set(loaded.eos_token_ids)
-        self.state: GrammarState = fmt.grammar.start()
-        self.text = ""
-        # choices: the token ids of each, as the tokenizer spells it; the ids taken so far
-        self.spellings = [tuple(loaded.encode_text(c)) for c in fmt.choices] if fmt.exact else None
-        self.taken: tuple = ()
-
-    @property
-    def done(self) -> bool:
-        """The answer is whole and the grammar allows nothing more: stop without another step."""
-        return self.state.complete and not self.state.can_continue
-
-    def _after(self, token_id: int) -> GrammarState | None:
-        if token_id in self.eos:
-            return self.state if self.state.complete else None
-        if self.spellings is not None:
-            n = len(self.taken)
-            if not any(len(s) > n and s[:n] == self.taken and s[n] == token_id for s in self.spellings):
-                return None
-        piece = self.pieces[token_id] if token_id < len(self.pieces) else ""
-        if not piece or "\ufffd" in piece:  # a special token, or part of a character
-            return None
-        return self.state.accept(piece)
+    eos: set
 
     def allowed(self, token_id: int) -> bool:
-        return self._after(token_id) is not None
+        raise NotImplementedError
 
-    def pick(self, logits, sample_free) -> int:
-        """The token to take. ``sample_free(logits)`` samples from logits as an unconstrained
-        job would; it is given only the allowed ones of the most likely few."""
+    def pick(self, logits, sample_free) -> int | None:
+        """The token to take, or None when no token continues the answer (the vocabulary cannot
+        spell what the grammar needs next: the answer is then closed where it is).
+        ``sample_free(logits)`` samples from logits as an unconstrained job would; it is given only
+        the allowed ones of the most likely few."""
         scores = np.asarray(logits.float().numpy() if hasattr(logits, "numpy") else logits, dtype=np.float32)
         top = np.argpartition(-scores, TOP)[:TOP]
         top = top[np.argsort(-scores[top])]
@@ -87,8 +64,35 @@ class Constraint:
         for t in np.argsort(-scores)[TOP:]:  # the model wants something else: its best allowed token
             if self.allowed(int(t)):
                 return int(t)
-        raise RuntimeError("no token of the vocabulary continues the answer format here: the grammar needs a "
-                           "character no token spells")
+        return None
+
+
+class GrammarConstraint(_Constraint):
+    """A JSON schema's or a grammar's answer, followed character by character. A token whose text
+    is part of a character (a byte of a multi-byte one) is not taken: inside such answers the
+    model writes only characters its vocabulary has whole tokens for."""
+
+    def __init__(self, fmt: AnswerFormat, loaded):
+        self.pieces = token_pieces(loaded)
+        self.eos = set(loaded.eos_token_ids)
+        self.state: GrammarState = fmt.grammar.start()
+        self.text = ""
+
+    @property
+    def done(self) -> bool:
+        """The answer is whole and the grammar allows nothing more: stop without another step."""
+        return self.state.complete and not self.state.can_continue
+
+    def _after(self, token_id: int) -> GrammarState | None:
+        if token_id in self.eos:
+            return self.state if self.state.complete else None
+        piece = self.pieces[token_id] if token_id < len(self.pieces) else ""
+        if not piece or "\ufffd" in piece:  # a special token, or part of a character
+            return None
+        return self.state.accept(piece)
+
+    def allowed(self, token_id: int) -> bool:
+        return self._after(token_id) is not None
 
     def advance(self, token_id: int) -> None:
         nxt = self._after(token_id)
@@ -96,9 +100,59 @@ class Constraint:
             raise ValueError(f"token {token_id} is not allowed by the answer format here")
         if token_id not in self.eos:
             self.text += self.pieces[token_id]
-            self.taken += (token_id,)
         self.state = nxt
 
-    def closing(self) -> str:
-        """The shortest text that makes the answer whole from here ("" when it is)."""
-        return "" if self.state.complete else self.state.shortest_ending()
+    def answer(self) -> tuple[str, str]:
+        """(the whole answer, the shortest ending appended to close it: "" when it was whole)."""
+        closing = "" if self.state.complete else self.state.shortest_ending()
+        return self.text + closing, closing
+
+
+class ChoiceConstraint(_Constraint):
+    """Exactly one of the choices, each spelt the way the tokenizer writes it ("bed" "room", never
+    "b" "ed" "room"): the model's scores compare the options as it knows them, the answer's
+    length is exactly the one planned, and any script works (a character split over byte tokens,
+    as in "日本", is spelt by its tokens, not read character by character)."""
+
+    def __init__(self, fmt: AnswerFormat, loaded):
+        self.loaded = loaded
+        self.eos = set(loaded.eos_token_ids)
+        self.spelt = [(c, tuple(loaded.encode_text(c))) for c in fmt.choices]
+        self.taken: tuple = ()
+
+    def _open(self) -> list:
+        n = len(self.taken)
+        return [(c, s) for c, s in self.spelt if s[:n] == self.taken]
+
+    @property
+    def complete(self) -> bool:
+        return any(s == self.taken for _, s in self.spelt)
+
+    @property
+    def done(self) -> bool:
+        return self.complete and not any(len(s) > len(self.taken) for _, s in self._open())
+
+    def allowed(self, token_id: int) -> bool:
+        if token_id in self.eos:
+            return self.complete
+        n = len(self.taken)
+        return any(len(s) > n and s[n] == token_id for _, s in self._open())
+
+    def advance(self, token_id: int) -> None:
+        if not self.allowed(token_id):
+            raise ValueError(f"token {token_id} does not continue any of the choices here")
+        if token_id not in self.eos:
+            self.taken += (token_id,)
+
+    def answer(self) -> tuple[str, str]:
+        """(the choice, the part of it appended because decoding stopped before it was whole)."""
+        whole = next((c for c, s in self.spelt if s == self.taken), None)
+        if whole is not None:
+            return whole, ""
+        choice = min(self._open(), key=lambda cs: len(cs[1]))[0]  # the shortest the tokens so far began
+        began = self.loaded.decode(list(self.taken))
+        return choice, choice[len(began):] if choice.startswith(began) else choice
+
+
+def constraint_for(fmt: AnswerFormat, loaded) -> GrammarConstraint | ChoiceConstraint:
+    return ChoiceConstraint(fmt, loaded) if fmt.exact else GrammarConstraint(fmt, loaded)

@@ -22,7 +22,7 @@ from .length_predictor import LengthEstimate
 from .planner import Plan
 from .deferred_press import DeferredPress
 from .presses import make_press
-from .constrained import Constraint, token_pieces
+from .constrained import constraint_for, token_pieces
 from .request import InvalidRequest, Outcome, Policy, Request
 
 
@@ -353,7 +353,10 @@ class _TokenStream:
     def take(self, logits) -> str:
         """Pick the next token from ``logits`` and record it; the stop reason when it ends the
         answer (``eos``: end of turn; ``format``: the answer format is whole and allows no more), else ""."""
-        if self.push(self.sampler(logits)):
+        token = self.sampler(logits)
+        if token is None:  # nothing in the vocabulary continues the format: closed where it is
+            return "format"
+        if self.push(token):
             return "eos"
         constraint = self.sampler.constraint
         return "format" if constraint is not None and constraint.done else ""
@@ -386,8 +389,7 @@ class _TokenStream:
         constraint = self.sampler.constraint
         if constraint is None:
             return self.loaded.decode(self.ids), ""
-        closing = constraint.closing()
-        return constraint.text + closing, closing
+        return constraint.answer()
 
 
 class _Sampler:
@@ -402,14 +404,15 @@ class _Sampler:
 
             self.generator = torch.Generator().manual_seed(int(req.seed))
         fmt = req.answer_format
-        self.constraint = Constraint(fmt, loaded) if fmt is not None else None
+        self.constraint = constraint_for(fmt, loaded) if fmt is not None else None
 
     def __call__(self, logits) -> int:
         if self.constraint is None:
             return sample(logits, self.req, self.generator)
         free = (lambda masked: sample(masked, self.req, self.generator)) if self.req.temperature > 0 else None
         token = self.constraint.pick(logits, free)
-        self.constraint.advance(token)
+        if token is not None:
+            self.constraint.advance(token)
         return token
 
 
