@@ -66,6 +66,12 @@ def child(kind: str, gguf: str, prompt: int, new: int, threads: int) -> dict:
         t = time.perf_counter()
         load_model(gguf, threads=threads)
         return {"convert_s": time.perf_counter() - t, "peak_rss_gib": rss_gib()}
+    if kind in ("load-amx", "load-plain"):  # llama.cpp's load alone, with and without its AMX weight buffers
+        from timebill.backends.llamacpp import LlamaCppModel
+
+        t = time.perf_counter()
+        LlamaCppModel(gguf, n_ctx=prompt + new + 16, threads=threads, extra_buffers=kind == "load-amx")
+        return {"rss_after_load_gib": rss_gib(), "load_s": time.perf_counter() - t}
     if kind == "llama":
         from timebill.backends.llamacpp import LlamaCppModel
 
@@ -101,6 +107,8 @@ def main(argv=None) -> int:
     ap.add_argument("--new", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="folder for scale.json")
+    ap.add_argument("--load-only", action="store_true",
+                    help="only llama.cpp's load, with and without its AMX weight buffers (seconds; prints RSS)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--gguf", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -113,7 +121,7 @@ def main(argv=None) -> int:
     gguf = make(default_cache_dir())
     print(f"model: {gguf} ({gguf.stat().st_size / 2**30:.2f} GiB), made in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     rows = {}
-    for kind in ("convert", "llama", "timebill"):
+    for kind in ("load-amx", "load-plain") if args.load_only else ("convert", "llama", "timebill"):
         cmd = [sys.executable, __file__, "--child", kind, "--gguf", str(gguf), "--prompt", str(args.prompt),
                "--new", str(args.new), "--threads", str(args.threads)]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -122,6 +130,10 @@ def main(argv=None) -> int:
             return 1
         rows[kind] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{kind}: {rows[kind]}", file=sys.stderr, flush=True)
+    if args.load_only:
+        print(f"llama.cpp load alone: {rows['load-amx']['rss_after_load_gib']:.2f} GiB RSS with its AMX weight buffers, "
+              f"{rows['load-plain']['rss_after_load_gib']:.2f} GiB without (use_extra_bufts off)")
+        return 0
     print(f"| path ({args.prompt}-token prompt, {args.new} new tokens, {args.threads} threads) | RSS after load | peak RSS | prefill | decode step (median) |")
     print("|---|---|---|---|---|")
     for kind, label in (("llama", "llama.cpp alone"), ("timebill", "timebill (llamacpp backend)")):
