@@ -55,10 +55,17 @@ def make(cache: pathlib.Path) -> pathlib.Path:
 
 
 def rss_gib() -> float:
+    """The process's peak resident memory so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def child(kind: str, gguf: str, prompt: int, new: int, threads: int) -> dict:
+def rss_now_gib() -> float:
+    """Its resident memory now (the peak includes what loading held only for a while)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 2**20
+
+
+def child(kind: str, gguf: str, prompt: int, new: int, threads: int, torch_dtype: str = "float32") -> dict:
     ids = [int(t) for t in np.random.default_rng(0).integers(3, 390, prompt)]
     if kind == "convert":  # the one-off conversion, outside the measured processes
         from timebill.models import load_model
@@ -77,6 +84,7 @@ def child(kind: str, gguf: str, prompt: int, new: int, threads: int) -> dict:
 
         llama = LlamaCppModel(gguf, n_ctx=prompt + new + 16, threads=threads)
         loaded_rss = rss_gib()
+        loaded_now = rss_now_gib()
         t = time.perf_counter()
         logits = llama.prefill(ids)
         prefill = time.perf_counter() - t
@@ -85,9 +93,11 @@ def child(kind: str, gguf: str, prompt: int, new: int, threads: int) -> dict:
         from timebill.backends import make_backend
         from timebill.runtime import load_configured_model
 
-        loaded = load_configured_model({"model": gguf, "threads": threads, "context_tokens": prompt + new + 16})
+        loaded = load_configured_model({"model": gguf, "threads": threads, "context_tokens": prompt + new + 16,
+                                        "torch_dtype": torch_dtype})
         backend = make_backend("llamacpp", loaded, threads=threads)
         loaded_rss = rss_gib()
+        loaded_now = rss_now_gib()
         t = time.perf_counter()
         logits = backend.prefill(ids)[0].numpy()
         prefill = time.perf_counter() - t
@@ -97,7 +107,8 @@ def child(kind: str, gguf: str, prompt: int, new: int, threads: int) -> dict:
         t = time.perf_counter()
         token = int(np.argmax(step(i, token)))
         steps.append(time.perf_counter() - t)
-    return {"rss_after_load_gib": loaded_rss, "peak_rss_gib": rss_gib(), "prefill_s": prefill,
+    return {"rss_after_load_gib": loaded_rss, "rss_now_after_load_gib": loaded_now, "rss_now_end_gib": rss_now_gib(),
+            "peak_rss_gib": rss_gib(), "prefill_s": prefill,
             "decode_ms_median": 1000 * float(np.median(steps))}
 
 
@@ -107,13 +118,16 @@ def main(argv=None) -> int:
     ap.add_argument("--new", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="folder for scale.json")
+    ap.add_argument("--rows", default="convert,llama,timebill",
+                    help="which measurements (convert, llama, timebill); llama takes ~13 minutes here (its own prefill)")
+    ap.add_argument("--torch-dtype", default="float32", help="the timebill row's torch side: float32 or bfloat16")
     ap.add_argument("--load-only", action="store_true",
                     help="only llama.cpp's load, with and without its AMX weight buffers (seconds; prints RSS)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--gguf", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.gguf, args.prompt, args.new, args.threads)))
+        print(json.dumps(child(args.child, args.gguf, args.prompt, args.new, args.threads, args.torch_dtype)))
         return 0
     from timebill.models import default_cache_dir
 
@@ -121,9 +135,9 @@ def main(argv=None) -> int:
     gguf = make(default_cache_dir())
     print(f"model: {gguf} ({gguf.stat().st_size / 2**30:.2f} GiB), made in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     rows = {}
-    for kind in ("load-amx", "load-plain") if args.load_only else ("convert", "llama", "timebill"):
+    for kind in ("load-amx", "load-plain") if args.load_only else args.rows.split(","):
         cmd = [sys.executable, __file__, "--child", kind, "--gguf", str(gguf), "--prompt", str(args.prompt),
-               "--new", str(args.new), "--threads", str(args.threads)]
+               "--new", str(args.new), "--threads", str(args.threads), "--torch-dtype", args.torch_dtype]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)
@@ -134,18 +148,25 @@ def main(argv=None) -> int:
         print(f"llama.cpp load alone: {rows['load-amx']['rss_after_load_gib']:.2f} GiB RSS with its AMX weight buffers, "
               f"{rows['load-plain']['rss_after_load_gib']:.2f} GiB without (use_extra_bufts off)")
         return 0
-    print(f"| path ({args.prompt}-token prompt, {args.new} new tokens, {args.threads} threads) | RSS after load | peak RSS | prefill | decode step (median) |")
-    print("|---|---|---|---|---|")
-    for kind, label in (("llama", "llama.cpp alone"), ("timebill", "timebill (llamacpp backend)")):
+    print(f"| path ({args.prompt}-token prompt, {args.new} new tokens, {args.threads} threads) | peak RSS after load "
+          f"| RSS at the end | peak RSS | prefill | decode step (median) |")
+    print("|---|---|---|---|---|---|")
+    for kind, label in (("llama", "llama.cpp alone"), ("timebill", f"timebill (llamacpp backend, torch side {args.torch_dtype})")):
+        if kind not in rows:
+            continue
         r = rows[kind]
-        print(f"| {label} | {r['rss_after_load_gib']:.2f} GiB | {r['peak_rss_gib']:.2f} GiB | {r['prefill_s']:.2f} s | "
+        print(f"| {label} | {r['rss_after_load_gib']:.2f} GiB | {r.get('rss_now_end_gib', float('nan')):.2f} GiB | "
+              f"{r['peak_rss_gib']:.2f} GiB | {r['prefill_s']:.2f} s | "
               f"{r['decode_ms_median']:.1f} ms |")
-    print(f"(the one-off conversion to the torch side: {rows['convert']['convert_s']:.0f} s, peak RSS "
-          f"{rows['convert']['peak_rss_gib']:.2f} GiB)")
+    if "convert" in rows:
+        print(f"(the one-off conversion to the torch side: {rows['convert']['convert_s']:.0f} s, peak RSS "
+              f"{rows['convert']['peak_rss_gib']:.2f} GiB)")
     if args.out:
         pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
-        (pathlib.Path(args.out) / "scale.json").write_text(json.dumps({"shape": SHAPE, "gguf_bytes": gguf.stat().st_size,
-                                                                       "prompt": args.prompt, "new": args.new, **rows}, indent=2))
+        name = "scale.json" if args.torch_dtype == "float32" else f"scale-{args.torch_dtype}.json"
+        (pathlib.Path(args.out) / name).write_text(json.dumps({"shape": SHAPE, "gguf_bytes": gguf.stat().st_size,
+                                                                "prompt": args.prompt, "new": args.new,
+                                                                "torch_dtype": args.torch_dtype, **rows}, indent=2))
     return 0
 
 

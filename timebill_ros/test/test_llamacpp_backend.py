@@ -189,3 +189,24 @@ def test_the_fast_path_profiles_its_own_timing_model_kept_apart_from_the_torch_o
     TimeModel(a=0, b=1e-3, c=0.1, p=1e-5, q=0.05, fit={"backend": "torch"}).save(torch_file)
     with pytest.raises(ValueError, match="timing model of the torch backend.*serves with llamacpp.*`time_model` setting"):
         load_or_profile_time_model({**cfg, "time_model": str(torch_file)}, embedded)
+
+
+def test_a_bfloat16_torch_side_serves_the_fast_path_with_half_its_weight_memory(embedded):
+    # Issue 19 part 4: on the default path torch computes only the prefill; in bfloat16 its copy of
+    # the weights takes half the memory, kept as a bfloat16 conversion after the first load.
+    import torch
+
+    from timebill.backends import make_backend
+    from timebill.models import EMBEDDED, converted_folder, default_cache_dir, embedded_gguf_path, load_model
+
+    small = load_model(EMBEDDED, threads=1, dtype="bfloat16")
+    assert small.torch_dtype == "bfloat16" and next(small.model.parameters()).dtype == torch.bfloat16
+    weights = lambda m: sum(p.numel() * p.element_size() for p in m.model.parameters())  # noqa: E731
+    assert weights(small) * 2 == weights(embedded)
+    folder = converted_folder(embedded_gguf_path(), default_cache_dir())
+    assert folder.with_name(f"{folder.name}-bfloat16").is_dir()
+    check = make_backend("llamacpp", small, threads=1).check_carry()  # the start-up check, passed
+    assert check["correlation"] >= 0.99
+    r = BudgetedEngine(Estimator(small, slow_time_model(step=0.01, prefill=0.05)), backend="llamacpp",
+                       learn_online=False).generate(Request("Where is the red cup?", 30.0, max_new_tokens=8))
+    assert r.completed and r.generated_tokens > 0

@@ -18,6 +18,7 @@ DEFAULTS = {
     "cache_dir": "",
     "threads": 2,
     "backend": "auto",
+    "torch_dtype": "float32",
     "context_tokens": 8192,
     "time_model": "",
     "profile_max_tokens": 2048,

@@ -45,6 +45,7 @@ class LoadedModel:
     tokenizer_lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     gguf: pathlib.Path | None = None  # the GGUF file it was converted from: the llamacpp backend decodes with it
     carry_refused: str | None = None  # why backend auto serves it with torch (gguf_meta.carry_blocker, backends.make_backend)
+    torch_dtype: str = "float32"      # the torch side's weights (TORCH_DTYPES)
 
     @property
     def num_layers(self) -> int:
@@ -129,9 +130,19 @@ def embedded_gguf_path() -> pathlib.Path:
     return path
 
 
-def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None, threads: int | None = None) -> LoadedModel:
-    """Load ``embedded``, a Hugging Face model folder, or a ``.gguf`` file, for CPU inference."""
+# The torch side's weights: float32 (the reference) or bfloat16 (half the memory: on the default
+# path it computes only the prefill; llama.cpp decodes on the GGUF's own weights).
+TORCH_DTYPES = ("float32", "bfloat16")
+
+
+def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None, threads: int | None = None,
+               dtype: str = "float32") -> LoadedModel:
+    """Load ``embedded``, a Hugging Face model folder, or a ``.gguf`` file, for CPU inference,
+    its torch weights in ``dtype`` (``TORCH_DTYPES``)."""
     import torch
+
+    if dtype not in TORCH_DTYPES:
+        raise ModelLoadError(f"torch_dtype {dtype!r} is not one of {', '.join(TORCH_DTYPES)} (config/timebill.yaml)")
     from transformers.utils import logging as hf_logging
 
     # A bar per weight load would bury a node's log and the CLI's answer; the one-off GGUF
@@ -142,7 +153,7 @@ def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None,
         torch.set_num_threads(int(threads))
     cache = default_cache_dir(cache_dir)
     if spec in (EMBEDDED, "", None):
-        model, tok, facts = _load_gguf_cached(embedded_gguf_path(), cache)
+        model, tok, facts = _load_gguf_cached(embedded_gguf_path(), cache, dtype)
         name = EMBEDDED_NAME
     else:
         path = pathlib.Path(spec).expanduser()
@@ -151,14 +162,15 @@ def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None,
         if not os.access(path, os.R_OK):
             raise ModelLoadError(f"model path is not readable: {path}")
         if path.is_file() and path.suffix == ".gguf":
-            model, tok, facts = _load_gguf_cached(path, cache)
+            model, tok, facts = _load_gguf_cached(path, cache, dtype)
         elif path.is_dir():
-            model, tok = _load_hf_folder(path)
+            model, tok = _load_hf_folder(path, dtype)
             facts = None
         else:
             raise ModelLoadError(f"not a model: {path} (expected a Hugging Face model folder or a .gguf file)")
         name = path.stem if path.is_file() else path.name
     loaded = _finish(model, tok, name)
+    loaded.torch_dtype = dtype
     loaded.gguf = gguf_source(spec)
     if facts is not None:
         from .gguf_meta import carry_blocker
@@ -175,7 +187,7 @@ def gguf_source(spec: str | None) -> pathlib.Path | None:
     return path if path.is_file() and path.suffix == ".gguf" else None
 
 
-def _load_hf_folder(path: pathlib.Path):
+def _load_hf_folder(path: pathlib.Path, dtype: str = "float32"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (path / "config.json").is_file():
@@ -183,7 +195,7 @@ def _load_hf_folder(path: pathlib.Path):
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, dtype="float32", attn_implementation="sdpa"
+            path, local_files_only=True, dtype=dtype, attn_implementation="sdpa"
         )
     except Exception as exc:  # transformers raises OSError, ValueError, ImportError... all mean the same
         raise ModelLoadError(f"cannot load a model from {path}: {exc}") from exc
@@ -218,7 +230,7 @@ def converted_folder(gguf: pathlib.Path, cache: pathlib.Path) -> pathlib.Path:
     return cache / "models" / f"{gguf.stem}-{gguf_content_key(gguf)}"
 
 
-def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path):  # -> (model, tokenizer, GGUFFacts)
+def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path, dtype: str = "float32"):  # -> (model, tokenizer, GGUFFacts)
     """Convert a GGUF file to a transformers folder once; later loads read the folder.
 
     A cached conversion that no longer loads (seen: a truncated model.safetensors, "incomplete
@@ -226,28 +238,54 @@ def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path):  # -> (model, to
     What transformers' loader leaves out (head_dim, Llama-3 rope frequencies) comes from the file
     itself (``gguf_meta``).
     """
-    from .gguf_meta import apply_rope_freqs, read_facts
+    from .gguf_meta import read_facts
 
     try:
         facts = read_facts(gguf)
     except Exception as exc:  # the gguf reader raises many kinds; all mean "not a GGUF file it can read"
         raise ModelLoadError(f"cannot read the GGUF file {gguf}: {exc}") from exc
     folder = converted_folder(gguf, cache)
+    small = folder.with_name(f"{folder.name}-{dtype}")
+    if dtype != "float32" and small.is_dir():
+        # A copy in the smaller dtype, kept by an earlier start: reading the float32 folder would
+        # hold its pages (twice the weights) in memory while loading.
+        try:
+            model, tok = _load_hf_folder(small, dtype)
+        except ModelLoadError as exc:
+            log.warning("%s; made again from the float32 conversion", exc)
+            _discard(small)
+        else:
+            return _with_rope_freqs(model, facts, gguf), tok, facts
     model = tok = None
     if folder.is_dir():
         try:
-            model, tok = _load_hf_folder(folder)
+            model, tok = _load_hf_folder(folder, dtype)
         except ModelLoadError as exc:
             log.warning("%s; the cache is converted again from %s (about 20 s)", exc, gguf)
             _discard(folder)
     if model is None:
         _convert_gguf(gguf, folder, facts)
-        model, tok = _load_hf_folder(folder)
+        model, tok = _load_hf_folder(folder, dtype)
+    if dtype != "float32":
+        def save(tmp: pathlib.Path) -> None:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+
+        try:
+            write_folder_atomically(small, save)
+        except OSError as exc:  # a full disk: the next start reads the float32 folder again
+            log.warning("cannot keep a %s copy of %s in %s (%s)", dtype, gguf, small, exc)
+    return _with_rope_freqs(model, facts, gguf), tok, facts
+
+
+def _with_rope_freqs(model, facts, gguf):
+    from .gguf_meta import apply_rope_freqs
+
     try:
         apply_rope_freqs(model, facts, gguf)
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from None
-    return model, tok, facts
+    return model
 
 
 def _convert_gguf(gguf: pathlib.Path, folder: pathlib.Path, facts) -> None:

@@ -26,7 +26,8 @@ def load_configured_model(cfg: dict) -> LoadedModel:
     """The model the configuration names: ``embedded``, a model file or folder, or the test fixture
     ``test:tiny`` (random weights, for tests of the plumbing, e.g. nodes in subprocesses)."""
     spec = cfg.get("model") or EMBEDDED
-    loaded = tiny_test_model() if spec == TEST_TINY else load_model(spec, cfg.get("cache_dir") or None, threads=cfg.get("threads"))
+    loaded = tiny_test_model() if spec == TEST_TINY else load_model(spec, cfg.get("cache_dir") or None, threads=cfg.get("threads"),
+                                                                     dtype=str(cfg.get("torch_dtype") or "float32"))
     # The most one job may use (prompt + answer): requests beyond it are refused by the estimator,
     # and llama.cpp's context is this big, not the model's maximum (131,072 for Llama 3.2: GiB of
     # cache nobody asked for).
@@ -43,6 +44,8 @@ def time_model_path(cfg: dict, loaded) -> pathlib.Path:
         return pathlib.Path(cfg["time_model"]).expanduser()
     backend = resolve_backend(cfg.get("backend"), loaded)
     name = loaded.name if backend == "torch" else f"{loaded.name}-{backend}"
+    if getattr(loaded, "torch_dtype", "float32") != "float32":  # another speed: a profile of its own
+        name += f"-{loaded.torch_dtype}"
     return default_time_model_path(name, int(cfg.get("threads") or 0), cfg.get("cache_dir") or None)
 
 

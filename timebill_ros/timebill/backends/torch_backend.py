@@ -22,7 +22,7 @@ class TorchBackend:
                 out = self.loaded.model(input_ids=torch.tensor([ids], dtype=torch.long),
                                         past_key_values=self.cache, logits_to_keep=1)
         self._cached = self.cache.get_seq_length()
-        return out.logits[0, -1], self._cached
+        return out.logits[0, -1].float(), self._cached  # float32 also from a bfloat16 model (sampling reads numpy)
 
     def decode_one(self, token_id: int, position: int):
         import torch
@@ -33,7 +33,7 @@ class TorchBackend:
                 input_ids=torch.tensor([[token_id]], dtype=torch.long), past_key_values=self.cache,
                 position_ids=torch.tensor([[position]], dtype=torch.long), logits_to_keep=1)
         self._cached += 1
-        return out.logits[0, -1]
+        return out.logits[0, -1].float()
 
     def cached(self) -> int:
         return self._cached
