@@ -1,4 +1,5 @@
-"""Sequences of jobs on one model: Kill, Skip-Next, queue order and expiry."""
+"""Sequences of jobs on one model: Kill, Skip-Next, queue order and expiry, and the scheduler's
+admission (one place per job, reserved before the job exists)."""
 import threading
 import time
 
@@ -6,6 +7,7 @@ from conftest import slow_time_model
 from timebill.engine import BudgetedEngine
 from timebill.estimator import Estimator
 from timebill.jobs import Job, QueueFull, Scheduler, run_sequence
+from timebill.length_predictor import LengthEstimate
 from timebill.request import Outcome, Request
 
 PROMPT = "Planners send goals; the node streams tokens back as feedback. " * 3
@@ -49,10 +51,10 @@ def test_idle_time_between_releases_is_skipped_not_slept(tiny):
     assert time.monotonic() - t0 < 10
 
 
-def _scheduler_with_blocker(tiny, max_pending=8):
+def _scheduler_with_blocker(tiny, max_pending=8, engine=None):
     """A scheduler busy with a job that runs until released, so others queue behind it."""
     started, go = [], threading.Event()
-    sched = Scheduler(make_engine(tiny), max_pending=max_pending, on_start=lambda job: started.append(job.id))
+    sched = Scheduler(engine or make_engine(tiny), max_pending=max_pending, on_start=lambda job: started.append(job.id))
 
     def hold(ev):
         go.wait(10)
@@ -111,3 +113,86 @@ def test_a_full_queue_refuses_more_jobs(tiny):
         t.join(20)
         threads[0].join(20)
     assert results["q"].outcome is Outcome.COMPLETED
+
+
+# --- admission ------------------------------------------------------------------------------------
+def test_reservations_admit_one_running_plus_max_pending_and_a_released_place_is_free_again(tiny):
+    sched = Scheduler(make_engine(tiny), max_pending=1)
+    first, second = sched.reserve(), sched.reserve()
+    try:
+        sched.reserve()
+        raise AssertionError("a third place was admitted with max_pending=1")
+    except QueueFull as exc:
+        assert str(exc) == "the queue is full (1 goals waiting)"
+    first.release()
+    first.release()  # again: nothing more is freed
+    assert sched.admitted == 1
+    sched.reserve()
+    assert sched.admitted == 2 and not second.released
+
+
+def test_a_reservation_never_handed_over_expires_but_a_handed_over_one_does_not(tiny):
+    sched = Scheduler(make_engine(tiny), max_pending=1, reservation_timeout=0.05)
+    lost, kept = sched.reserve(), sched.reserve()
+    kept.hand_over()
+    time.sleep(0.1)
+    assert sched.admitted == 1  # the hand-over that never came freed its place
+    sched.reserve()
+    try:
+        sched.reserve()
+        raise AssertionError("a handed-over place expired")
+    except QueueFull:
+        pass
+    assert not lost.released  # expired, not released: a late hand-over takes its place back
+    lost.hand_over()
+    assert sched.admitted == 3
+
+
+def test_a_place_reserved_under_a_key_is_claimed_by_it_and_a_goal_whose_place_is_gone_still_gets_one(tiny):
+    sched = Scheduler(make_engine(tiny), max_pending=0)
+    r = sched.reserve(key="goal-a")
+    assert sched.claim("goal-a") is r and r.handed_over
+    # Accepted elsewhere but its place is gone (expired): it must be answered, so it gets one over the limit.
+    late = sched.claim("goal-b")
+    assert late.handed_over and sched.admitted == 2
+
+
+def test_a_job_runs_in_its_reserved_place_and_frees_it_with_its_result(tiny):
+    sched = Scheduler(make_engine(tiny), max_pending=0)  # room for the running job only
+    place = sched.reserve()
+    r = sched.run(Job(Request(PROMPT, budget=30, max_new_tokens=2), reservation=place))
+    assert r.outcome is Outcome.COMPLETED and place.released and sched.admitted == 0
+    # Without a reservation run() takes a place itself, and refuses when there is none.
+    sched.reserve()
+    try:
+        sched.run(Job(Request(PROMPT, budget=30, max_new_tokens=2)))
+        raise AssertionError("run() without a place ran")
+    except QueueFull:
+        pass
+
+
+def test_a_job_that_cannot_be_useful_is_answered_infeasible_at_once_not_after_the_queue(tiny):
+    # Claimed prefill of 2 s: a 1 s budget is infeasible whatever waits in front of it.
+    engine = BudgetedEngine(Estimator(tiny, slow_time_model(step=0.02, prefill=2.0)), learn_online=False)
+    sched, started, go, results, threads = _scheduler_with_blocker(tiny, max_pending=1, engine=engine)
+    try:
+        req = Request(PROMPT, budget=1.0, max_new_tokens=8)
+        place = sched.reserve()
+        t0 = time.monotonic()
+        r = sched.run(Job(req, id="hopeless", length=LengthEstimate(8, 8), prompt_ids=engine.estimator.encode(req),
+                          reservation=place))
+        answered = time.monotonic() - t0
+        assert r.outcome is Outcome.INFEASIBLE and r.generated_tokens == 0
+        assert r.message.startswith("infeasible: prefill alone exceeds the budget")
+        assert answered < 0.5 and "hopeless" not in started  # not left to wait for its deadline in the queue
+        assert place.released
+        # So is one whose answer format gives its length (nothing predicted), its plan handed on as generate() does.
+        planned = []
+        req = Request(PROMPT, budget=1.0, choices=["kitchen", "hall"])
+        r = sched.run(Job(req, id="hopeless choice", prompt_ids=engine.estimator.encode(req), on_plan=planned.append))
+        assert r.outcome is Outcome.INFEASIBLE and "hopeless choice" not in started
+        assert len(planned) == 1 and not planned[0].plan.useful_fits
+    finally:
+        go.set()
+        threads[0].join(20)
+    assert results["blocker"].outcome is Outcome.COMPLETED

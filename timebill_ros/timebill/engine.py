@@ -5,7 +5,7 @@ than the logical positions, which ``generate`` cannot handle, and we must be abl
 between any two tokens. Under Kill no decoding step is started that the time model says would
 end after the deadline; a cancel stops before the next step. The model itself is behind a
 backend (``timebill.backends``: torch, the reference, or llamacpp, the fast path); the deadline
-rules, cancel, sampling and streaming here are the same for both.
+rules, cancel, sampling and streaming (``timebill.token_stream``) are the same for both.
 """
 from __future__ import annotations
 
@@ -22,16 +22,9 @@ from .length_predictor import LengthEstimate
 from .planner import Plan
 from .deferred_press import DeferredPress
 from .presses import make_press
-from .constrained import constraint_for, token_pieces
+from .constrained import token_pieces
 from .request import InvalidRequest, Outcome, Policy, Request
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    index: int         # 0-based index of this token in the answer
-    token_id: int
-    text: str          # text added by this token (may be empty mid-character)
-    elapsed: float     # seconds since the job was accepted
+from .token_stream import Sampler, TokenCallback, TokenEvent, TokenStream, sample
 
 
 @dataclass
@@ -64,9 +57,6 @@ class Result:
     @property
     def completed(self) -> bool:
         return self.outcome is Outcome.COMPLETED
-
-
-TokenCallback = Callable[[TokenEvent], None]
 
 
 class BudgetedEngine:
@@ -138,6 +128,39 @@ class BudgetedEngine:
                 self.estimator.format_lengths.observe(req.answer_format,
                                                       result.generated_tokens + (result.stop_reason == "eos"))
         return result
+
+    def refusal_before_queueing(self, req: Request, accepted_at: float, length: LengthEstimate | None,
+                                prompt_ids: list | None, on_plan: Callable[[Estimate], None] | None = None
+                                ) -> Result | None:
+        """The INFEASIBLE answer to a job that cannot be useful even if it started now, or None.
+        Judged only when the ids and the length are known without running the model (tokenized
+        and predicted at acceptance, or the length its answer format gives); ``on_plan`` is then
+        called with the refusing estimate, as ``generate`` would."""
+        if not self.reject_infeasible or prompt_ids is None:
+            return None
+        length = length if length is not None else self.estimator.format_length(req)
+        if length is None:
+            return None
+        elapsed = time.monotonic() - accepted_at
+        est = self.estimator.estimate(req, already_elapsed=elapsed, prompt_ids=prompt_ids, length=length,
+                                      control_length=False)  # a word limit never makes a job useful that is not
+        refused = self._infeasible(_Job(req, est, accepted_at, elapsed, self.estimator.max_new_tokens(req)))
+        if refused is not None and on_plan is not None:
+            on_plan(est)
+        return refused
+
+    def estimate_between_jobs(self, req: Request, accepted_at: float, prompt_ids: list | None = None,
+                              cancel: threading.Event | None = None) -> Estimate | None:
+        """``Estimator.estimate`` for a job accepted at ``accepted_at``, made while no job runs: a
+        length predictor runs model layers, and a running job's prefill registers kvpress hooks on
+        those same layers. None when ``cancel`` is set while it waits for the model."""
+        while not self._lock.acquire(timeout=0.05):
+            if cancel is not None and cancel.is_set():
+                return None
+        try:
+            return self.estimator.estimate(req, already_elapsed=time.monotonic() - accepted_at, prompt_ids=prompt_ids)
+        finally:
+            self._lock.release()
 
     def plans_itself(self, req: Request, ids) -> bool:
         """True when the job needs no length prediction from elsewhere (e.g. the predictor node):
@@ -219,7 +242,7 @@ class BudgetedEngine:
         refusal = self._refusal(job, cancel)
         if refusal is not None:
             return refusal
-        stream = _TokenStream(self.loaded, accepted_at, on_token, _Sampler(req, self.loaded))
+        stream = TokenStream(self.loaded, accepted_at, on_token, Sampler(req, self.loaded))
         t0 = time.monotonic()
         if decide is None:
             press = make_press(self.estimator.press, est.plan.alpha, len(job.ids))
@@ -251,8 +274,9 @@ class BudgetedEngine:
 
     def _refusal(self, job: "_Job", cancel) -> Result | None:
         """The answer to a job that must not start, or None when it may."""
-        if self.reject_infeasible and not job.plan.useful_fits:
-            return job.finish(Outcome.INFEASIBLE, f"infeasible: {job.plan.reason or 'not even a minimal answer fits'}", "infeasible")
+        refused = self._infeasible(job)
+        if refused is not None:
+            return refused
         if cancel is not None and cancel.is_set():
             return job.finish(Outcome.CANCELED, "canceled before generation started", "cancel")
         # judged at the speed INFEASIBLE is judged at (OnlineCalibration.for_refusals)
@@ -260,7 +284,14 @@ class BudgetedEngine:
             return job.finish(Outcome.KILLED, "killed: the prefill alone would end after the deadline", "deadline")
         return None
 
-    def _decode(self, job: "_Job", stream: "_TokenStream", cancel):
+    def _infeasible(self, job: "_Job") -> Result | None:
+        """The one INFEASIBLE rule (at the head of the queue, and before queueing): with
+        ``reject_infeasible``, a plan under which not even a useful minimum fits is not run."""
+        if self.reject_infeasible and not job.plan.useful_fits:
+            return job.finish(Outcome.INFEASIBLE, f"infeasible: {job.plan.reason or 'not even a minimal answer fits'}", "infeasible")
+        return None
+
+    def _decode(self, job: "_Job", stream: TokenStream, cancel):
         """Decode until end of turn, the token cap, a cancel or (under Kill) the deadline.
         Returns (stop reason, outcome, message, seconds of each step)."""
         tm = self.estimator.time_model
@@ -326,109 +357,6 @@ class _Job:
             planned_at=self.est.planned_at,
             queue_wait=self.queue_wait, total_time=now - self.accepted_at, stop_reason=stop, **kw,
         )
-
-
-class _TokenStream:
-    """The answer so far: token ids, their times, and the text streamed to ``on_token``.
-
-    The text is detokenized incrementally: each token decodes only the few ids since the last
-    whole character (``_prefix``..end), not the whole answer again, so a token costs the same at
-    the thousandth as at the first. A window that starts a few ids back keeps the tokenizer's
-    spacing rules (a leading space depends on the token before it)."""
-
-    WINDOW = 4  # ids of context decoded before the new ones
-
-    def __init__(self, loaded, accepted_at: float, on_token: TokenCallback | None, sampler: "_Sampler"):
-        self.loaded = loaded
-        self.sampler = sampler
-        self.eos = set(loaded.eos_token_ids)
-        self.accepted_at = accepted_at
-        self.on_token = on_token
-        self.ids: list[int] = []
-        self.times: list[float] = []
-        self.last = -1
-        self._prefix = 0   # ids before this are streamed as whole characters
-        self._read = 0     # ids up to here have had their text streamed
-
-    def take(self, logits) -> str:
-        """Pick the next token from ``logits`` and record it; the stop reason when it ends the
-        answer (``eos``: end of turn; ``format``: the answer format is whole and allows no more), else ""."""
-        token = self.sampler(logits)
-        if token is None:  # nothing in the vocabulary continues the format: closed where it is
-            return "format"
-        if self.push(token):
-            return "eos"
-        constraint = self.sampler.constraint
-        return "format" if constraint is not None and constraint.done else ""
-
-    def push(self, token_id: int) -> bool:
-        """Record a sampled token; True when it ends the answer (end of turn, not part of the text)."""
-        self.times.append(time.monotonic() - self.accepted_at)
-        self.last = token_id
-        if token_id in self.eos:
-            return True
-        self.ids.append(token_id)
-        if self.on_token is not None:
-            self.on_token(TokenEvent(index=len(self.ids) - 1, token_id=token_id, text=self._delta(),
-                                     elapsed=self.times[-1]))
-        return False
-
-    def _delta(self) -> str:
-        decode = self.loaded.decode
-        start = max(self._prefix - self.WINDOW, 0)
-        before = decode(self.ids[start:self._read]) if self._read > start else ""
-        now = decode(self.ids[start:])
-        # Hold back a trailing replacement char: the next token may complete the character.
-        if now.endswith("\ufffd") or not now.startswith(before):
-            return ""
-        self._prefix, self._read = self._read, len(self.ids)
-        return now[len(before):]
-
-    def text(self) -> tuple[str, str]:
-        """(the answer, the ending appended to close it: "" unless an answer format's answer was cut)."""
-        constraint = self.sampler.constraint
-        if constraint is None:
-            return self.loaded.decode(self.ids), ""
-        return constraint.answer()
-
-
-class _Sampler:
-    """How a job picks each token: sampled from the logits (``sample``), kept to the request's
-    answer format when it has one (``timebill.constrained``)."""
-
-    def __init__(self, req: Request, loaded):
-        self.req = req
-        self.generator = None
-        if req.temperature > 0 and req.seed is not None:
-            import torch
-
-            self.generator = torch.Generator().manual_seed(int(req.seed))
-        fmt = req.answer_format
-        self.constraint = constraint_for(fmt, loaded) if fmt is not None else None
-
-    def __call__(self, logits) -> int:
-        if self.constraint is None:
-            return sample(logits, self.req, self.generator)
-        free = (lambda masked: sample(masked, self.req, self.generator)) if self.req.temperature > 0 else None
-        token = self.constraint.pick(logits, free)
-        if token is not None:
-            self.constraint.advance(token)
-        return token
-
-
-def sample(logits, req: Request, generator) -> int:
-    """Greedy at temperature 0, else top-p sampling (reproducible with the request's seed)."""
-    import torch
-
-    if req.temperature <= 0:
-        # numpy's argmax: torch's spends ~0.15 ms a token on a 49k vocabulary here (a parallel reduction)
-        return int(logits.numpy().argmax()) if logits.device.type == "cpu" else int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / req.temperature, dim=-1)
-    if req.top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < req.top_p
-        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
-    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
 
 
 __all__ = ["BudgetedEngine", "Result", "TokenEvent", "InvalidRequest", "sample"]

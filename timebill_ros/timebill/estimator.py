@@ -103,6 +103,13 @@ class Estimator:
                                  f"of this model's tokenizer, or none (the prompt is then tokenized here)")
         return self._fits_context(req, ids)
 
+    def limited_to(self, req: Request, words: int, ids) -> tuple[Request, list]:
+        """``req`` with the word limit an estimate made elsewhere chose, and that prompt's ids as
+        tokenized there (checked like any ids from another node: the limited prompt is not
+        tokenized again inside the budget)."""
+        limited = dataclasses.replace(req, answer_words=int(words))
+        return limited, self.tokenized(limited, ids)
+
     def _fits_context(self, req: Request, ids: list) -> list:
         room = self.loaded.max_context - self.max_new_tokens(req)
         if len(ids) > room:

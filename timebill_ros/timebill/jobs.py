@@ -1,8 +1,10 @@
 """Jobs over one model: earliest-deadline-first queue, Kill and Skip-Next across jobs.
 
 ``Scheduler`` is the live form (the ROS node calls ``run`` from one thread per goal; one job
-generates at a time). ``run_sequence`` is the batch form (evaluation): jobs with release times
-run one at a time, idle gaps skipped. Both apply the same two rules:
+generates at a time) and the one admission: ``reserve`` takes a job's place (one running plus
+``max_pending`` waiting) when a server decides whether to accept it, before the job exists, and
+``run`` frees it with the job's result. ``run_sequence`` is the batch form (evaluation): jobs with
+release times run one at a time, idle gaps skipped. Both apply the same two rules:
 
 * a job whose deadline passes while it waits is answered at once (KILLED under Kill, SKIPPED
   under Skip-Next), never run;
@@ -30,6 +32,28 @@ class QueueFull(RuntimeError):
     pass
 
 
+# A place reserved for a job that never reached ``run`` (the server failed to create its goal
+# handle, so the hand-over never came) is freed after this many seconds.
+RESERVATION_TIMEOUT = 10.0
+
+
+class Reservation:
+    """A job's place in a ``Scheduler``, from its admission until its result (``release``)."""
+
+    def __init__(self, scheduler: "Scheduler", made_at: float):
+        self._scheduler = scheduler
+        self.made_at = made_at
+        self.handed_over = False  # on its way to ``run``: no longer expires
+        self.released = False
+
+    def hand_over(self) -> None:
+        self._scheduler._hand_over(self)
+
+    def release(self) -> None:
+        """Free the place (the job was answered without running, or ran); again is a no-op."""
+        self._scheduler._release(self)
+
+
 @dataclass
 class Job:
     request: Request
@@ -40,6 +64,7 @@ class Job:
     length: LengthEstimate | None = None       # predicted at acceptance; not predicted again
     prompt_ids: list | None = None             # tokenized at acceptance; not tokenized again
     on_plan: Callable[[Estimate], None] | None = None
+    reservation: Reservation | None = None     # its place, taken at admission (``Scheduler.reserve``)
 
     @property
     def deadline(self) -> float:
@@ -68,28 +93,95 @@ def expired(job: Job, now: float) -> Result | None:
 class Scheduler:
     """Live EDF scheduling of jobs onto one engine. Thread-safe; ``run`` blocks until the job's result."""
 
-    def __init__(self, engine: BudgetedEngine, max_pending: int = 8, on_start: Callable[[Job], None] | None = None):
+    def __init__(self, engine: BudgetedEngine, max_pending: int = 8, on_start: Callable[[Job], None] | None = None,
+                 reservation_timeout: float = RESERVATION_TIMEOUT):
         self.engine = engine
         self.max_pending = max_pending
         self.on_start = on_start
+        self.reservation_timeout = float(reservation_timeout)
         self._cond = threading.Condition()
         self._pending: dict[int, Job] = {}
         self._seq = itertools.count()
         self._busy = False
         self._skip_next = SkipNext()
+        self._admitted: set[Reservation] = set()
+        self._unclaimed: dict[Any, Reservation] = {}
 
     @property
     def pending(self) -> int:
+        """Jobs waiting in the queue (not the running one, nor those admitted and not yet queued)."""
         with self._cond:
             return len(self._pending)
+
+    @property
+    def admitted(self) -> int:
+        """Places taken: the running job, the waiting ones, and those reserved for jobs on their way."""
+        with self._cond:
+            self._expire(time.monotonic())
+            return len(self._admitted)
+
+    # --- admission --------------------------------------------------------------------------------
+    def reserve(self, key: Any = None) -> Reservation:
+        """Take a place for a job to come, or raise QueueFull. ``key``: the job reaches ``run``
+        from elsewhere (an action server accepts a goal in one callback and hands it over in
+        another); ``claim(key)`` there finds this place."""
+        with self._cond:
+            now = time.monotonic()
+            self._expire(now)
+            if len(self._admitted) > self.max_pending:  # one running plus max_pending waiting
+                raise QueueFull(f"the queue is full ({self.max_pending} goals waiting)")
+            r = Reservation(self, now)
+            self._admitted.add(r)
+            if key is not None:
+                self._unclaimed[key] = r  # a key used again belongs to a hand-over that never came
+            return r
+
+    def claim(self, key: Any) -> Reservation:
+        """The place reserved under ``key``, handed over. When it expired meanwhile, a new place,
+        over the limit if need be: the job was accepted and must be answered."""
+        with self._cond:
+            r = self._unclaimed.pop(key, None) or Reservation(self, time.monotonic())
+        r.hand_over()
+        return r
+
+    def _expire(self, now: float) -> None:
+        stale = [r for r in self._admitted if not r.handed_over and now - r.made_at >= self.reservation_timeout]
+        for r in stale:
+            self._admitted.discard(r)
+        if stale:
+            self._unclaimed = {k: r for k, r in self._unclaimed.items() if r in self._admitted}
+
+    def _hand_over(self, r: Reservation) -> None:
+        with self._cond:
+            r.handed_over = True
+            if not r.released:
+                self._admitted.add(r)  # back in, if it expired before the hand-over came
+
+    def _release(self, r: Reservation) -> None:
+        with self._cond:
+            r.released = True
+            self._admitted.discard(r)
+
+    # --- running ----------------------------------------------------------------------------------
+    def run(self, job: Job) -> Result:
+        """The job's result, once it has run or been answered without running. The job's place is
+        ``job.reservation``, or taken here (QueueFull when there is none); it is freed on return."""
+        place = job.reservation or self.reserve()
+        place.hand_over()
+        try:
+            # Judged before queueing: waiting only shortens the budget, so a job that cannot be
+            # useful now is answered at once rather than at the head of the queue.
+            refused = self.engine.refusal_before_queueing(job.request, job.release, job.length, job.prompt_ids,
+                                                          job.on_plan)
+            return refused if refused is not None else self._queue_and_run(job)
+        finally:
+            place.release()
 
     def _first(self) -> int:
         return min(self._pending, key=lambda k: (self._pending[k].deadline, k))
 
-    def run(self, job: Job) -> Result:
+    def _queue_and_run(self, job: Job) -> Result:
         with self._cond:
-            if len(self._pending) >= self.max_pending:
-                raise QueueFull(f"the queue is full ({self.max_pending} goals waiting)")
             key = next(self._seq)
             self._pending[key] = job
             try:

@@ -67,3 +67,21 @@ def recall(path: str | os.PathLike, calibration: OnlineCalibration) -> str:
     jobs = len(calibration.ratios()["decode"])
     return (f"served speed: {jobs} recent jobs ran at {calibration.decode_scale:.2f}x the profiled decoding time "
             f"and {calibration.prefill_scale:.2f}x its prefill time; planning from there ({path.name})")
+
+
+class Keeper:
+    """Remembers the served speed after each served job. A file that cannot be written (e.g. a
+    read-only folder) costs a slower start next time, not a goal: it is said once, through ``warn``."""
+
+    def __init__(self, path: str | os.PathLike, calibration: OnlineCalibration, warn):
+        self.path, self.calibration, self.warn = pathlib.Path(path), calibration, warn
+        self.warned = False
+
+    def keep(self) -> None:
+        try:
+            remember(self.path, self.calibration)
+        except OSError as exc:
+            if not self.warned:
+                self.warned = True
+                self.warn(f"cannot keep the served speed in {self.path} ({exc}); the next start plans its first "
+                          f"goals at the profiled speed")

@@ -1,5 +1,6 @@
-"""The generation node's side of the predictor node: ask it for each goal's estimate, know when it
-is gone (then no goal waits for it), and probe it in the background until it is back.
+"""The generation node's side of the predictor node: ask it for each goal's estimate (made locally
+when it is gone), know when it is gone (then no goal waits for it), and probe it in the
+background until it is back.
 
 Without this, every goal waited out ``predictor_timeout`` while the predictor was gone (issue 12:
 2.6 s instead of 1.6 s a goal for ~18 s, until the middleware noticed the crash).
@@ -11,7 +12,7 @@ import time
 
 from timebill_msgs.srv import EstimateCompletion
 
-from .convert import EstimateView, duration
+from .convert import EstimateView, duration, estimate_request
 
 # The probe that asks a predictor known to be gone whether it is back (a what-if, nothing tracked).
 PROBE = EstimateCompletion.Request(prompt="probe", time_budget=duration(1.0), max_new_tokens=1,
@@ -79,6 +80,27 @@ class PredictorLink:
         if gone and self.ok is not False:
             self._state(False, problem)
         return f"predictor unreachable ({problem})" if gone else problem
+
+    def estimate(self, g, req, ids, engine) -> tuple[EstimateView | None, str]:
+        """Goal ``g``'s estimate (a GoalState; ``req`` and its ``ids``: the goal as a core request)
+        and a note for its result: the predictor's, or, when it is known to be gone or does not
+        answer in time, ``engine``'s own, published and said so. None when the goal was canceled
+        meanwhile."""
+        answer = self.ask(estimate_request(g.handle.request, g.handle.goal_id, g.since(), ids), g.cancel)
+        if answer is None or isinstance(answer, EstimateView):
+            return answer, ""
+        est = engine.estimate_between_jobs(req, g.accepted_at, ids, g.cancel)
+        if est is None:
+            return None, ""
+        view = EstimateView.of_estimate(est, "local")
+        # The predictor publishes an estimate for every goal; when it is down, the generation node does.
+        g.publish_estimate(view)
+        note = f"{answer}: planned with the generation node's local estimate"
+        # A predictor known to be gone was logged once, when it went (and /diagnostics says so):
+        # a warning for each goal after it would bury the console (`bringup --no-predictor`).
+        log = self.node.get_logger().debug if self.ok is False else self.node.get_logger().warning
+        log(f"goal {g.sid}: {note}")
+        return view, note
 
     def diagnostics(self) -> dict:
         return {"predictor_reachable": {None: "unknown (no goal yet)", True: "yes", False: "no"}[self.ok],

@@ -1,14 +1,20 @@
 """What the generation node shows people: the answer as an rviz text marker, and its /diagnostics
-status. Messages built from plain values, so the node only gathers them and publishes."""
+status with the goal counts behind it. Messages built from plain values, so the node only gathers
+them and publishes."""
 from __future__ import annotations
 
+import collections
 import math
+import threading
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from timebill_msgs.action import BudgetedQuery
 from visualization_msgs.msg import Marker
 
 from .common import diagnostic_status
-from .convert import OUTCOME_NAMES, seconds
+from .convert import NOT_SCORED, OUTCOME_NAMES, seconds
+
+Result = BudgetedQuery.Result
 
 
 def answer_marker(frame: str, stamp, state: str, elapsed: float, budget: float, tokens: int, estimate, text: str,
@@ -52,3 +58,42 @@ def generation_diagnostics(name: str, values: dict, load_state: str, load_error:
         if predictor_problem is not None:
             level, msg = DiagnosticStatus.WARN[0], msg + f"; predictor unreachable ({predictor_problem}), using local estimates"
     return DiagnosticArray(status=[diagnostic_status(name, str(values["model"]), level, msg, values)])
+
+
+class GoalTally:
+    """What the generation node counts of its goals for /diagnostics: those finished, whether they
+    met their deadlines (over the last ``window`` scored), those rejected and the last reason."""
+
+    def __init__(self, window: int):
+        self.lock = threading.Lock()
+        self.scored = collections.deque(maxlen=max(1, int(window)))
+        self.finished = 0
+        self.rejected = 0
+        self.last_rejection = ""
+
+    def reject(self, why: str):
+        with self.lock:
+            self.rejected += 1
+            self.last_rejection = why
+
+    def finish(self, res):
+        """``res``: the goal's action result."""
+        with self.lock:
+            self.finished += 1
+            if res.outcome not in NOT_SCORED:
+                self.scored.append(bool(res.deadline_met and res.outcome == Result.COMPLETED))
+
+    def values(self, model: str, model_loaded: bool, queue_length: int, running_goal: str, predictor: dict,
+               calibration: dict) -> dict:
+        """The generation node's diagnostic values."""
+        with self.lock:
+            scored = list(self.scored)
+            return {
+                "model": model, "model_loaded": model_loaded, "queue_length": queue_length, "running_goal": running_goal,
+                "goals_finished": self.finished,
+                "deadline_hit_rate": (sum(scored) / len(scored)) if scored else float("nan"),
+                "deadline_window_goals": len(scored),
+                **predictor,
+                "goals_rejected": self.rejected, "last_rejection": self.last_rejection,
+                **calibration,
+            }

@@ -1,0 +1,200 @@
+"""One goal as the generation node serves it: its state, its tokens going back as feedback, its
+CompletionEstimate while it runs (and whenever this node made the estimate, not the predictor
+node), and its rviz marker. Each goal's stream lives in that goal's thread; ``on_token`` runs
+inside the decode loop, where its time counts against the budget."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from timebill_msgs.action import BudgetedQuery
+from timebill.length_distribution import running_odds
+from timebill.request import Outcome
+
+from .convert import (OUTCOME_NAMES, EstimateView, duration, estimate_msg, job_report, remaining, result_msg,
+                      running_view, seconds, short_id)
+from .status_output import answer_marker
+
+Result = BudgetedQuery.Result
+
+
+@dataclass
+class Outlets:
+    """Where every goal's stream goes (one set per node)."""
+
+    node: object                       # its clock and logger
+    report_pub: object
+    estimate_pub: object
+    marker_pub: object
+    marker_frame: str
+    feedback_every: int                # tokens per feedback message
+    estimate_period: float             # seconds between a running goal's CompletionEstimates
+
+
+@dataclass
+class GoalState:
+    handle: object
+    outlets: Outlets
+    estimator: object                  # the engine's: its timing model re-estimates a running goal
+    accepted_at: float                 # time.monotonic() at acceptance: the budget starts here
+    reservation: object = None         # its place in the scheduler (timebill.jobs.Reservation)
+    budget: float = 0.0
+    cancel: threading.Event = field(default_factory=threading.Event)
+    shutting_down: bool = False
+    state: str = "queued"
+    tokens: int = 0
+    sent_text: str = ""                # text already sent as feedback
+    pending_text: str = ""             # text not yet sent (feedback every N tokens)
+    sent_tokens: int = 0
+    last_marker: float = 0.0
+    last_estimate: float = 0.0         # time.monotonic() of the last running CompletionEstimate
+    estimate: EstimateView | None = None
+    plan: object = None                # the engine's Estimate once it planned the ratio (after queueing)
+
+    @property
+    def sid(self) -> str:
+        return short_id(self.handle.goal_id)
+
+    @property
+    def text(self) -> str:
+        return self.sent_text + self.pending_text
+
+    def since(self) -> float:
+        return time.monotonic() - self.accepted_at
+
+    # --- estimates --------------------------------------------------------------------------------
+    def publish_estimate(self, view: EstimateView, made_at: float | None = None, elapsed: float | None = None,
+                         tokens: int = 0):
+        """``view`` as this goal's CompletionEstimate. Its times count from ``made_at`` seconds after
+        acceptance (default: now); ``elapsed``: seconds since acceptance (default: now)."""
+        now = self.outlets.node.get_clock().now().nanoseconds
+        accepted = now - int((self.since() if elapsed is None else elapsed) * 1e9)
+        stamp = now if made_at is None else accepted + int(made_at * 1e9)
+        self.outlets.estimate_pub.publish(estimate_msg(self.handle.goal_id, view, stamp, accepted, self.budget,
+                                                       tokens=tokens))
+
+    def planned_by_engine(self, est):
+        """The engine planned the goal itself (the length read from the prompt's states in its own
+        prefill, or given by the answer format): publish that as the goal's estimate, as the
+        predictor node does for others."""
+        by_format = est.request.answer_format is not None
+        self.plan, self.estimate = est, EstimateView.of_estimate(est, "format" if by_format else "prefill")
+        v = self.estimate
+        self.outlets.node.get_logger().info(
+            f"goal {self.sid}: budget {self.budget:.3f} s, {v.prompt_tokens} prompt tokens, expected {v.expected} "
+            f"(bound {v.bound}) tokens, alpha {v.alpha:.2f}, predicted {v.predicted_total:.3f} s, P(complete) "
+            f"{v.completion_probability:.2f} [{'the answer format' if by_format else 'read in the prefill'}]")
+        # The plan's times count from when the job started (after any queueing), before its prefill.
+        self.publish_estimate(v, made_at=est.planned_at)
+
+    def log_estimate(self, req):
+        """Log the estimate the goal runs with (``req``: the request as it runs)."""
+        v = self.estimate
+        words = f", at most {v.answer_words} words asked" if v.answer_words else ""
+        self.outlets.node.get_logger().info(
+            f"goal {self.sid}: budget {req.budget:.3f} s, policy {req.policy.value}, {v.prompt_tokens} prompt tokens, "
+            f"expected {v.expected} (bound {v.bound}) tokens, alpha {v.alpha:.2f}, predicted {v.predicted_total:.3f} s"
+            f"{words} [{v.source}]")
+
+    # --- while generating -------------------------------------------------------------------------
+    def on_start(self):
+        self.state = "running"
+        self.marker()
+
+    def on_token(self, ev):
+        self.tokens = ev.index + 1
+        self.pending_text += ev.text
+        if self.tokens - self.sent_tokens >= self.outlets.feedback_every:
+            self.send_feedback(ev.elapsed)
+        now = time.monotonic()
+        if now - self.last_marker >= 0.1:
+            self.last_marker = now
+            self.marker()
+
+    def send_feedback(self, elapsed: float):
+        alpha, left, fit, words, prob = 0.0, 0.0, 0, 0, 0.0
+        if self.plan is not None:
+            p = self.plan.plan
+            alpha, fit, words = p.alpha, p.tokens_that_fit, p.answer_words
+            tm = self.estimator.time_model
+            left, _ = remaining(tm, p.prompt_tokens, alpha, p.predicted_tokens, p.predicted_tokens_bound, self.tokens)
+            prob = running_odds(tm, p.prompt_tokens, alpha, self.plan.length.dist(), self.tokens, elapsed, self.budget,
+                                self.estimator.max_new_tokens(self.plan.request)).probability
+            self._running_estimate(elapsed)
+        fb = BudgetedQuery.Feedback(text=self.pending_text, tokens_generated=self.tokens, elapsed=duration(elapsed),
+                                    predicted_remaining=duration(left), eviction_ratio=alpha,
+                                    tokens_that_fit=fit, answer_word_limit=words, completion_probability=prob)
+        self.sent_text += self.pending_text
+        self.pending_text = ""
+        self.sent_tokens = self.tokens
+        try:
+            self.handle.publish_feedback(fb)
+        except Exception as exc:  # the context may be gone at shutdown
+            self.outlets.node.get_logger().debug(f"feedback not sent: {exc}")
+
+    def _running_estimate(self, elapsed: float):
+        """The goal's CompletionEstimate re-estimated from its plan and the tokens so far, at most every
+        ``estimate_update_period`` (here, where the plan and the tokens are: see predictor_node)."""
+        now = time.monotonic()
+        if self.estimate is None or now - self.last_estimate < self.outlets.estimate_period:
+            return
+        self.last_estimate = now
+        est = self.estimator
+        view = running_view(EstimateView.of_estimate(self.plan, self.estimate.source), est.time_model, self.tokens,
+                            elapsed, self.budget, est.max_new_tokens(self.plan.request))
+        self.publish_estimate(view, elapsed=elapsed, tokens=self.tokens)
+
+    def flush(self, final_text: str):
+        """Send what the result text has beyond the streamed text, so the stream adds up to it."""
+        if final_text.startswith(self.sent_text):
+            self.pending_text = final_text[len(self.sent_text):]
+        elif self.pending_text:
+            self.outlets.node.get_logger().warning("the streamed text is not a prefix of the final text")
+        if self.pending_text or self.tokens > self.sent_tokens:
+            self.send_feedback(self.since())
+
+    def marker(self, final=None):
+        node = self.outlets.node
+        m = answer_marker(self.outlets.marker_frame, node.get_clock().now().to_msg(), self.state, self.since(),
+                          self.budget, self.tokens, self.estimate, self.text[-240:], final)
+        try:
+            self.outlets.marker_pub.publish(m)
+        except Exception as exc:  # the context may be gone at shutdown; a marker is not worth a goal
+            node.get_logger().debug(f"marker not published: {exc}")
+
+    def answer(self, core, note: str = ""):
+        """The action result of the job's core result, with ``note`` added; the stream is flushed
+        and the marker shows the outcome."""
+        self.flush(core.text)
+        res = result_msg(core, self.estimate)
+        if self.shutting_down and core.outcome is Outcome.CANCELED:
+            res.message = "canceled: the node is shutting down"
+        if note:
+            res.message = f"{res.message}; {note}" if res.message else note
+        self.state = "done"
+        self.marker(final=res)
+        return res
+
+    def set_status(self, res):
+        """The goal handle's final status for the action result ``res``."""
+        try:
+            if res.outcome == Result.COMPLETED:
+                self.handle.succeed()
+            elif res.outcome == Result.CANCELED and self.handle.is_cancel_requested:
+                self.handle.canceled()
+            else:
+                self.handle.abort()
+        except Exception as exc:  # the context may be gone at shutdown
+            self.outlets.node.get_logger().debug(f"could not set the goal status: {exc}")
+
+    def report(self, res, core):
+        """Publish the goal's JobReport and log its outcome (``core``: the engine's result, None
+        when the goal was answered before it reached the scheduler)."""
+        node = self.outlets.node
+        self.outlets.report_pub.publish(job_report(self.handle.goal_id, res, self.budget,
+                                                   node.get_clock().now().nanoseconds, core=core, v=self.estimate,
+                                                   waited=self.since()))
+        node.get_logger().info(f"goal {self.sid}: {OUTCOME_NAMES.get(res.outcome, '?')} ({res.generated_tokens} tokens, "
+                               f"{seconds(res.elapsed):.3f} s of {self.budget:.3f} s)"
+                               + (f": {res.message}" if res.message else ""))
