@@ -16,7 +16,8 @@ import statistics
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from .grammar import Grammar, GrammarError, literal
+from .gbnf import GrammarError, literal
+from .grammar import Grammar
 from .length_distribution import LengthDistribution
 from .length_predictor import LengthEstimate
 from .request import InvalidAnswerFormat
