@@ -104,7 +104,7 @@ def main() -> int:
     budgets = {"qasper": [float(b) for b in args.qasper_budgets.split(",")]}
     short = [float(b) for b in args.budgets.split(",")]
 
-    from bringup_session import bringup_session
+    from bringup_session import ready_session
     from timebill.answer_format import format_of
     from timebill.request import Request
     from timebill_ros.convert import OUTCOME_NAMES, seconds
@@ -113,10 +113,7 @@ def main() -> int:
     print(f"{len(todo)} questions, {len(runs)} goals (Kill), one at a time", flush=True)
     rows = []
     t_start = time.monotonic()
-    with bringup_session(args.domain, [a for p in args.param for a in ("--param", p)]) as (client, log_path):
-        if not client.wait_until_ready(timeout=600, estimator=True):
-            print(f"the nodes did not come up; log: {log_path}", file=sys.stderr)
-            return 2
+    with ready_session(args.domain, args.param) as (client, _log):
         client.ask("Hello!", 5.0, policy="kill", timeout=60)  # the first job teaches the served speed
         for i, ((kind, gid, prompt, system, fmt, judge), mode, budget) in enumerate(runs, 1):
             if mode == "free":  # the same instruction the format adds, without the constraint

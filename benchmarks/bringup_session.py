@@ -7,6 +7,7 @@ import os
 import pathlib
 import signal
 import subprocess
+import sys
 import tempfile
 
 
@@ -32,3 +33,15 @@ def bringup_session(domain: int, bringup_args=(), log_dir: str | None = None, lo
         ctx.try_shutdown()
         os.killpg(bringup.pid, signal.SIGINT)
         bringup.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def ready_session(domain: int, params=(), log_dir: str | None = None, log_name: str = "bringup.log"):
+    """``bringup_session`` with node parameters ``params`` (NAME:=VALUE), once both nodes answer:
+    yields (client, bringup log path). When they do not come up within 600 s the benchmark ends
+    with exit status 2, naming the log."""
+    with bringup_session(domain, [a for p in params for a in ("--param", p)], log_dir, log_name) as (client, log):
+        if not client.wait_until_ready(timeout=600, estimator=True):
+            print(f"the nodes did not come up; log: {log}", file=sys.stderr)
+            raise SystemExit(2)
+        yield client, log

@@ -81,15 +81,12 @@ def main() -> int:
     prompts = held_out_prompts(args.per_source, args.sources.split(","))
     print(f"{len(prompts)} held-out prompts x budgets {budgets} (Kill)", flush=True)
 
-    from bringup_session import bringup_session
+    from bringup_session import ready_session
     from timebill_ros.convert import OUTCOME_NAMES, seconds
 
     rows = []
     t_start = time.monotonic()
-    with bringup_session(args.domain, [a for p in args.param for a in ("--param", p)]) as (client, log_path):
-        if not client.wait_until_ready(timeout=600, estimator=True):
-            print(f"the nodes did not come up; log: {log_path}", file=sys.stderr)
-            return 2
+    with ready_session(args.domain, args.param) as (client, _log):
         reports = watch_reports(client)
         client.ask("Hello!", 5.0, policy="kill", timeout=60)  # the first job teaches the served speed
         n = len(prompts) * len(budgets)

@@ -47,17 +47,13 @@ def main() -> int:
             f.replace(aside)
             print(f"set aside {f} -> {aside.name}")
 
-    from bringup_session import bringup_session
+    from bringup_session import ready_session
     from timebill_ros.convert import seconds
 
     rows = []  # (start, goal, predicted, measured)
     log_dir = tempfile.mkdtemp(prefix="timebill-served-")
     for start in range(1, args.starts + 1):
-        params = [a for p in args.param for a in ("--param", p)]
-        with bringup_session(args.domain, params, log_dir, f"bringup-{start}.log") as (client, log):
-            if not client.wait_until_ready(timeout=600, estimator=True):
-                print(f"the nodes did not come up; log: {log}", file=sys.stderr)
-                return 2
+        with ready_session(args.domain, args.param, log_dir, f"bringup-{start}.log") as (client, log):
             for goal in range(1, args.goals + 1):
                 prompt = LONG_PROMPT if args.long and goal % 2 == 0 else PROMPT
                 r = client.ask(prompt, args.budget, max_new_tokens=args.max_new_tokens, policy="skip_next",
