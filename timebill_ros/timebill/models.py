@@ -245,37 +245,44 @@ def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path, dtype: str = "flo
     except Exception as exc:  # the gguf reader raises many kinds; all mean "not a GGUF file it can read"
         raise ModelLoadError(f"cannot read the GGUF file {gguf}: {exc}") from exc
     folder = converted_folder(gguf, cache)
-    small = folder.with_name(f"{folder.name}-{dtype}")
-    if dtype != "float32" and small.is_dir():
-        # A copy in the smaller dtype, kept by an earlier start: reading the float32 folder would
-        # hold its pages (twice the weights) in memory while loading.
-        try:
-            model, tok = _load_hf_folder(small, dtype)
-        except ModelLoadError as exc:
-            log.warning("%s; made again from the float32 conversion", exc)
-            _discard(small)
-        else:
-            return _with_rope_freqs(model, facts, gguf), tok, facts
-    model = tok = None
-    if folder.is_dir():
-        try:
-            model, tok = _load_hf_folder(folder, dtype)
-        except ModelLoadError as exc:
-            log.warning("%s; the cache is converted again from %s (about 20 s)", exc, gguf)
-            _discard(folder)
-    if model is None:
+    # A copy in a smaller dtype, kept by an earlier start: reading the float32 folder would hold its
+    # pages (twice the weights) in memory while loading.
+    small = folder.with_name(f"{folder.name}-{dtype}") if dtype != "float32" else None
+    loaded = small and _load_cached(small, dtype, "made again from the float32 conversion")
+    if loaded:
+        return _with_rope_freqs(loaded[0], facts, gguf), loaded[1], facts
+    loaded = _load_cached(folder, dtype, f"the cache is converted again from {gguf} (about 20 s)")
+    if not loaded:
         _convert_gguf(gguf, folder, facts)
-        model, tok = _load_hf_folder(folder, dtype)
-    if dtype != "float32":
-        def save(tmp: pathlib.Path) -> None:
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-
+        loaded = _load_hf_folder(folder, dtype)
+    model, tok = loaded
+    if small:
         try:
-            write_folder_atomically(small, save)
+            _save_folder(small, model, tok)
         except OSError as exc:  # a full disk: the next start reads the float32 folder again
             log.warning("cannot keep a %s copy of %s in %s (%s)", dtype, gguf, small, exc)
     return _with_rope_freqs(model, facts, gguf), tok, facts
+
+
+def _load_cached(folder: pathlib.Path, dtype: str, then: str):
+    """(model, tokenizer) from a cached folder, or None: absent, or no longer loading (seen: a
+    truncated model.safetensors), when it is removed with a warning saying what happens ``then``."""
+    if not folder.is_dir():
+        return None
+    try:
+        return _load_hf_folder(folder, dtype)
+    except ModelLoadError as exc:
+        log.warning("%s; %s", exc, then)
+        _discard(folder)
+        return None
+
+
+def _save_folder(folder: pathlib.Path, model, tok) -> None:
+    def save(tmp: pathlib.Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    write_folder_atomically(folder, save)
 
 
 def _with_rope_freqs(model, facts, gguf):
@@ -310,12 +317,7 @@ def _convert_gguf(gguf: pathlib.Path, folder: pathlib.Path, facts) -> None:
     finally:
         hf_logging.disable_progress_bar()
     _fix_end_of_turn(tok)
-
-    def save(tmp: pathlib.Path) -> None:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-
-    write_folder_atomically(folder, save)
+    _save_folder(folder, model, tok)
 
 
 @contextlib.contextmanager
