@@ -58,6 +58,12 @@ class Result:
     def completed(self) -> bool:
         return self.outcome is Outcome.COMPLETED
 
+    @property
+    def timed_tokens(self) -> int:
+        """The tokens the timing model counts: the answer's, and the end of turn where one ended it
+        (a decoding step like any other)."""
+        return self.generated_tokens + (self.stop_reason == "eos")
+
 
 class BudgetedEngine:
     def __init__(self, estimator: Estimator, reject_infeasible: bool = True, learn_online: bool = True,
@@ -124,9 +130,7 @@ class BudgetedEngine:
         if self.learn_online and result.generated_tokens:
             self.estimator.calibration.observe(result.prompt_tokens, result.prefill_time, result.cached_tokens, result.step_times)
             if req.answer_format is not None and result.stop_reason in ("eos", "format"):
-                # the end of turn is a decoding step the plan must count too
-                self.estimator.format_lengths.observe(req.answer_format,
-                                                      result.generated_tokens + (result.stop_reason == "eos"))
+                self.estimator.format_lengths.observe(req.answer_format, result.timed_tokens)
         return result
 
     def refusal_before_queueing(self, req: Request, accepted_at: float, length: LengthEstimate | None,
@@ -266,7 +270,7 @@ class BudgetedEngine:
                             generated_tokens=len(stream.ids), prefill_time=prefill_time, decode_time=sum(step_times),
                             step_times=step_times, token_times=stream.times)
         result.time_given_length = result.planned_at + est.plan.predictor_time + self.estimator.time_model.end_to_end(
-            len(est.prompt_ids), len(stream.ids) + (stop == "eos"), est.plan.alpha)
+            len(est.prompt_ids), result.timed_tokens, est.plan.alpha)
         if outcome is Outcome.COMPLETED and not result.deadline_met:
             result.message = (f"completed {result.total_time - float(req.budget):.3f} s after the deadline "
                               f"(policy {job.policy.value})")
