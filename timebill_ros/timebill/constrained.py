@@ -77,6 +77,8 @@ class GrammarConstraint(_Constraint):
         self.eos = set(loaded.eos_token_ids)
         self.state: GrammarState = fmt.grammar.start()
         self.text = ""
+        # The states tried for this step's candidates: the one taken is not followed again in advance()
+        self._tried: dict[int, GrammarState | None] = {}
 
     @property
     def done(self) -> bool:
@@ -84,6 +86,11 @@ class GrammarConstraint(_Constraint):
         return self.state.complete and not self.state.can_continue
 
     def _after(self, token_id: int) -> GrammarState | None:
+        if token_id not in self._tried:
+            self._tried[token_id] = self._follow(token_id)
+        return self._tried[token_id]
+
+    def _follow(self, token_id: int) -> GrammarState | None:
         if token_id in self.eos:
             return self.state if self.state.complete else None
         piece = self.pieces[token_id] if token_id < len(self.pieces) else ""
@@ -101,6 +108,7 @@ class GrammarConstraint(_Constraint):
         if token_id not in self.eos:
             self.text += self.pieces[token_id]
         self.state = nxt
+        self._tried.clear()
 
     def answer(self) -> tuple[str, str]:
         """(the whole answer, the shortest ending appended to close it: "" when it was whole)."""
