@@ -285,6 +285,9 @@ class BudgetedEngine:
             return job.finish(Outcome.CANCELED, "canceled before generation started", "cancel")
         # judged at the speed INFEASIBLE is judged at (OnlineCalibration.for_refusals)
         if job.policy is Policy.KILL and time.monotonic() + self.estimator.calibration.for_refusals.prefill(len(job.ids)) > job.deadline:
+            if job.req.answer_format is not None:  # no answer at all is not a valid one: refused, as INFEASIBLE is
+                return job.finish(Outcome.INFEASIBLE, "infeasible: the prefill alone would end after the deadline",
+                                  "infeasible")
             return job.finish(Outcome.KILLED, "killed: the prefill alone would end after the deadline", "deadline")
         return None
 
