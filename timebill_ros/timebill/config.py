@@ -12,6 +12,7 @@ import yaml
 
 from .length_control import DEFAULT_LENGTH_CONTROL
 from .planner import DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER
+from .repetition import DEFAULT_LOOP_WINDOW
 
 DEFAULTS = {
     "model": "embedded",
@@ -35,6 +36,7 @@ DEFAULTS = {
     "length_control": DEFAULT_LENGTH_CONTROL,
     "default_max_new_tokens": 256,
     "default_policy": "kill",
+    "loop_window_tokens": DEFAULT_LOOP_WINDOW,
     "action_name": "budgeted_query",
     "estimate_service": "estimate_completion",
     "estimates_topic": "estimates",

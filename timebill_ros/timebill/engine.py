@@ -45,7 +45,7 @@ class Result:
     total_time: float = 0.0     # acceptance to result
     step_times: list = field(default_factory=list)   # seconds of each decoding step
     token_times: list = field(default_factory=list)  # elapsed seconds at each token
-    stop_reason: str = ""       # eos, max_tokens, deadline, cancel, infeasible
+    stop_reason: str = ""       # eos, max_tokens, loop, format, deadline, cancel, infeasible
     # What the plan's timing model says the tokens actually generated take (predictor, prefill,
     # decode at the ratio used): the time estimate's own error, apart from the length's.
     time_given_length: float = 0.0
@@ -67,20 +67,23 @@ class Result:
 
 class BudgetedEngine:
     def __init__(self, estimator: Estimator, reject_infeasible: bool = True, learn_online: bool = True,
-                 backend: str | Backend = "auto", predict_in_prefill: bool = True):
+                 backend: str | Backend = "auto", predict_in_prefill: bool = True, loop_window: int = 0):
         """``reject_infeasible``: answer INFEASIBLE without generating when the plan says nothing
         useful fits (``Plan.useful_fits``: not even ``min_useful_tokens``); otherwise run and let the
         overrun policy decide (False: always run, the paper's behaviour). ``backend``: a name (``auto``, ``torch``,
         ``llamacpp``) or a backend object; its timing model must be the estimator's.
         ``predict_in_prefill``: a length predictor that reads the model's hidden states takes them
         from the job's own prefill and the ratio is applied after it (``DeferredPress``); False:
-        it runs its own pass first and the press evicts inside the prefill."""
+        it runs its own pass first and the press evicts inside the prefill. ``loop_window`` > 0: a
+        free-text answer whose last that many tokens repeat earlier ones ends there, COMPLETED
+        (``timebill.repetition``; 0 = run loops to the cap)."""
         self.estimator = estimator
         self.loaded = estimator.loaded
         self.reject_infeasible = reject_infeasible
         self.learn_online = learn_online
         self.backend = make_backend(backend, self.loaded) if isinstance(backend, str) else backend
         self.predict_in_prefill = bool(predict_in_prefill)
+        self.loop_window = int(loop_window)
         self._lock = threading.Lock()  # one model: one generation at a time
 
     def warm_up(self) -> None:
@@ -246,7 +249,7 @@ class BudgetedEngine:
         refusal = self._refusal(job, cancel)
         if refusal is not None:
             return refusal
-        stream = TokenStream(self.loaded, accepted_at, on_token, Sampler(req, self.loaded))
+        stream = TokenStream(self.loaded, accepted_at, on_token, Sampler(req, self.loaded), self.loop_window)
         t0 = time.monotonic()
         if decide is None:
             press = make_press(self.estimator.press, est.plan.alpha, len(job.ids))
@@ -264,6 +267,9 @@ class BudgetedEngine:
         else:
             stop, outcome, message, step_times = self._decode(job, stream, cancel)
         text, closing = stream.text()
+        if stop == "loop":
+            message = (f"stopped a loop after {len(stream.ids)} tokens: the last {self.loop_window} repeated earlier "
+                       f"text word for word; the answer ends before the repeat")
         if closing:
             message += f"; the answer was closed with the shortest ending its format allows ({closing!r})"
         result = job.finish(outcome, message, stop, text=text, closed_early=bool(closing), cached_tokens=cached,

@@ -197,6 +197,13 @@ def configured_threads(cfg: dict) -> int:
     return int(cfg.get("threads") or 2)
 
 
+def configured_loop_window(cfg: dict) -> int:
+    """Tokens of verbatim repetition that end an answer as a loop (0 = never)."""
+    from .repetition import DEFAULT_LOOP_WINDOW
+
+    return int(cfg.get("loop_window_tokens", DEFAULT_LOOP_WINDOW) or 0)
+
+
 def configured_press(cfg: dict) -> str:
     """The press the configuration names (the timing model's eviction term is profiled for it)."""
     from .presses import DEFAULT_PRESS
@@ -216,6 +223,7 @@ def build_engine(cfg: dict, loaded=None, progress: bool = True, say=log.info, se
                                 length_predictor=length_predictor)
     engine = BudgetedEngine(estimator, reject_infeasible=bool(cfg.get("reject_infeasible", True)),
                             learn_online=learn_online, backend=backend,
-                            predict_in_prefill=bool(cfg.get("predict_in_prefill", True)))
+                            predict_in_prefill=bool(cfg.get("predict_in_prefill", True)),
+                            loop_window=configured_loop_window(cfg))
     engine.warm_up()
     return engine

@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .constrained import constraint_for
+from .constrained import constraint_for, token_pieces
+from .repetition import LoopGuard
 from .request import Request
 
 
@@ -31,9 +32,13 @@ class TokenStream:
 
     WINDOW = 4  # ids of context decoded before the new ones
 
-    def __init__(self, loaded, accepted_at: float, on_token: TokenCallback | None, sampler: "Sampler"):
+    def __init__(self, loaded, accepted_at: float, on_token: TokenCallback | None, sampler: "Sampler",
+                 loop_window: int = 0):
+        """``loop_window`` > 0: the answer ends once its last that many tokens repeat earlier ones
+        (``timebill.repetition``); answers kept to a format are not watched (their grammar ends them)."""
         self.loaded = loaded
         self.sampler = sampler
+        self.loop = LoopGuard(loop_window, token_pieces(loaded)) if loop_window > 0 and sampler.constraint is None else None
         self.eos = set(loaded.eos_token_ids)
         self.accepted_at = accepted_at
         self.on_token = on_token
@@ -45,12 +50,15 @@ class TokenStream:
 
     def take(self, logits) -> str:
         """Pick the next token from ``logits`` and record it; the stop reason when it ends the
-        answer (``eos``: end of turn; ``format``: the answer format is whole and allows no more), else ""."""
+        answer (``eos``: end of turn; ``format``: the answer format is whole and allows no more;
+        ``loop``: the answer repeats itself), else ""."""
         token = self.sampler(logits)
         if token is None:  # nothing in the vocabulary continues the format: closed where it is
             return "format"
         if self.push(token):
             return "eos"
+        if self.loop is not None and self.loop.push(self.ids):
+            return "loop"
         constraint = self.sampler.constraint
         return "format" if constraint is not None and constraint.done else ""
 
@@ -78,10 +86,12 @@ class TokenStream:
         return now[len(before):]
 
     def text(self) -> tuple[str, str]:
-        """(the answer, the ending appended to close it: "" unless an answer format's answer was cut)."""
+        """(the answer, the ending appended to close it: "" unless an answer format's answer was cut).
+        An answer caught in a loop is given without the repeated span (it was streamed already)."""
         constraint = self.sampler.constraint
         if constraint is None:
-            return self.loaded.decode(self.ids), ""
+            end = self.loop.repeat_start if self.loop is not None and self.loop.caught else len(self.ids)
+            return self.loaded.decode(self.ids[:end]), ""
         return constraint.answer()
 
 

@@ -87,7 +87,7 @@ def label_mix(loaded, cfg: dict, labels_path, cap: int, counts: dict, *, max_pro
     from ..engine import BudgetedEngine
     from ..estimator import Estimator
     from ..length_predictor import ConstantLengthPredictor
-    from ..runtime import configured_press, load_or_profile_time_model
+    from ..runtime import configured_loop_window, configured_press, load_or_profile_time_model
     from .labels import label_served
     from .sources import interleave, load_source
 
@@ -107,7 +107,8 @@ def label_mix(loaded, cfg: dict, labels_path, cap: int, counts: dict, *, max_pro
         return 0
     tm = load_or_profile_time_model(cfg, loaded, progress=progress, say=print)
     engine = BudgetedEngine(Estimator(loaded, tm, ConstantLengthPredictor(), press=configured_press(cfg)),
-                            reject_infeasible=False, learn_online=False, backend=cfg.get("backend", "auto"))
+                            reject_infeasible=False, learn_online=False, backend=cfg.get("backend", "auto"),
+                            loop_window=configured_loop_window(cfg))  # labels are the lengths served
     engine.warm_up()
     stats = label_served(engine, interleave(groups), labels_path, cap, layers, features,
                          max_prompt_tokens=max_prompt_tokens, progress=progress)

@@ -272,7 +272,7 @@ def label_served(engine, prompts, out_path: str | pathlib.Path, max_new_tokens: 
         feats["feats"][p.id] = torch.stack([f[L] for L in feature_layers]).half()
         if p.id not in done:
             r = engine.generate(req, prompt_ids=ids)
-            if r.stop_reason not in ("eos", "max_tokens"):
+            if r.stop_reason not in ("eos", "max_tokens", "loop"):
                 raise RuntimeError(f"labelling {p.id} stopped with {r.stop_reason}: {r.message}")
             append_records(out_path, [{"id": p.id, "source": p.source, "prompt_tokens": len(ids),
                                        "length": r.generated_tokens, "stop": r.stop_reason,
