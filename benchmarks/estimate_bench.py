@@ -101,7 +101,12 @@ def main() -> int:
                    "generated_tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
                    "word_limit": r.answer_word_limit,
                    "time_given_length": seconds(rep.predicted_total_given_length) if rep else None,
-                   "measured_total": seconds(rep.measured_total) if rep else None}
+                   "measured_total": seconds(rep.measured_total) if rep else None,
+                   "measured_prefill": seconds(rep.measured_prefill) if rep else None,
+                   "measured_decode": seconds(rep.measured_decode) if rep else None,
+                   "predicted_prefill": seconds(rep.predicted_prefill) if rep else None,
+                   "queue_wait": seconds(rep.queue_wait) if rep else None,
+                   "stopped_loop": "stopped a loop" in r.message}
             rows.append(row)
             print(f"[{i}/{n}] {p.id[:40]:40s} {budget:4.1f} s {row['outcome']:10s} took {row['elapsed']:.2f} s, "
                   f"estimated {row['predicted_time']:.2f} s (expected {row['expected_time']:.2f}), "
@@ -148,6 +153,8 @@ def summarise(rows: list[dict]) -> dict:
 
     timed = [r for r in done if r.get("time_given_length") and r.get("measured_total")]
     fit = [r for r in scored if r["predicted_time"] <= r["budget"] and r["outcome"] != "INFEASIBLE"]
+    # what a planner told "90 % sure" reads: the 90th-percentile time within the budget
+    p90_fit = [r for r in scored if r["p90_time"] <= r["budget"] and r["outcome"] != "INFEASIBLE"]
     e, bins = ece([(r["probability"], r["outcome"] == "COMPLETED") for r in scored])
     lengths = [r["generated_tokens"] for r in done]
     const = CONSTANT
@@ -167,11 +174,29 @@ def summarise(rows: list[dict]) -> dict:
             (r["time_given_length"] - r["measured_total"]) / r["measured_total"] for r in timed), 1) if timed else None,
         "estimated_to_fit": len(fit), "of_those_completed_pct": round(100 * sum(r["outcome"] == "COMPLETED" for r in fit)
                                                                     / len(fit), 1) if fit else None,
+        "p90_within_budget": len(p90_fit), "of_p90_within_completed_pct": round(
+            100 * sum(r["outcome"] == "COMPLETED" for r in p90_fit) / len(p90_fit), 1) if p90_fit else None,
+        "stopped_loops": sum(bool(r.get("stopped_loop")) for r in rows),
+        **time_parts(timed),
         "completion_probability_ece": round(e, 3), "reliability_bins": bins,
         "length_mae_completed": round(statistics.mean(abs(r["predicted_tokens"] - r["generated_tokens"]) for r in done), 1)
         if done else None,
         "constant_length_mae_completed": round(statistics.mean(abs(const - n) for n in lengths), 1) if done else None,
         "word_limited_goals": sum(r["word_limit"] > 0 for r in rows),
+    }
+
+
+def time_parts(timed: list[dict]) -> dict:
+    """Where the time model's error on completed goals lies: the prefill's own error, and the time
+    that is neither queueing, prefill nor decoding steps (planning, the first sample, the result)."""
+    parts = [r for r in timed if r.get("measured_prefill") is not None and r.get("predicted_prefill")]
+    if not parts:
+        return {}
+    return {
+        "prefill_error_median_pct": round(100 * statistics.median(
+            (r["predicted_prefill"] - r["measured_prefill"]) / r["measured_prefill"] for r in parts), 1),
+        "outside_prefill_and_steps_median_s": round(statistics.median(
+            r["measured_total"] - r["measured_prefill"] - r["measured_decode"] - r["queue_wait"] for r in parts), 4),
     }
 
 

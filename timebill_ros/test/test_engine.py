@@ -5,7 +5,9 @@ test model, and the llamacpp backend (the default for GGUF models) on the real e
 """
 import dataclasses
 import math
+import statistics
 import threading
+import time
 from typing import NamedTuple
 
 import pytest
@@ -258,3 +260,18 @@ def test_a_slowdown_the_calibration_saw_once_does_not_refuse_every_later_goal(ti
     for _ in range(6):
         engine.generate(Request(PROMPT, budget=budget, max_new_tokens=16, policy="kill"))
     assert engine.estimator.calibration.decode_scale < 50  # the real speed is being learnt again
+
+
+def test_the_calibration_learns_the_speed_served_callbacks_included(tiny, tiny_time_model):
+    # A caller whose token callback takes time (the node publishes feedback from it) gets its tokens
+    # that much slower than the bare decoding steps; the plan must count that time too.
+    engine = BudgetedEngine(Estimator(tiny, tiny_time_model, default_max_new_tokens=12), learn_online=True,
+                            backend="torch", loop_window=0)
+    engine.warm_up()
+    callback = max(0.02, 10 * tiny_time_model.decode_step(len(tiny.encode_chat(PROMPT))))
+    for _ in range(3):
+        r = engine.generate(Request(PROMPT, budget=60.0, policy="skip_next", fixed_alpha=0.0),
+                            on_token=lambda e: time.sleep(callback))
+    assert r.generated_tokens > 4 and len(r.token_intervals) == len(r.step_times)
+    assert statistics.median(r.token_intervals) - statistics.median(r.step_times) >= 0.9 * callback
+    assert engine.estimator.calibration.decode_scale > 5

@@ -69,6 +69,22 @@ def test_calibration_follows_a_uniformly_slower_machine():
     assert cal.errors()["decode_step_mape_pct"] < 20
 
 
+def test_the_prefill_scale_follows_the_prompts_length():
+    cal = OnlineCalibration(TRUE, window=32)
+    for _ in range(6):  # short prompts prefill at the profile's speed, long ones 1.6x slower
+        cal.observe(40, TRUE.prefill(40), 40, [TRUE.decode_step(40 + i) for i in range(10)])
+        cal.observe(800, 1.6 * TRUE.prefill(800), 800, [TRUE.decode_step(800 + i) for i in range(10)])
+    assert cal.prefill_scale == pytest.approx(1.3)
+    assert cal.model.prefill(40) == pytest.approx(TRUE.prefill(40))
+    assert cal.model.prefill(760) == pytest.approx(1.6 * TRUE.prefill(760))
+    assert cal.model.end_to_end(760, 10) == pytest.approx(1.6 * TRUE.prefill(760) + TRUE.decode(760, 10))
+    # no recent prompt near this length: the scale of all recent jobs
+    assert cal.model.prefill(5000) == pytest.approx(1.3 * TRUE.prefill(5000))
+    # the slow tail and refusals keep the length's shape
+    assert cal.model_at(0.9).prefill(760) > cal.model_at(0.9).prefill(40) / TRUE.prefill(40) * TRUE.prefill(760)
+    assert cal.for_refusals.prefill(760) == pytest.approx(1.6 * TRUE.prefill(760))
+
+
 def test_one_outlier_job_moves_nothing_and_memory_is_bounded():
     cal = OnlineCalibration(TRUE, window=8)
     for _ in range(6):
@@ -267,6 +283,13 @@ def test_a_restart_plans_from_the_speed_measured_while_serving(tmp_path):
     assert "1.80x the profiled decoding time" in said and "1.20x its prefill time" in said
     assert restarted.model.decode_step(300) == pytest.approx(serving.model.decode_step(300))
     assert restarted.model.prefill(500) == pytest.approx(serving.model.prefill(500))
+    # the prefill's dependence on the prompt's length is remembered too
+    for _ in range(4):
+        serving.observe(1500, 2.0 * TRUE.prefill(1500), 1500, [TRUE.decode_step(1500)])
+    remember(path, serving)
+    again = OnlineCalibration(TRUE)
+    recall(path, again)
+    assert again.model.prefill(1400) == pytest.approx(serving.model.prefill(1400)) == pytest.approx(2.0 * TRUE.prefill(1400))
     # It goes on learning from there, in the same bounded window.
     _served(restarted, decode_scale=1.0, prefill_scale=1.0, jobs=40)
     assert restarted.decode_scale == pytest.approx(1.0)
@@ -290,7 +313,7 @@ def test_a_served_speed_of_another_timing_model_or_a_damaged_file_is_not_used(tm
         assert "unreadable" in recall(path, cal) and cal.decode_scale == 1.0
     cal = OnlineCalibration(TRUE)
     cal.seed([float("nan"), -1.0, 1.5], [float("inf"), 0.0, "x", 2.0])    # only sane ratios are taken
-    assert cal.ratios() == {"prefill": [1.5], "decode": [2.0]}
+    assert cal.ratios() == {"prefill": [1.5], "decode": [2.0], "prefill_tokens": [0]}
 
 
 def test_only_a_node_starts_from_the_served_speed(tmp_path, tiny):

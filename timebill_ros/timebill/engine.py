@@ -59,6 +59,14 @@ class Result:
         return self.outcome is Outcome.COMPLETED
 
     @property
+    def token_intervals(self) -> list[float]:
+        """Seconds from each answer token to the next, as served: a decoding step and all the
+        decode loop does around it (sampling, the caller's token callback, the deadline check).
+        Interval i follows step i (``step_times[i]``); the time model is refitted from these, the
+        speed a caller gets, not from the bare steps."""
+        return [b - a for a, b in zip(self.token_times, self.token_times[1:])]
+
+    @property
     def timed_tokens(self) -> int:
         """The tokens the timing model counts: the answer's, and the end of turn where one ended it
         (a decoding step like any other)."""
@@ -131,7 +139,8 @@ class BudgetedEngine:
         with self._lock:
             result = compute_thread.run(job)
         if self.learn_online and result.generated_tokens:
-            self.estimator.calibration.observe(result.prompt_tokens, result.prefill_time, result.cached_tokens, result.step_times)
+            self.estimator.calibration.observe(result.prompt_tokens, result.prefill_time, result.cached_tokens,
+                                               result.token_intervals)
             if req.answer_format is not None and result.stop_reason in ("eos", "format"):
                 self.estimator.format_lengths.observe(req.answer_format, result.timed_tokens)
         return result

@@ -17,7 +17,7 @@ import pathlib
 import platform
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from statistics import median
 
 import yaml
@@ -190,6 +190,37 @@ def default_time_model_path(model_name: str, threads: int, cache_dir: str | os.P
 
 MIN_JOBS_FOR_QUANTILE = 8
 
+# Recent jobs whose prompts were within this factor of a prompt's length set its prefill scale,
+# once there are at least MIN_SIMILAR_JOBS of them: served prefills slow down unevenly with length.
+SIMILAR_LENGTH = 2.0
+MIN_SIMILAR_JOBS = 3
+
+
+@dataclass
+class ServedTimeModel(TimeModel):
+    """A profiled model scaled to the speed served, whose prefill scale follows the prompt's length.
+
+    One scale for every length did not fit the served prefills: after a run of 800-token prompts
+    whose prefills took 1.3x the profile's, 40-token prompts were planned up to 64 % too slow, and
+    with short prompts in the window 760-token ones came out 25-48 % too fast (docs/RLP.md). So a
+    prompt's prefill scale (``a, b, c, r, s``: from all recent jobs) is multiplied by how much
+    slower the recent jobs whose prompts were within ``SIMILAR_LENGTH``x of its length ran than all
+    recent jobs (medians), where there are enough of them."""
+
+    similar: tuple = ()      # (prompt tokens, measured/profiled prefill ratio) of recent jobs
+    reference: float = 1.0   # the median ratio of all recent jobs
+
+    def _length_factor(self, prompt_tokens: int) -> float:
+        n = max(float(prompt_tokens), 1.0)
+        near = [ratio for m, ratio in self.similar if n / SIMILAR_LENGTH <= m <= n * SIMILAR_LENGTH]
+        return median(near) / self.reference if len(near) >= MIN_SIMILAR_JOBS and self.reference > 0 else 1.0
+
+    def prefill(self, prompt_tokens: int) -> float:
+        return super().prefill(prompt_tokens) * self._length_factor(prompt_tokens)
+
+    def evict_overhead(self, prompt_tokens: int, alpha: float) -> float:
+        return super().evict_overhead(prompt_tokens, alpha) * self._length_factor(prompt_tokens)
+
 
 def quantile(xs, q: float) -> float:
     """The q-quantile of ``xs`` with linear interpolation (numpy's default), without numpy."""
@@ -213,6 +244,7 @@ class OnlineCalibration:
     def __init__(self, base: TimeModel, window: int = 32):
         self.base = base
         self._prefill_ratios: deque[float] = deque(maxlen=window)
+        self._prefill_lengths: deque[int] = deque(maxlen=window)  # 0 for a ratio seeded without its length
         self._decode_ratios: deque[float] = deque(maxlen=window)
         self._prefill_errors: deque[float] = deque(maxlen=window)
         self._decode_errors: deque[float] = deque(maxlen=window)
@@ -240,7 +272,7 @@ class OnlineCalibration:
         """What refusals (INFEASIBLE, Kill before the prefill) are judged with: the current model,
         its slowdown against the profile capped at ``TRUSTED_SLOWDOWN``."""
         cap = self.TRUSTED_SLOWDOWN
-        return self.base.scaled(min(cap, self.prefill_scale), min(cap, self.decode_scale))
+        return self._served(min(cap, self.prefill_scale), min(cap, self.decode_scale), cap)
 
     @property
     def prefill_scale(self) -> float:
@@ -267,6 +299,7 @@ class OnlineCalibration:
             base = self.base.prefill(prompt_tokens) + self.base.evict_overhead(prompt_tokens, evicted)
             if base > 0:
                 self._prefill_ratios.append(prefill_s / base)
+                self._prefill_lengths.append(int(prompt_tokens))
         ratios, errors = [], []
         for i, t in enumerate(step_times):
             if not (t > 0 and math.isfinite(t)):
@@ -280,23 +313,42 @@ class OnlineCalibration:
         if ratios:
             self._decode_ratios.append(median(ratios))
             self._decode_errors.append(median(errors))
-        self._current = self.base.scaled(self.prefill_scale, self.decode_scale)
+        self._current = self._served(self.prefill_scale, self.decode_scale)
+
+    def _served(self, prefill_scale: float, decode_scale: float, cap: float = math.inf) -> ServedTimeModel:
+        """The profiled model at these scales, its prefill following the recent jobs of similar length
+        (their ratios capped at ``cap``)."""
+        scaled = self.base.scaled(prefill_scale, decode_scale)
+        with self._lock:
+            similar = tuple((n, min(cap, r)) for n, r in zip(self._prefill_lengths, self._prefill_ratios) if n > 0)
+            reference = median([min(cap, r) for r in self._prefill_ratios]) if self._prefill_ratios else 1.0
+        return ServedTimeModel(**{f.name: getattr(scaled, f.name) for f in fields(TimeModel)},
+                               similar=similar, reference=reference)
 
     def ratios(self) -> dict:
-        """The recent jobs' measured/predicted ratios against the profiled model, oldest first."""
+        """The recent jobs' measured/predicted ratios against the profiled model, oldest first, and
+        the prompt length of each prefill ratio (0: seeded without one)."""
         with self._lock:
-            return {"prefill": list(self._prefill_ratios), "decode": list(self._decode_ratios)}
+            return {"prefill": list(self._prefill_ratios), "decode": list(self._decode_ratios),
+                    "prefill_tokens": list(self._prefill_lengths)}
 
-    def seed(self, prefill: list[float], decode: list[float]) -> None:
+    def seed(self, prefill: list[float], decode: list[float], prefill_tokens: list[int] | None = None) -> None:
         """Take ratios measured earlier against this same profiled model as if their jobs had just
-        run (the newest ``window`` of them); non-finite or non-positive ones are skipped."""
-        def sane(xs):
-            return [float(x) for x in xs if isinstance(x, (int, float)) and math.isfinite(x) and x > 0]
+        run (the newest ``window`` of them); non-finite or non-positive ones are skipped.
+        ``prefill_tokens``: each prefill ratio's prompt length (without them, or where one is not
+        a positive count, the ratio sets only the scale of all lengths)."""
+        def sane(x):
+            return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
+        tokens = list(prefill_tokens or [])
+        tokens += [0] * (len(prefill) - len(tokens))
         with self._lock:
-            self._prefill_ratios.extend(sane(prefill))
-            self._decode_ratios.extend(sane(decode))
-            self._current = self.base.scaled(self.prefill_scale, self.decode_scale)
+            for ratio, n in zip(prefill, tokens):
+                if sane(ratio):
+                    self._prefill_ratios.append(float(ratio))
+                    self._prefill_lengths.append(int(n) if isinstance(n, int) and n > 0 else 0)
+            self._decode_ratios.extend(float(x) for x in decode if sane(x))
+            self._current = self._served(self.prefill_scale, self.decode_scale)
 
     def model_at(self, q: float) -> TimeModel:
         """The profiled model scaled by the q-quantile of the recent jobs' measured/predicted ratios.
@@ -315,8 +367,8 @@ class OnlineCalibration:
         if q == 0.5:
             return self._current
         with self._lock:
-            return self.base.scaled(scale(self._prefill_ratios, self.prefill_scale),
-                                    scale(self._decode_ratios, self.decode_scale))
+            return self._served(scale(self._prefill_ratios, self.prefill_scale),
+                                scale(self._decode_ratios, self.decode_scale))
 
     def errors(self) -> dict:
         """Recent mean absolute percentage errors (%) of the predictions that were in force."""

@@ -333,6 +333,7 @@ def job_report(goal_id, res, budget: float, now_ns: int, core=None, v: EstimateV
         rep.measured_total = duration(core.total_time)
         rep.predicted_total_given_length = duration(core.time_given_length)
         rep.decode_step_times = [float(t) for t in core.step_times]
+        rep.token_intervals = [float(t) for t in core.token_intervals]
     else:
         rep.queue_wait = rep.measured_total = duration(waited)
     return rep

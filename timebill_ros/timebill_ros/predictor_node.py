@@ -128,7 +128,7 @@ class PredictorNode(ManagedNode):
         return res
 
     def _on_report(self, rep):
-        steps = [float(x) for x in rep.decode_step_times]
+        steps = [float(x) for x in rep.token_intervals]  # the speed served, as the engine refits from
         prefill = seconds(rep.measured_prefill)
         if rep.generated_tokens and prefill > 0:
             self.estimator.calibration.observe(int(rep.prompt_tokens), prefill, int(rep.cached_tokens), steps)
