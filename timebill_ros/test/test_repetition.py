@@ -84,3 +84,21 @@ def test_answers_kept_to_a_format_are_not_watched(embedded, fast_backend, embedd
         Request("Is a robot arm a machine? Answer yes or no.", budget=60.0, policy="skip_next", fixed_alpha=0.0,
                 choices=("yes", "no")))
     assert r.completed and r.text in ("yes", "no") and r.stop_reason != "loop"
+
+
+def test_batched_labels_end_loops_as_serving_does(embedded):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: scripts/setup.sh builds it")
+    from timebill.rlp.batch_label import BatchLabeller
+
+    # llama.cpp's own prefill takes another near-tie on LOOPING (it ends at 96 tokens); this one loops there
+    ids = embedded.encode_chat("Explain step by step how a robot arm picks up a box.")
+    ended = {}
+    for window in (0, 32):
+        labeller = BatchLabeller(embedded.gguf, embedded.eos_token_ids, slots=2, cap=256, max_prompt_tokens=len(ids),
+                                 threads=1, loop_window=window, pieces=token_pieces(embedded))
+        try:
+            labeller.lengths([("a", ids)], lambda key, n, stop, s: ended.__setitem__(window, (n, stop)))
+        finally:
+            labeller.close()
+    assert ended[0] == (256, "max_tokens")
+    assert ended[32][1] == "loop" and ended[32][0] < 256

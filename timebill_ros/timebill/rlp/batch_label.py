@@ -14,9 +14,10 @@ here llama.cpp prefills itself, so a near-tie between two tokens can go the othe
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..backends.llamacpp import LlamaCppModel
+from ..repetition import LoopGuard
 
 
 @dataclass
@@ -24,25 +25,40 @@ class _Slot:
     key: str
     position: int      # next position of the sequence
     last: int          # last sampled token
-    generated: int = 0
+    guard: LoopGuard | None = None
+    answer: list = field(default_factory=list)  # the answer's ids, kept only for the guard
+
+    @property
+    def generated(self) -> int:
+        return len(self.answer)
+
+    def take(self, token: int) -> bool:
+        """Record an answer token; True when it closes a loop (served answers end there too)."""
+        self.last = token
+        self.answer.append(token)
+        return self.guard is not None and self.guard.push(self.answer)
 
 
 class BatchLabeller:
     """Greedy answer lengths of many prompts, ``slots`` sequences at a time, on a GGUF model."""
 
-    def __init__(self, gguf, eos_ids, slots: int = 8, max_prompt_tokens: int = 2048, cap: int = 384, threads: int = 2):
+    def __init__(self, gguf, eos_ids, slots: int = 8, max_prompt_tokens: int = 2048, cap: int = 384, threads: int = 2,
+                 loop_window: int = 0, pieces: list[str] | None = None):
+        """``loop_window`` > 0 (with ``pieces``, ``timebill.constrained.token_pieces``): an answer
+        caught in a loop ends there, as the serving engine ends it (``timebill.repetition``)."""
         # No extra weight buffers: batches of many tokens, which the AMX ones crash on (LlamaCppModel).
         self.llama = LlamaCppModel(gguf, n_ctx=slots * (max_prompt_tokens + cap + 1), threads=threads,
                                    extra_buffers=False, seqs=slots)
         self.slots, self.cap = int(slots), int(cap)
         self.eos = set(int(e) for e in eos_ids)
+        self.loop_window, self.pieces = int(loop_window), pieces
 
     def close(self) -> None:
         self.llama.close()
 
     def lengths(self, prompts, on_done) -> None:
         """prompts: iterable of (key, ids); ``on_done(key, length, stop, seconds)`` is called as each
-        answer ends (end of turn, or the cap)."""
+        answer ends (end of turn, a loop, or the cap)."""
         queue = list(prompts)[::-1]
         active: dict[int, _Slot] = {}
         started: dict[int, float] = {}
@@ -58,13 +74,14 @@ class BatchLabeller:
                     key, ids = queue.pop()
                     started[seq] = time.monotonic()
                     first = int(self.llama.prefill(list(ids), seq).argmax())
-                    active[seq] = _Slot(key, len(ids), first)
+                    guard = LoopGuard(self.loop_window, self.pieces) if self.loop_window > 0 else None
+                    active[seq] = _Slot(key, len(ids), first, guard)
                     if first in self.eos:
                         finish(seq, "eos")
-                    else:
-                        active[seq].generated = 1
-                        if self.cap <= 1:
-                            finish(seq, "max_tokens")
+                    elif active[seq].take(first):
+                        finish(seq, "loop")
+                    elif self.cap <= 1:
+                        finish(seq, "max_tokens")
             if not active:
                 continue
             order = sorted(active)
@@ -72,13 +89,13 @@ class BatchLabeller:
             for i, seq in enumerate(order):
                 s = active[seq]
                 s.position += 1
-                s.last = int(self.llama.logits(i).argmax())
-                if s.last in self.eos:
+                token = int(self.llama.logits(i).argmax())
+                if token in self.eos:
                     finish(seq, "eos")
-                else:
-                    s.generated += 1
-                    if s.generated >= self.cap:
-                        finish(seq, "max_tokens")
+                elif s.take(token):
+                    finish(seq, "loop")
+                elif s.generated >= self.cap:
+                    finish(seq, "max_tokens")
 
 
 __all__ = ["BatchLabeller"]
@@ -86,7 +103,7 @@ __all__ = ["BatchLabeller"]
 
 def label_batched(loaded, prompts, out_path, max_new_tokens: int, feature_layers, feature_path,
                   slots: int = 8, threads: int = 2, max_input_tokens: int = 512, max_prompt_tokens: int = 2048,
-                  progress: bool = True, say=print) -> dict:
+                  loop_window: int = 0, progress: bool = True, say=print) -> dict:
     """``labels.label_served`` at batch speed: the same records (id, source, prompt_tokens, length,
     stop, cap) and the same features, the answers decoded ``slots`` at a time by ``BatchLabeller``.
     Each prompt is chat-encoded and checked as a goal is (``Estimator.encode`` rules: it and its
@@ -116,8 +133,11 @@ def label_batched(loaded, prompts, out_path, max_new_tokens: int, feature_layers
         todo.append((p.id, ids))
         by_key[p.id] = p
     say(f"{len(done)} already labelled, {len(todo)} to label {slots} at a time on llama.cpp (cap {max_new_tokens} tokens)")
+    from ..constrained import token_pieces
+
     labeller = BatchLabeller(loaded.gguf, loaded.eos_token_ids, slots=slots, cap=max_new_tokens,
-                             max_prompt_tokens=max(len(ids) for _, ids in todo) if todo else 16, threads=threads)
+                             max_prompt_tokens=max(len(ids) for _, ids in todo) if todo else 16, threads=threads,
+                             loop_window=loop_window, pieces=token_pieces(loaded) if loop_window > 0 else None)
     bar = tqdm(total=len(todo), unit="prompt", disable=not progress, smoothing=0.05)
     t0, n_tok, n_done = time.monotonic(), 0, [0]
     ids_of = dict(todo)

@@ -101,7 +101,7 @@ def label_mix(loaded, cfg: dict, labels_path, cap: int, counts: dict, *, max_pro
 
         stats = run(label_batched, loaded, interleave(groups), labels_path, cap, layers, features.with_suffix(".batched.pt"),
                     slots=slots, threads=int(cfg.get("threads") or 2), max_prompt_tokens=max_prompt_tokens,
-                    progress=progress)
+                    loop_window=configured_loop_window(cfg), progress=progress)
         print(json.dumps(stats))
         print_label_counts(labels_path)
         return 0
