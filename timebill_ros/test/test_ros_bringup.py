@@ -21,7 +21,8 @@ COMPLETED = pytest.importorskip("timebill_msgs.action", reason="source scripts/e
 def _config(tmp_path, **extra) -> str:
     cache = tmp_path / "cache"
     lines = [f'    model: "test:tiny"', f'    cache_dir: "{cache}"', "    profile_max_tokens: 256",
-             "    constant_expected_tokens: 16", "    default_max_new_tokens: 16", "    diagnostics_period: 0.5"]
+             "    constant_expected_tokens: 16", "    default_max_new_tokens: 16", "    diagnostics_period: 0.5",
+             "    loop_window_tokens: 0"]  # the random test model repeats itself; long goals must stay long
     lines += [f"    {k}: {v}" for k, v in extra.items()]
     path = tmp_path / "tiny.yaml"
     path.write_text("/**:\n  ros__parameters:\n" + "\n".join(lines) + "\n")

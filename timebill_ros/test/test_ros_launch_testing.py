@@ -32,7 +32,8 @@ def generate_test_description():
     config = f"{cache}/tiny.yaml"
     with open(config, "w") as f:
         f.write(f"/**:\n  ros__parameters:\n    model: \"test:tiny\"\n    cache_dir: \"{cache}\"\n"
-                f"    profile_max_tokens: 256\n    constant_expected_tokens: 16\n")
+                f"    profile_max_tokens: 256\n    constant_expected_tokens: 16\n"
+                f"    loop_window_tokens: 0\n")  # the random test model repeats itself
     include = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(LAUNCH)),
         launch_arguments={"config": config, "namespace": NAMESPACE, "log_level": "info"}.items(),

@@ -61,6 +61,7 @@ def system(tmp_path_factory):
     diagnostics_period: 0.5
     estimate_update_period: 0.1
     marker_frame: test_frame
+    loop_window_tokens: 0  # the random test model repeats itself: deadline tests need its long answers (loops: test_repetition.py)
 """)
     procs = Processes(dict(os.environ))
     ros_args = ["--ros-args", "-r", "__ns:=/timebill", "--params-file", str(params)]

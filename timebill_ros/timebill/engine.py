@@ -278,7 +278,7 @@ class BudgetedEngine:
         text, closing = stream.text()
         if stop == "loop":
             message = (f"stopped a loop after {len(stream.ids)} tokens: the last {self.loop_window} repeated earlier "
-                       f"text word for word; the answer ends before the repeat")
+                       f"text word for word")
         if closing:
             message += f"; the answer was closed with the shortest ending its format allows ({closing!r})"
         result = job.finish(outcome, message, stop, text=text, closed_early=bool(closing), cached_tokens=cached,

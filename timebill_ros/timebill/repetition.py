@@ -3,8 +3,9 @@
 Small models decoded greedily often fall into a cycle (the same sentence or list item again and
 again) and run to their token cap; on the embedded model 41 % of the length predictor's first
 labels did (docs/RLP.md). Once the answer's last ``window`` tokens repeat a span it already holds,
-every further token is a copy: ending it there returns the same content sooner, and makes its
-length something a predictor can learn instead of the cap.
+every further token is a copy: ending it there returns the same content sooner (with the one
+repeated span, which was streamed already), and makes its length something a predictor can learn
+instead of the cap.
 """
 from __future__ import annotations
 

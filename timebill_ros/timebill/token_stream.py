@@ -87,11 +87,11 @@ class TokenStream:
 
     def text(self) -> tuple[str, str]:
         """(the answer, the ending appended to close it: "" unless an answer format's answer was cut).
-        An answer caught in a loop is given without the repeated span (it was streamed already)."""
+        An answer caught in a loop keeps the span that repeated, once: the answer is what was
+        streamed, so a client that joins the feedback has the result's text."""
         constraint = self.sampler.constraint
         if constraint is None:
-            end = self.loop.repeat_start if self.loop is not None and self.loop.caught else len(self.ids)
-            return self.loaded.decode(self.ids[:end]), ""
+            return self.loaded.decode(self.ids), ""
         return constraint.answer()
 
 
