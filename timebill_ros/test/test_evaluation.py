@@ -63,10 +63,10 @@ def test_recorded_runs_teach_the_online_calibration_like_served_jobs():
     assert calibration.model.decode_step(100) == pytest.approx(0.1)
 
 
-def test_alpha_counts_separate_no_eviction_the_ceiling_and_ratios_between():
-    from timebill.evaluation.accuracy import alpha_counts
+def test_eviction_ratio_counts_separate_no_eviction_the_ceiling_and_ratios_between():
+    from timebill.evaluation.accuracy import eviction_ratio_counts
 
-    assert alpha_counts([0.0, 0.0, 0.95, 0.5, 0.9499999999], 0.95) == {"none": 2, "alpha_max": 2, "between": 1}
+    assert eviction_ratio_counts([0.0, 0.0, 0.95, 0.5, 0.9499999999], 0.95) == {"none": 2, "alpha_max": 2, "between": 1}
 
 
 def test_a_job_answered_infeasible_completes_nothing_and_occupies_no_time():
@@ -185,11 +185,11 @@ def test_estimators_built_as_served_can_share_one_calibration_and_one_length_pre
     from timebill.time_model import OnlineCalibration
 
     calibration, predictor = OnlineCalibration(tiny_time_model), ConstantLengthPredictor(expected=7)
-    cfg = {"alpha_max": 0.8, "planner": "paper", "length_control": False}
+    cfg = {"max_eviction_ratio": 0.8, "planner": "paper", "length_control": False}
     a, b = (build_estimator(cfg, tiny, time_model=calibration, length_predictor=predictor) for _ in range(2))
     assert a.calibration is b.calibration is calibration
     assert a.length_predictor is b.length_predictor is predictor
-    assert (a.alpha_max, a.planner, a.length_control) == (0.8, "paper", False)  # the rest from the configuration
+    assert (a.max_eviction_ratio, a.planner, a.length_control) == (0.8, "paper", False)  # the rest from the configuration
 
 
 def _cell(per_method, budget=1.0, score=lambda j: 1.0, replay=schedule.kill):
@@ -274,3 +274,4 @@ def test_a_comparison_refuses_jobs_that_are_not_paired_by_prompt():
     jobs["none"] = list(reversed(_jobs([0.5, 0.6])))
     with pytest.raises(ValueError, match="job 0 is prompt 'p1' for 'none'"):
         compare.paired_bootstrap(jobs, "timebill", {"none": ["none"]}, schedule.kill, 1.0, lambda j: 1.0, resamples=10)
+
