@@ -1,4 +1,6 @@
 """The evaluation's scoring and its replay of Kill and Skip-Next over recorded runs."""
+import json
+
 import pytest
 
 from timebill.evaluation import metrics, schedule
@@ -275,3 +277,20 @@ def test_a_comparison_refuses_jobs_that_are_not_paired_by_prompt():
     with pytest.raises(ValueError, match="job 0 is prompt 'p1' for 'none'"):
         compare.paired_bootstrap(jobs, "timebill", {"none": ["none"]}, schedule.kill, 1.0, lambda j: 1.0, resamples=10)
 
+
+def test_the_shipped_records_still_load_and_replay(tmp_path):
+    """docs/eval/records-*.jsonl name the eviction ratio "alpha" (and the record's key "alpha_key"):
+    the recorder reads them as they are, and the timing check takes the ratio from them."""
+    from conftest import REPO, slow_time_model
+    from timebill.evaluation.accuracy import timing_of_records
+    from timebill.evaluation.records import RATIO, Recorder, ratio_key
+
+    lines = (REPO / "docs" / "eval" / "records-everyday-medium.jsonl").read_text().splitlines()[:40]
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    recorder = Recorder(None, path)
+    assert len(recorder.records) == len(lines)
+    plain = [json.loads(line) for line in lines if not json.loads(line).get("variant")]
+    assert plain and all(recorder.records[(r["item"], ratio_key(r["alpha"]))][RATIO] == r["alpha"] for r in plain)
+    timing = timing_of_records([r for r in recorder.records.values() if r["tokens"]], slow_time_model(), 64)
+    assert timing["runs"] > 0 and timing["ratio_median"] > 0
