@@ -1,8 +1,6 @@
 """The configuration file: a key renamed since (``alpha_max`` -> ``max_eviction_ratio``) still works."""
 import logging
 
-import pytest
-
 
 def _yaml(tmp_path, body: str, name="old.yaml"):
     path = tmp_path / name
@@ -66,18 +64,3 @@ def test_the_renamed_key_reaches_the_estimator(tiny, tmp_path):
     tm = slow_time_model().save(tmp_path / "tm.yaml")
     path = _yaml(tmp_path, f"alpha_max: 0.6\ntime_model: {tm}\nlength_predictor: constant")
     assert build_estimator(load_config(path), loaded=tiny, progress=False).max_eviction_ratio == 0.6
-
-
-@pytest.mark.parametrize("flag", ["--max-eviction-ratio", "--alpha-max"])
-def test_the_cli_reads_the_ceiling_and_the_fixed_ratio_under_either_name(monkeypatch, capsys, flag):
-    import timebill.cli as cli
-
-    seen = {}
-    monkeypatch.setattr(cli, "cmd_generate", lambda args: seen.update(vars(args)) or 0)
-    fixed = "--fixed-eviction-ratio" if flag == "--max-eviction-ratio" else "--fixed-alpha"
-    assert cli.main(["generate", "hi", "--budget", "2", flag, "0.3", fixed, "0.5"]) == 0
-    assert seen["max_eviction_ratio"] == 0.3 and seen["fixed_eviction_ratio"] == 0.5
-    with pytest.raises(SystemExit):
-        cli.main(["generate", "--help"])
-    shown = capsys.readouterr().out
-    assert "--max-eviction-ratio" in shown and "--fixed-eviction-ratio" in shown and "alpha" not in shown
