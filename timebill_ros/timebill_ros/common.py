@@ -46,8 +46,9 @@ def declare_config(node, overrides: dict | None = None) -> dict:
 
 def renamed_parameters(node, cfg: dict) -> dict:
     """Current name -> value, for each old name given to ``node`` (--params-file, -p) whose current
-    name is not. The old names are not declared: ROS would otherwise drop them unread, so they are
-    read from what the node was given (rclpy keeps it in ``_parameter_overrides``, with no public view)."""
+    name is not. ROS ignores a given parameter the node does not declare, and the old names are not
+    declared (they would list as parameters of their own), so they are read from what the node was
+    given: rclpy keeps it in ``_parameter_overrides``, with no public view."""
     given = getattr(node, "_parameter_overrides", None) or {}
     out = {}
     for old, new in RENAMED.items():
