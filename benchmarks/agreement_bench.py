@@ -85,7 +85,7 @@ def main(argv=None) -> int:
                for name in ("llamacpp", "torch")}
     rows = []
     for prompt in PROMPTS:
-        req = Request(prompt=prompt, budget=3600.0, max_new_tokens=args.max_new_tokens, fixed_alpha=0.0)
+        req = Request(prompt=prompt, budget=3600.0, max_new_tokens=args.max_new_tokens, fixed_eviction_ratio=0.0)
         ans = {}
         for name, eng in engines.items():
             toks = []

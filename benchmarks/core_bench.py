@@ -65,7 +65,7 @@ def decode_speed(loaded, tm, repeats: int, new_tokens: int = 64):
     input_ids = torch.tensor([ids])
     eng, hf = [], []
     for _ in range(repeats):
-        r = engine.generate(Request(prompt, budget=3600, max_new_tokens=new_tokens, fixed_alpha=0.0))
+        r = engine.generate(Request(prompt, budget=3600, max_new_tokens=new_tokens, fixed_eviction_ratio=0.0))
         assert r.generated_tokens == new_tokens, r
         eng.append((new_tokens - 1) / r.decode_time)
         with torch.inference_mode():

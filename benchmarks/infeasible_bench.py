@@ -80,32 +80,33 @@ def main(argv=None) -> int:
             o = old.estimate(req, prompt_ids=ids, length=length).plan
             n = new.estimate(req, prompt_ids=ids, length=length).plan
             rows.append({"prompt_tokens": len(ids), "budget": budget, "predicted_tokens": n.predicted_tokens,
-                         "bound": n.predicted_tokens_bound, "old_alpha": o.alpha, "old_infeasible": not o.expected_fits,
-                         "new_alpha": n.alpha, "new_infeasible": not n.useful_fits, "tokens_that_fit": n.tokens_that_fit,
-                         "predicted_total": n.predicted_total})
+                         "bound": n.predicted_tokens_bound,
+                         "old_eviction_ratio": o.eviction_ratio, "old_infeasible": not o.expected_fits,
+                         "new_eviction_ratio": n.eviction_ratio, "new_infeasible": not n.useful_fits,
+                         "tokens_that_fit": n.tokens_that_fit, "predicted_total": n.predicted_total})
     print(f"{len(prompts)} prompts, {min(r['prompt_tokens'] for r in rows)}-{max(r['prompt_tokens'] for r in rows)} "
           f"prompt tokens; predicted length {mean(r['predicted_tokens'] for r in rows):.1f} tokens on average "
           f"(bound {mean(r['bound'] for r in rows):.1f}); length predictor: {getattr(new.length_predictor, 'name', '?')}")
     for b in BUDGETS:
         rs = [r for r in rows if r["budget"] == b]
         print(f"budget {b:g} s: INFEASIBLE old default {sum(r['old_infeasible'] for r in rs)}/{len(rs)} "
-              f"(alpha {mean(r['old_alpha'] for r in rs):.2f} on average), new default "
-              f"{sum(r['new_infeasible'] for r in rs)}/{len(rs)} (alpha {mean(r['new_alpha'] for r in rs):.2f}); "
+              f"(eviction ratio {mean(r['old_eviction_ratio'] for r in rs):.2f} on average), new default "
+              f"{sum(r['new_infeasible'] for r in rs)}/{len(rs)} (eviction ratio {mean(r['new_eviction_ratio'] for r in rs):.2f}); "
               f"tokens expected to fit {mean(r['tokens_that_fit'] for r in rs):.1f} on average")
     if args.generate:
         engine = BudgetedEngine(new, reject_infeasible=bool(cfg.get("reject_infeasible", True)))
         engine.warm_up()
         for r, (prompt, budget) in zip(rows, [(p, b) for p in prompts for b in BUDGETS]):
             res = engine.generate(Request(prompt, budget=budget, policy="kill"))
-            r.update(outcome=res.outcome.value, tokens=res.generated_tokens, alpha=res.alpha,
+            r.update(outcome=res.outcome.value, tokens=res.generated_tokens, eviction_ratio=res.eviction_ratio,
                      late=max(0.0, res.total_time - budget), text=res.text[:120])
         for b in BUDGETS:
             rs = [r for r in rows if r["budget"] == b]
             counts = Counter(r["outcome"] for r in rs)
             print(f"served at {b:g} s (new default, Kill): " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                   + f"; {mean(r['tokens'] for r in rs):.1f} tokens on average; latest result "
-                  f"{1e3 * max(r['late'] for r in rs):.0f} ms after the deadline; alpha > 0 in "
-                  f"{sum(r['alpha'] > 0 for r in rs)}")
+                  f"{1e3 * max(r['late'] for r in rs):.0f} ms after the deadline; eviction ratio > 0 in "
+                  f"{sum(r['eviction_ratio'] > 0 for r in rs)}")
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0

@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     print(f"{'transformers generate':<20}" + "".join(f"{pre[n]:>14.3f}" for n in lengths) + "".join(f"{dec[n]:>11.1f}" for n in lengths), flush=True)
 
     print(f"\n== 3. a {answer_tokens}-token answer to a {answer_prompt}-token prompt, end to end (s)", flush=True)
-    req = Request(prompt="(token ids given)", budget=3600.0, max_new_tokens=answer_tokens, fixed_alpha=0.0)
+    req = Request(prompt="(token ids given)", budget=3600.0, max_new_tokens=answer_tokens, fixed_eviction_ratio=0.0)
     for name, b in (("engine (llamacpp)", fast), ("engine (torch)", ref)):
         eng = BudgetedEngine(Estimator(loaded, GENEROUS), learn_online=False, backend=b)
         out["answer_s"][name] = timed(lambda: eng.generate(req, prompt_ids=ids[answer_prompt]), repeats)

@@ -32,7 +32,7 @@ def pairs(path: pathlib.Path) -> dict[int, list[tuple[dict, dict]]]:
     plain, limited = {}, collections.defaultdict(list)
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        key = (r["item"], f"{r['alpha']:.4f}")
+        key = (r["item"], f"{r['alpha']:.4f}")  # the records' own name for the eviction ratio
         variant = r.get("variant", "")
         if not variant:
             plain[key] = r

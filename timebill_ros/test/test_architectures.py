@@ -220,7 +220,7 @@ def test_a_qwen2_gguf_answers_through_the_engine_exactly_as_its_hugging_face_ori
     engine = build_engine(cfg, progress=False)
     assert engine.backend.name == "llamacpp"
     text = "The robot moves to the kitchen and picks up the red cup."
-    result = engine.generate(Request(text, budget=60.0, max_new_tokens=12, fixed_alpha=0.0, raw=True, length_control=False))
+    result = engine.generate(Request(text, budget=60.0, max_new_tokens=12, fixed_eviction_ratio=0.0, raw=True, length_control=False))
 
     loaded = engine.estimator.loaded
     ids = loaded.encode_chat(text, raw=True)

@@ -44,3 +44,18 @@ def test_rlp_distill_is_one_command_of_the_main_cli():
     r = timebill("rlp", "distill", "--help", timeout=60)
     assert r.returncode == 0 and "--prompts" in r.stdout and "--model" in r.stdout
     assert "distill" in timebill("--help", timeout=60).stdout
+
+
+@pytest.mark.parametrize("flag", ["--max-eviction-ratio", "--alpha-max"])
+def test_the_cli_reads_the_ceiling_and_the_fixed_ratio_under_either_name(monkeypatch, capsys, flag):
+    import timebill.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "cmd_generate", lambda args: seen.update(vars(args)) or 0)
+    fixed = "--fixed-eviction-ratio" if flag == "--max-eviction-ratio" else "--fixed-alpha"
+    assert cli.main(["generate", "hi", "--budget", "2", flag, "0.3", fixed, "0.5"]) == 0
+    assert seen["max_eviction_ratio"] == 0.3 and seen["fixed_eviction_ratio"] == 0.5
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--help"])
+    shown = capsys.readouterr().out
+    assert "--max-eviction-ratio" in shown and "--fixed-eviction-ratio" in shown and "alpha" not in shown

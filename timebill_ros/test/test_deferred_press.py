@@ -143,8 +143,8 @@ def test_the_ratio_planned_after_the_prefill_is_the_one_applied(tiny, tiny_rlp):
     predicted = tiny_rlp.predict(tiny.encode_chat(prompt), 256).expected
     budget = tm.end_to_end(n, predicted, 0.5)
     r = engine.generate(Request(prompt, budget=budget, max_new_tokens=256, length_control=False))
-    assert r.plan.alpha > 0 and r.plan.predicted_tokens == min(predicted, 256)
-    assert r.cached_tokens == kept_positions(n, r.plan.alpha)
+    assert r.plan.eviction_ratio > 0 and r.plan.predicted_tokens == min(predicted, 256)
+    assert r.cached_tokens == kept_positions(n, r.plan.eviction_ratio)
 
 
 def test_a_prompt_longer_than_the_heads_input_bound_is_predicted_by_its_own_pass_as_trained(tiny, tiny_time_model, tiny_rlp):

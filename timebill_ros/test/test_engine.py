@@ -133,14 +133,14 @@ def test_infeasible_budget_is_answered_without_generating(tiny):
 @pytest.mark.parametrize("press", ["snapkv", "streamingllm", "knorm", "expected_attention", "tova", "SnapKVPress"])
 def test_every_cpu_press_evicts_the_planned_share_of_the_prompt(served, press):
     eng = engine_for(*served, press=press)
-    r = eng.generate(Request(PROMPT, budget=30, max_new_tokens=8, fixed_alpha=0.5))
+    r = eng.generate(Request(PROMPT, budget=30, max_new_tokens=8, fixed_eviction_ratio=0.5))
     assert r.outcome is Outcome.COMPLETED and r.generated_tokens == 8
     assert r.cached_tokens == kept_positions(r.prompt_tokens, 0.5)
 
 
 def test_prompts_shorter_than_the_press_window_run_uncompressed(served):
-    r = engine_for(*served).generate(Request("hi", budget=30, max_new_tokens=4, raw=True, fixed_alpha=0.5))
-    assert r.outcome is Outcome.COMPLETED and r.alpha == 0.0 and r.cached_tokens == r.prompt_tokens
+    r = engine_for(*served).generate(Request("hi", budget=30, max_new_tokens=4, raw=True, fixed_eviction_ratio=0.5))
+    assert r.outcome is Outcome.COMPLETED and r.eviction_ratio == 0.0 and r.cached_tokens == r.prompt_tokens
 
 
 def test_planner_chooses_eviction_to_fit_a_tight_budget(tiny):
@@ -152,7 +152,7 @@ def test_planner_chooses_eviction_to_fit_a_tight_budget(tiny):
     n = len(tiny.encode_chat(PROMPT * 4))
     budget = tm.end_to_end(n, 64, 0.5) + 0.01
     est = eng.estimator.estimate(Request(PROMPT * 4, budget=budget))
-    assert 0.3 < est.plan.alpha < 0.6 and est.plan.feasible
+    assert 0.3 < est.plan.eviction_ratio < 0.6 and est.plan.feasible
 
 
 def test_a_job_whose_expected_answer_does_not_fit_runs_the_prompt_with_a_word_limit(served):

@@ -15,8 +15,8 @@ def test_ids_tokenized_elsewhere_plan_exactly_like_the_estimators_own(tiny):
     assert est.tokenized(req, own) == own
     a, b = est.estimate(req, prompt_ids=est.tokenized(req, own)).plan, est.estimate(req, prompt_ids=own).plan
     # (predictor_time differs: it is measured per call)
-    assert (a.prompt_tokens, a.alpha, a.predicted_tokens, a.tokens_that_fit) == \
-           (b.prompt_tokens, b.alpha, b.predicted_tokens, b.tokens_that_fit)
+    assert (a.prompt_tokens, a.eviction_ratio, a.predicted_tokens, a.tokens_that_fit) == \
+           (b.prompt_tokens, b.eviction_ratio, b.predicted_tokens, b.tokens_that_fit)
 
 
 def test_ids_outside_the_vocabulary_or_the_context_or_none_at_all_are_refused_with_the_reason(tiny):
@@ -85,7 +85,7 @@ def test_length_control_is_off_where_the_goal_the_config_or_a_baseline_says_so(t
     assert words(on) > 0
     assert words(on, length_control=False) == 0          # the goal turns it off
     assert words(off) == 0 and words(off, length_control=True) > 0   # the config's default, the goal's choice
-    assert words(on, fixed_alpha=0.5) == 0               # a baseline runs its prompt as given
+    assert words(on, fixed_eviction_ratio=0.5) == 0               # a baseline runs its prompt as given
     assert words(on, raw=True) == 0                      # no chat template: no system prompt to carry it
     req = Request(**{**base.__dict__, "budget": budget})
     assert on.estimate(req, control_length=False).plan.answer_words == 0   # a verdict that must not predict
@@ -97,8 +97,8 @@ def test_a_goal_that_says_one_token_is_useful_is_not_refused_where_eight_do_not_
     est = Estimator(tiny, TM, ConstantLengthPredictor(expected=30), min_useful_tokens=8, length_control=False)
     base = Request("Is the door open? Answer yes or no.", budget=1.0, max_new_tokens=32)
     budget = _tight(tiny, est, base, 3)                  # 3 tokens fit at most without eviction
-    default = est.estimate(Request(**{**base.__dict__, "budget": budget, "fixed_alpha": 0.0})).plan
-    yes_no = est.estimate(Request(**{**base.__dict__, "budget": budget, "fixed_alpha": 0.0, "min_useful_tokens": 1})).plan
+    default = est.estimate(Request(**{**base.__dict__, "budget": budget, "fixed_eviction_ratio": 0.0})).plan
+    yes_no = est.estimate(Request(**{**base.__dict__, "budget": budget, "fixed_eviction_ratio": 0.0, "min_useful_tokens": 1})).plan
     assert not default.useful_fits and "not even 8 tokens fit" in default.reason
     assert yes_no.useful_fits and 1 <= yes_no.tokens_that_fit < 8
     with pytest.raises(InvalidRequest, match="min_useful_tokens must be >= 0"):

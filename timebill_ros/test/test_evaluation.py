@@ -1,4 +1,6 @@
 """The evaluation's scoring and its replay of Kill and Skip-Next over recorded runs."""
+import json
+
 import pytest
 
 from timebill.evaluation import metrics, schedule
@@ -63,10 +65,10 @@ def test_recorded_runs_teach_the_online_calibration_like_served_jobs():
     assert calibration.model.decode_step(100) == pytest.approx(0.1)
 
 
-def test_alpha_counts_separate_no_eviction_the_ceiling_and_ratios_between():
-    from timebill.evaluation.accuracy import alpha_counts
+def test_eviction_ratio_counts_separate_no_eviction_the_ceiling_and_ratios_between():
+    from timebill.evaluation.accuracy import eviction_ratio_counts
 
-    assert alpha_counts([0.0, 0.0, 0.95, 0.5, 0.9499999999], 0.95) == {"none": 2, "alpha_max": 2, "between": 1}
+    assert eviction_ratio_counts([0.0, 0.0, 0.95, 0.5, 0.9499999999], 0.95) == {"none": 2, "alpha_max": 2, "between": 1}
 
 
 def test_a_job_answered_infeasible_completes_nothing_and_occupies_no_time():
@@ -185,11 +187,11 @@ def test_estimators_built_as_served_can_share_one_calibration_and_one_length_pre
     from timebill.time_model import OnlineCalibration
 
     calibration, predictor = OnlineCalibration(tiny_time_model), ConstantLengthPredictor(expected=7)
-    cfg = {"alpha_max": 0.8, "planner": "paper", "length_control": False}
+    cfg = {"max_eviction_ratio": 0.8, "planner": "paper", "length_control": False}
     a, b = (build_estimator(cfg, tiny, time_model=calibration, length_predictor=predictor) for _ in range(2))
     assert a.calibration is b.calibration is calibration
     assert a.length_predictor is b.length_predictor is predictor
-    assert (a.alpha_max, a.planner, a.length_control) == (0.8, "paper", False)  # the rest from the configuration
+    assert (a.max_eviction_ratio, a.planner, a.length_control) == (0.8, "paper", False)  # the rest from the configuration
 
 
 def _cell(per_method, budget=1.0, score=lambda j: 1.0, replay=schedule.kill):
@@ -274,3 +276,21 @@ def test_a_comparison_refuses_jobs_that_are_not_paired_by_prompt():
     jobs["none"] = list(reversed(_jobs([0.5, 0.6])))
     with pytest.raises(ValueError, match="job 0 is prompt 'p1' for 'none'"):
         compare.paired_bootstrap(jobs, "timebill", {"none": ["none"]}, schedule.kill, 1.0, lambda j: 1.0, resamples=10)
+
+
+def test_the_shipped_records_still_load_and_replay(tmp_path):
+    """docs/eval/records-*.jsonl name the eviction ratio "alpha" (and the record's key "alpha_key"):
+    the recorder reads them as they are, and the timing check takes the ratio from them."""
+    from conftest import REPO, slow_time_model
+    from timebill.evaluation.accuracy import timing_of_records
+    from timebill.evaluation.records import RATIO, Recorder, ratio_key
+
+    lines = (REPO / "docs" / "eval" / "records-everyday-medium.jsonl").read_text().splitlines()[:40]
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    recorder = Recorder(None, path)
+    assert len(recorder.records) == len(lines)
+    plain = [json.loads(line) for line in lines if not json.loads(line).get("variant")]
+    assert plain and all(recorder.records[(r["item"], ratio_key(r["alpha"]))][RATIO] == r["alpha"] for r in plain)
+    timing = timing_of_records([r for r in recorder.records.values() if r["tokens"]], slow_time_model(), 64)
+    assert timing["runs"] > 0 and timing["ratio_median"] > 0

@@ -152,7 +152,7 @@ def test_kill_on_the_fast_path_returns_by_the_deadline(embedded, fast_backend, e
     late = []
     for extra in (0.05, 0.1, 0.2) * 2:
         budget = embedded_fast_time_model.prefill(n) + extra
-        r = eng.generate(Request(STORY, budget=budget, fixed_alpha=0.0, raw=False))
+        r = eng.generate(Request(STORY, budget=budget, fixed_eviction_ratio=0.0, raw=False))
         assert r.outcome in (Outcome.KILLED, Outcome.COMPLETED)
         late.append(r.total_time - budget)
     # A llama.cpp step is ~10 ms: being late by more than a few ms means a step was started that should not have been.

@@ -5,15 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from timebill.planner import optimal_alpha, plan_eviction, tokens_that_fit
+from timebill.planner import optimal_eviction_ratio, plan_eviction, tokens_that_fit
 from timebill.time_model import TimeModel, kept_positions
 
 # Roughly SmolLM2-135M on 2 CPU cores (notes: cpu-llm-stack).
 CPU = TimeModel(a=2.0e-7, b=1.4e-3, c=0.02, p=4.75e-6, q=0.041)
 
 
-def brute_force_alpha(tm, n, nw, budget, t_pred=0.0, steps=20000):
-    """The smallest alpha on a fine grid whose worst case fits (continuous cache length)."""
+def brute_force_ratio(tm, n, nw, budget, t_pred=0.0, steps=20000):
+    """The smallest eviction_ratio on a fine grid whose worst case fits (continuous cache length)."""
     for i in range(steps + 1):
         a = i / steps
         kv = (1 - a) * n
@@ -25,17 +25,17 @@ def brute_force_alpha(tm, n, nw, budget, t_pred=0.0, steps=20000):
 
 @pytest.mark.parametrize("n,nw,budget", [(2000, 64, 6.5), (1000, 100, 5.9), (3000, 32, 7.5)])
 def test_closed_form_matches_a_brute_force_search(n, nw, budget):
-    assert optimal_alpha(CPU, n, nw, budget) == pytest.approx(brute_force_alpha(CPU, n, nw, budget), abs=1e-3)
+    assert optimal_eviction_ratio(CPU, n, nw, budget) == pytest.approx(brute_force_ratio(CPU, n, nw, budget), abs=1e-3)
 
 
 def test_generous_budget_evicts_nothing():
     plan = plan_eviction(CPU, 500, 50, 100, budget=60.0)
-    assert plan.alpha == 0.0 and plan.feasible and plan.reason == ""
+    assert plan.eviction_ratio == 0.0 and plan.feasible and plan.reason == ""
 
 
-def test_ratio_is_clamped_to_alpha_max_and_reported_infeasible_when_the_bound_does_not_fit():
-    plan = plan_eviction(CPU, 2000, 50, 256, budget=6.0, alpha_max=0.9)
-    assert plan.alpha == pytest.approx(0.9)
+def test_ratio_is_clamped_to_max_eviction_ratio_and_reported_infeasible_when_the_bound_does_not_fit():
+    plan = plan_eviction(CPU, 2000, 50, 256, budget=6.0, max_eviction_ratio=0.9)
+    assert plan.eviction_ratio == pytest.approx(0.9)
     assert not plan.feasible and "bound is too long" in plan.reason
     assert plan.predicted_worst_case > 6.0
 
@@ -49,46 +49,46 @@ def test_prefill_alone_over_budget_is_infeasible_with_that_reason():
 def test_predictor_time_counts_against_the_budget():
     without = plan_eviction(CPU, 2000, 32, 64, budget=6.5)
     with_pred = plan_eviction(CPU, 2000, 32, 64, budget=6.5, predictor_time=0.2)
-    assert 0.0 < without.alpha < with_pred.alpha < 0.95
+    assert 0.0 < without.eviction_ratio < with_pred.eviction_ratio < 0.95
     assert with_pred.feasible
-    assert with_pred.predicted_worst_case == pytest.approx(0.2 + CPU.end_to_end(2000, 64, with_pred.alpha))
+    assert with_pred.predicted_worst_case == pytest.approx(0.2 + CPU.end_to_end(2000, 64, with_pred.eviction_ratio))
 
 
 def test_short_prompts_that_cannot_be_compressed_plan_no_eviction():
     plan = plan_eviction(CPU, 10, 5, 50, budget=0.5, press_applies=False)
-    assert plan.alpha == 0.0
+    assert plan.eviction_ratio == 0.0
 
 
 def test_fixed_ratio_is_taken_as_given():
-    plan = plan_eviction(CPU, 1000, 40, 80, budget=100.0, fixed_alpha=0.75)
-    assert plan.alpha == 0.75 and plan.cached_tokens == kept_positions(1000, 0.75)
+    plan = plan_eviction(CPU, 1000, 40, 80, budget=100.0, fixed_eviction_ratio=0.75)
+    assert plan.eviction_ratio == 0.75 and plan.cached_tokens == kept_positions(1000, 0.75)
 
 
 jobs = st.tuples(
     st.integers(min_value=16, max_value=8000),   # prompt tokens
     st.integers(min_value=1, max_value=512),     # bound
     st.floats(min_value=0.0, max_value=0.5),     # predictor time
-    st.floats(min_value=0.0, max_value=0.95),    # alpha_max
+    st.floats(min_value=0.0, max_value=0.95),    # max_eviction_ratio
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(jobs, st.floats(min_value=0.01, max_value=60.0), st.floats(min_value=0.0, max_value=30.0))
-def test_alpha_never_rises_when_the_budget_grows(job, budget, extra):
+def test_eviction_ratio_never_rises_when_the_budget_grows(job, budget, extra):
     n, nw, t_pred, a_max = job
-    small = plan_eviction(CPU, n, max(1, nw // 2), nw, budget, alpha_max=a_max, predictor_time=t_pred)
-    large = plan_eviction(CPU, n, max(1, nw // 2), nw, budget + extra, alpha_max=a_max, predictor_time=t_pred)
-    assert large.alpha <= small.alpha + 1e-12
+    small = plan_eviction(CPU, n, max(1, nw // 2), nw, budget, max_eviction_ratio=a_max, predictor_time=t_pred)
+    large = plan_eviction(CPU, n, max(1, nw // 2), nw, budget + extra, max_eviction_ratio=a_max, predictor_time=t_pred)
+    assert large.eviction_ratio <= small.eviction_ratio + 1e-12
 
 
 @settings(max_examples=300, deadline=None)
 @given(jobs, st.floats(min_value=0.01, max_value=60.0))
 def test_a_feasible_plan_fits_its_modelled_worst_case_in_the_budget(job, budget):
     n, nw, t_pred, a_max = job
-    plan = plan_eviction(CPU, n, max(1, nw // 2), nw, budget, alpha_max=a_max, predictor_time=t_pred)
-    assert 0.0 <= plan.alpha <= a_max
+    plan = plan_eviction(CPU, n, max(1, nw // 2), nw, budget, max_eviction_ratio=a_max, predictor_time=t_pred)
+    assert 0.0 <= plan.eviction_ratio <= a_max
     if plan.feasible:
-        assert t_pred + CPU.end_to_end(n, nw, plan.alpha) <= budget
+        assert t_pred + CPU.end_to_end(n, nw, plan.eviction_ratio) <= budget
     else:
         assert plan.reason
         # Infeasible means even the largest allowed ratio does not fit.
@@ -99,12 +99,13 @@ def test_a_slower_worst_case_model_evicts_more_and_keeps_the_expected_time_on_th
     slow = CPU.scaled(1.05, 1.05)
     plain = plan_eviction(CPU, 2000, 40, 64, 7.0)
     margin = plan_eviction(CPU, 2000, 40, 64, 7.0, worst_tm=slow)
-    assert plain.feasible and margin.feasible and margin.alpha > plain.alpha
-    assert margin.predicted_worst_case == pytest.approx(slow.end_to_end(2000, 64, margin.alpha)) and margin.predicted_worst_case <= 7.0
-    assert margin.predicted_total == pytest.approx(CPU.end_to_end(2000, 40, margin.alpha))
-    # A budget the median model fits but the slower one cannot, even at alpha_max.
+    assert plain.feasible and margin.feasible and margin.eviction_ratio > plain.eviction_ratio
+    assert margin.predicted_worst_case == pytest.approx(slow.end_to_end(2000, 64, margin.eviction_ratio))
+    assert margin.predicted_worst_case <= 7.0
+    assert margin.predicted_total == pytest.approx(CPU.end_to_end(2000, 40, margin.eviction_ratio))
+    # A budget the median model fits but the slower one cannot, even at max_eviction_ratio.
     tight = plan_eviction(CPU, 2000, 40, 64, CPU.end_to_end(2000, 64, 0.5), worst_tm=slow)
-    assert not tight.feasible and tight.alpha == pytest.approx(0.95) and "64 tokens" in tight.reason
+    assert not tight.feasible and tight.eviction_ratio == pytest.approx(0.95) and "64 tokens" in tight.reason
 
 
 # --- the budget planner (the default): evict only where it changes whether the expected answer fits ---
@@ -112,35 +113,35 @@ def budget_plan(n, expected, bound, budget, **kw):
     return plan_eviction(CPU, n, expected, bound, budget, planner="budget", **kw)
 
 
-def expected_time(n, expected, alpha, t_pred=0.0):
-    return t_pred + CPU.end_to_end(n, expected, alpha)
+def expected_time(n, expected, eviction_ratio, t_pred=0.0):
+    return t_pred + CPU.end_to_end(n, expected, eviction_ratio)
 
 
 def test_budget_planner_evicts_nothing_when_the_expected_answer_fits_without_eviction():
     # The bound (256) does not fit, the expected answer (40) does: the paper evicts, this does not.
     budget = expected_time(2000, 40, 0.0) + 0.01
-    assert plan_eviction(CPU, 2000, 40, 256, budget).alpha == pytest.approx(0.95)
+    assert plan_eviction(CPU, 2000, 40, 256, budget).eviction_ratio == pytest.approx(0.95)
     plan = budget_plan(2000, 40, 256, budget)
-    assert plan.alpha == 0.0 and plan.expected_fits and not plan.feasible and plan.useful_fits
+    assert plan.eviction_ratio == 0.0 and plan.expected_fits and not plan.feasible and plan.useful_fits
 
 
 def test_budget_planner_takes_the_smallest_ratio_that_makes_the_expected_answer_fit():
     n, expected = 2000, 64
     budget = (expected_time(n, expected, 0.0) + expected_time(n, expected, 0.95)) / 2  # between: eviction decides
     plan = budget_plan(n, expected, 256, budget)
-    assert 0.0 < plan.alpha < 0.95
+    assert 0.0 < plan.eviction_ratio < 0.95
     assert plan.expected_fits and plan.predicted_total <= budget
-    assert expected_time(n, expected, plan.alpha - 2.0 / n) > budget  # two positions fewer evicted would not fit
-    assert plan.alpha == pytest.approx(optimal_alpha(CPU, n, expected, budget), abs=1.5 / n)
+    assert expected_time(n, expected, plan.eviction_ratio - 2.0 / n) > budget  # two positions fewer evicted would not fit
+    assert plan.eviction_ratio == pytest.approx(optimal_eviction_ratio(CPU, n, expected, budget), abs=1.5 / n)
 
 
-def test_budget_planner_does_not_jump_to_alpha_max_when_no_ratio_makes_the_answer_fit():
+def test_budget_planner_does_not_jump_to_max_eviction_ratio_when_no_ratio_makes_the_answer_fit():
     n, expected = 2000, 64
     budget = expected_time(n, expected, 0.95) - 0.05  # even 0.95 leaves the expected answer 50 ms short
     paper = plan_eviction(CPU, n, expected, 256, budget)
     plan = budget_plan(n, expected, 256, budget)
-    assert paper.alpha == pytest.approx(0.95)
-    assert plan.alpha == 0.0 and not plan.expected_fits
+    assert paper.eviction_ratio == pytest.approx(0.95)
+    assert plan.eviction_ratio == 0.0 and not plan.expected_fits
     # It still runs (under Kill it stops at the deadline with what fitted) and says how much fits.
     assert plan.useful_fits and 8 <= plan.tokens_that_fit < expected
 
@@ -152,13 +153,13 @@ def test_short_prompts_are_never_evicted_whatever_the_budget():
     assert saving < 0.01 * expected_time(n, 256, 0.0)
     for budget in (1.0, 3.0, expected_time(n, 256, 0.0) - saving / 2, 10.0, 20.0):
         plan = budget_plan(n, 256, 256, budget)
-        assert plan.alpha == 0.0, budget
+        assert plan.eviction_ratio == 0.0, budget
 
 
 def test_the_issue_red_cup_question_at_3_s_runs_instead_of_infeasible():
     # 80 prompt tokens, predicted (and bounded) at the 256-token cap: 14 s expected, 3 s budget.
     plan = budget_plan(80, 256, 256, 3.0, predictor_time=0.06, max_new_tokens=256)
-    assert not plan.expected_fits and plan.useful_fits and plan.alpha == 0.0
+    assert not plan.expected_fits and plan.useful_fits and plan.eviction_ratio == 0.0
     assert plan.tokens_that_fit == tokens_that_fit(CPU, 80, 0.0, 3.0, 0.06, 256)
     assert 50 < plan.tokens_that_fit < 256
 
@@ -168,7 +169,7 @@ budget_jobs = st.tuples(
     st.integers(min_value=1, max_value=512),     # expected tokens
     st.integers(min_value=0, max_value=512),     # bound - expected
     st.floats(min_value=0.0, max_value=0.5),     # predictor time
-    st.floats(min_value=0.0, max_value=0.95),    # alpha_max (or the goal's max_eviction_ratio)
+    st.floats(min_value=0.0, max_value=0.95),    # max_eviction_ratio (or the goal's max_eviction_ratio)
 )
 
 
@@ -176,26 +177,26 @@ budget_jobs = st.tuples(
 @given(budget_jobs, st.floats(min_value=0.01, max_value=60.0), st.floats(min_value=0.0, max_value=30.0))
 def test_budget_planner_once_eviction_can_make_the_answer_fit_more_budget_never_evicts_more(job, budget, extra):
     n, expected, more, t_pred, a_max = job
-    small = budget_plan(n, expected, expected + more, budget, alpha_max=a_max, predictor_time=t_pred)
-    large = budget_plan(n, expected, expected + more, budget + extra, alpha_max=a_max, predictor_time=t_pred)
+    small = budget_plan(n, expected, expected + more, budget, max_eviction_ratio=a_max, predictor_time=t_pred)
+    large = budget_plan(n, expected, expected + more, budget + extra, max_eviction_ratio=a_max, predictor_time=t_pred)
     if expected_time(n, expected, a_max, t_pred) <= budget:
-        assert large.alpha <= small.alpha + 1e-12
+        assert large.eviction_ratio <= small.eviction_ratio + 1e-12
     else:
         # Below that budget no ratio changes the predicted outcome: nothing is evicted.
-        assert small.alpha == 0.0
+        assert small.eviction_ratio == 0.0
 
 
 @settings(max_examples=400, deadline=None)
 @given(budget_jobs, st.floats(min_value=0.01, max_value=60.0))
-def test_budget_planner_alpha_is_zero_unless_it_makes_the_expected_answer_fit_and_never_above_the_cap(job, budget):
+def test_budget_planner_eviction_ratio_is_zero_unless_it_makes_the_expected_answer_fit_and_never_above_the_cap(job, budget):
     n, expected, more, t_pred, a_max = job
-    plan = budget_plan(n, expected, expected + more, budget, alpha_max=a_max, predictor_time=t_pred)
-    assert 0.0 <= plan.alpha <= a_max
+    plan = budget_plan(n, expected, expected + more, budget, max_eviction_ratio=a_max, predictor_time=t_pred)
+    assert 0.0 <= plan.eviction_ratio <= a_max
     fits_without = expected_time(n, expected, 0.0, t_pred) <= budget
     fits_at_cap = expected_time(n, expected, a_max, t_pred) <= budget
     if fits_without or not fits_at_cap:
-        assert plan.alpha == 0.0  # eviction cannot change the predicted outcome
-    if plan.alpha > 0.0:
+        assert plan.eviction_ratio == 0.0  # eviction cannot change the predicted outcome
+    if plan.eviction_ratio > 0.0:
         assert plan.expected_fits
     assert plan.expected_fits == (plan.predicted_total <= budget)
 
@@ -206,14 +207,14 @@ def test_budget_planner_alpha_is_zero_unless_it_makes_the_expected_answer_fit_an
 def test_tokens_that_fit_is_the_most_the_budget_holds_and_infeasible_means_not_even_the_useful_minimum(
         job, budget, planner, max_new):
     n, expected, more, t_pred, a_max = job
-    plan = plan_eviction(CPU, n, expected, expected + more, budget, alpha_max=a_max, predictor_time=t_pred,
+    plan = plan_eviction(CPU, n, expected, expected + more, budget, max_eviction_ratio=a_max, predictor_time=t_pred,
                          planner=planner, min_useful_tokens=8, max_new_tokens=max_new)
     k = plan.tokens_that_fit
     assert 0 <= k <= max_new
     if k > 0:
-        assert t_pred + CPU.end_to_end(n, k, plan.alpha) <= budget
+        assert t_pred + CPU.end_to_end(n, k, plan.eviction_ratio) <= budget
     if k < max_new:
-        assert t_pred + CPU.end_to_end(n, k + 1, plan.alpha) > budget
+        assert t_pred + CPU.end_to_end(n, k + 1, plan.eviction_ratio) > budget
     # The verdict is the same for both planners: judged without eviction and at the largest allowed ratio.
     useful = min(8, expected, max_new)
     assert plan.useful_fits == any(t_pred + CPU.end_to_end(n, useful, a) <= budget for a in (0.0, a_max))
@@ -248,9 +249,9 @@ def test_a_short_answer_that_fits_only_without_eviction_is_not_refused():
 
 
 def test_paper_planner_is_unchanged_by_the_useful_minimum():
-    a = plan_eviction(CPU, 2000, 50, 256, budget=6.0, alpha_max=0.9)
-    b = plan_eviction(CPU, 2000, 50, 256, budget=6.0, alpha_max=0.9, min_useful_tokens=100)
-    assert a.alpha == b.alpha == pytest.approx(0.9)
+    a = plan_eviction(CPU, 2000, 50, 256, budget=6.0, max_eviction_ratio=0.9)
+    b = plan_eviction(CPU, 2000, 50, 256, budget=6.0, max_eviction_ratio=0.9, min_useful_tokens=100)
+    assert a.eviction_ratio == b.eviction_ratio == pytest.approx(0.9)
 
 
 def test_an_unknown_planner_or_a_useless_minimum_is_refused_naming_the_config_key():
@@ -333,13 +334,13 @@ def test_a_goals_max_eviction_ratio_caps_the_budget_planner(tiny):
     # A model whose decode steps are mostly cache reads: eviction buys a lot here.
     est = Estimator(tiny, TimeModel(a=0.0, b=0.0, c=0.01, p=1e-4, q=1e-3), ConstantLengthPredictor(100))
 
-    def alpha(budget, cap=None):
-        return est.estimate(Request(PROMPT, budget=budget, max_new_tokens=100, max_eviction_ratio=cap)).plan.alpha
+    def eviction_ratio(budget, cap=None):
+        return est.estimate(Request(PROMPT, budget=budget, max_new_tokens=100, max_eviction_ratio=cap)).plan.eviction_ratio
 
-    assert alpha(2.0) == 0.0                        # fits without eviction
+    assert eviction_ratio(2.0) == 0.0                        # fits without eviction
     # The smallest ratio that fits is within the goal's cap (the measured predictor latency moves it a hair).
-    assert alpha(1.7, 0.3) == pytest.approx(alpha(1.7), abs=1e-3) and 0.0 < alpha(1.7, 0.3) <= 0.3
-    assert alpha(1.2) > 0.3 and alpha(1.2, 0.3) == 0.0  # only more than the goal allows would fit: none
+    assert eviction_ratio(1.7, 0.3) == pytest.approx(eviction_ratio(1.7), abs=1e-3) and 0.0 < eviction_ratio(1.7, 0.3) <= 0.3
+    assert eviction_ratio(1.2) > 0.3 and eviction_ratio(1.2, 0.3) == 0.0  # only more than the goal allows would fit: none
 
 
 def test_the_budget_planner_does_not_evict_where_the_press_costs_more_than_it_saves():
@@ -348,11 +349,11 @@ def test_the_budget_planner_does_not_evict_where_the_press_costs_more_than_it_sa
     cheap = TimeModel(a=1e-7, b=1.3e-3, c=0.01, p=2.8e-6, q=7.1e-3)
     costly = TimeModel(a=1e-7, b=1.3e-3, c=0.01, p=2.8e-6, q=7.1e-3, r=0.0, s=0.2)   # more than 0.95 saves
     budget = cheap.end_to_end(700, 50, 0.0) - 0.02                                      # just too tight
-    assert plan_eviction(cheap, 700, 50, 64, budget, planner="budget").alpha > 0
+    assert plan_eviction(cheap, 700, 50, 64, budget, planner="budget").eviction_ratio > 0
     plan = plan_eviction(costly, 700, 50, 64, budget, planner="budget")
-    assert plan.alpha == 0.0 and not plan.expected_fits
+    assert plan.eviction_ratio == 0.0 and not plan.expected_fits
     # where eviction does pay, the ratio chosen covers its overhead too
     mid = TimeModel(a=1e-7, b=1.3e-3, c=0.01, p=2.8e-6, q=7.1e-3, r=0.0, s=0.03)
     budget = mid.end_to_end(700, 50, 0.0) - 0.02
     plan = plan_eviction(mid, 700, 50, 64, budget, planner="budget")
-    assert plan.alpha > 0 and mid.end_to_end(700, 50, plan.alpha) <= budget
+    assert plan.eviction_ratio > 0 and mid.end_to_end(700, 50, plan.eviction_ratio) <= budget

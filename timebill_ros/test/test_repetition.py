@@ -65,7 +65,7 @@ def engine(embedded, fast_backend, tm, loop_window):
 
 
 def test_a_goal_caught_in_a_loop_completes_early_without_the_repeat(embedded, fast_backend, embedded_fast_time_model):
-    req = Request(LOOPING, budget=60.0, policy="skip_next", fixed_alpha=0.0)
+    req = Request(LOOPING, budget=60.0, policy="skip_next", fixed_eviction_ratio=0.0)
     looping = engine(embedded, fast_backend, embedded_fast_time_model, 0).generate(req)
     assert looping.stop_reason == "max_tokens"  # left alone, it runs to its cap
 
@@ -81,7 +81,7 @@ def test_a_goal_caught_in_a_loop_completes_early_without_the_repeat(embedded, fa
 
 def test_answers_kept_to_a_format_are_not_watched(embedded, fast_backend, embedded_fast_time_model):
     r = engine(embedded, fast_backend, embedded_fast_time_model, 1).generate(
-        Request("Is a robot arm a machine? Answer yes or no.", budget=60.0, policy="skip_next", fixed_alpha=0.0,
+        Request("Is a robot arm a machine? Answer yes or no.", budget=60.0, policy="skip_next", fixed_eviction_ratio=0.0,
                 choices=("yes", "no")))
     assert r.completed and r.text in ("yes", "no") and r.stop_reason != "loop"
 

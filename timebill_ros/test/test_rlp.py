@@ -372,7 +372,7 @@ def test_mix_labels_are_served_generations_with_their_source_cap_and_features(ti
         assert set(r) == {"id", "source", "prompt_tokens", "length", "stop", "cap", "seconds"}   # no prompt text
         assert r["source"] == p.source and r["cap"] == 7 and 0 <= r["length"] <= 7
         assert r["prompt_tokens"] == len(tiny.encode_chat(p.text, p.system))   # the system prompt is served too
-        direct = engine.generate(Request(p.text, budget=60, system_prompt=p.system, max_new_tokens=7, fixed_alpha=0.0))
+        direct = engine.generate(Request(p.text, budget=60, system_prompt=p.system, max_new_tokens=7, fixed_eviction_ratio=0.0))
         assert r["length"] == direct.generated_tokens
     saved = torch.load(feats, weights_only=True)
     assert saved["layers"] == [1, 2] and set(saved["feats"]) == {"everyday/a", "brief/b"}

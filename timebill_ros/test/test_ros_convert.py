@@ -131,3 +131,25 @@ def test_the_monitor_listens_on_the_configured_names(rclpy_context):
         assert topics == {"/robot1/my_estimates", "/abs/reports", "/robot1/ask/_action/feedback"}
     finally:
         node.destroy_node()
+
+
+@pytest.mark.parametrize("given,expected", [
+    ({"alpha_max": 0.4}, 0.4),                              # the old name still sets it (a warning says so)
+    ({"alpha_max": 0.4, "max_eviction_ratio": 0.7}, 0.7),   # given both, the current name wins
+    ({"max_eviction_ratio": 1}, 1.0),                       # an integer for the double
+])
+def test_a_node_given_alpha_max_takes_it_as_max_eviction_ratio(rclpy_context, given, expected):
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from timebill_ros.common import declare_config
+
+    node = rclpy.create_node("renamed_params", context=rclpy_context,
+                             parameter_overrides=[Parameter(k, value=v) for k, v in given.items()])
+    try:
+        cfg = declare_config(node)
+        assert cfg["max_eviction_ratio"] == expected and isinstance(cfg["max_eviction_ratio"], float)
+        assert node.get_parameter("max_eviction_ratio").value == expected
+        assert "alpha_max" not in cfg and not node.has_parameter("alpha_max")
+    finally:
+        node.destroy_node()

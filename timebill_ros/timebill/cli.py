@@ -73,7 +73,7 @@ def cmd_generate(args) -> int:
         req = Request(prompt=args.prompt, budget=args.budget, system_prompt=args.system or "",
                       max_new_tokens=args.max_new_tokens, policy=args.policy, max_eviction_ratio=args.max_eviction_ratio,
                       raw=args.raw, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                      fixed_alpha=args.fixed_alpha, length_control=args.length_control,
+                      fixed_eviction_ratio=args.fixed_eviction_ratio, length_control=args.length_control,
                       min_useful_tokens=args.min_useful_tokens, **answer_format_args(args))
         check_request(req)  # before loading anything: a typo should cost milliseconds
         args.extra_overrides = {"press": args.press, "length_predictor": args.length_predictor}
@@ -110,8 +110,8 @@ def format_result(result, req) -> str:
     if plan is not None:
         lines.append(
             f"plan     prompt {plan.prompt_tokens} tokens | predicted length {plan.predicted_tokens} (bound {plan.predicted_tokens_bound}) | "
-            f"eviction ratio {plan.alpha:.3f} | predicted prefill {plan.predicted_prefill:.3f} s, total {plan.predicted_total:.3f} s, "
-            f"worst case {plan.predicted_worst_case:.3f} s | budget {float(req.budget):.3f} s, "
+            f"eviction ratio {plan.eviction_ratio:.3f} | predicted prefill {plan.predicted_prefill:.3f} s, "
+            f"total {plan.predicted_total:.3f} s, worst case {plan.predicted_worst_case:.3f} s | budget {float(req.budget):.3f} s, "
             f"{plan.tokens_that_fit} tokens fit | {'feasible' if plan.feasible else 'NOT feasible: ' + plan.reason}"
         )
         lines.append(f"odds     {100 * plan.completion_probability:.0f} % likely to complete | expected "
@@ -176,11 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--policy", default="kill", help="kill | skip_next")
     g.add_argument("--system", help="system prompt")
     g.add_argument("--max-new-tokens", type=int, default=0, help="0 = the configured default")
-    # One name for the goal's ceiling, as in BudgetedQuery and `timebill_ros query`; --alpha-max is
-    # the name it had here before.
-    g.add_argument("--max-eviction-ratio", "--alpha-max", dest="max_eviction_ratio", type=float,
-                   help="largest eviction ratio the planner may choose for this request (default: the config's alpha_max)")
-    g.add_argument("--fixed-alpha", type=float, help="skip the planner: evict exactly this ratio")
+    # One name for the eviction ratio, as in BudgetedQuery, `timebill_ros query` and the config;
+    # --alpha-max and --fixed-alpha, the names these flags had here before, still work (unlisted).
+    g.add_argument("--max-eviction-ratio", dest="max_eviction_ratio", type=float,
+                   help="largest eviction ratio the planner may choose for this request "
+                        "(default: the config's max_eviction_ratio)")
+    g.add_argument("--alpha-max", dest="max_eviction_ratio", type=float, help=argparse.SUPPRESS)
+    g.add_argument("--fixed-eviction-ratio", dest="fixed_eviction_ratio", type=float,
+                   help="skip the planner: evict exactly this ratio")
+    g.add_argument("--fixed-alpha", dest="fixed_eviction_ratio", type=float, help=argparse.SUPPRESS)
     g.add_argument("--press", help="kvpress press by name (default from the config: snapkv)")
     g.add_argument("--length-predictor", help="`constant` or `rlp`")
     g.add_argument("--raw", action="store_true", help="no chat template")

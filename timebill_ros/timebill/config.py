@@ -5,6 +5,7 @@ name) are merged over the defaults below.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 
@@ -28,7 +29,7 @@ DEFAULTS = {
     "rlp_bound": "calibrated",
     "rlp_k": 5.0,
     "press": "snapkv",
-    "alpha_max": 0.95,
+    "max_eviction_ratio": 0.95,
     "worst_case_quantile": 0.5,
     "planner": DEFAULT_PLANNER,
     "min_useful_tokens": DEFAULT_MIN_USEFUL_TOKENS,
@@ -48,6 +49,38 @@ DEFAULTS = {
     "marker_topic": "answer_marker",
     "diagnostics_period": 1.0,
 }
+
+# Keys renamed since a configuration file could say them: old name -> current name. A file (or a
+# node's parameters) with the old name still works; the first time it is seen, a warning says so.
+RENAMED = {
+    "alpha_max": "max_eviction_ratio",  # the paper's α_max; BudgetedQuery's name for it
+}
+log = logging.getLogger("timebill")
+_warned: set = set()
+
+
+def renamed_keys(params: dict, where: str = "configuration") -> dict:
+    """``params`` with each key in ``RENAMED`` under its current name (``where`` names the source
+    in the warning). Given both names, the current one wins and the old one is ignored."""
+    out = dict(params)
+    for old, new in RENAMED.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if new in out:
+            warn_once((where, old), f"{where}: `{old}` is the old name of `{new}` and both are set: "
+                                    f"using {new}={out[new]!r}, ignoring {old}={value!r}")
+        else:
+            out[new] = value
+            warn_once((where, old), f"{where}: `{old}` is now called `{new}`: using {new}={value!r} "
+                                    f"(rename it; the old name is still read)")
+    return out
+
+
+def warn_once(key, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
 
 
 def default_config_path() -> pathlib.Path | None:
@@ -70,7 +103,8 @@ def default_config_path() -> pathlib.Path | None:
 
 
 def load_config(path: str | os.PathLike | None = None, node: str | None = None, overrides: dict | None = None) -> dict:
-    """Defaults, then the file's ``/**`` parameters, then ``node``'s own, then ``overrides``."""
+    """Defaults, then the file's ``/**`` parameters, then ``node``'s own, then ``overrides``.
+    An old key name (``RENAMED``) is read as its current one, with a warning."""
     cfg = dict(DEFAULTS)
     path = pathlib.Path(path) if path else default_config_path()
     if path is not None:
@@ -80,8 +114,6 @@ def load_config(path: str | os.PathLike | None = None, node: str | None = None, 
         for key in ("/**", node, f"/{node}" if node else None):
             section = data.get(key) if key else None
             if isinstance(section, dict):
-                cfg.update(section.get("ros__parameters", {}) or {})
-    for k, v in (overrides or {}).items():
-        if v is not None:
-            cfg[k] = v
+                cfg.update(renamed_keys(section.get("ros__parameters", {}) or {}, f"{path}, under {key}"))
+    cfg.update(renamed_keys({k: v for k, v in (overrides or {}).items() if v is not None}, "overrides"))
     return cfg

@@ -1,4 +1,4 @@
-"""Budgeted generation: plan alpha, prefill with a kvpress press, decode token by token to a deadline.
+"""Budgeted generation: plan the KV-cache eviction ratio, prefill with a kvpress press, decode token by token to a deadline.
 
 The decode loop is our own (not ``model.generate``): a compressed cache is physically shorter
 than the logical positions, which ``generate`` cannot handle, and we must be able to stop
@@ -36,7 +36,7 @@ class Result:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     generated_tokens: int = 0
-    alpha: float = 0.0
+    eviction_ratio: float = 0.0
     plan: Plan | None = None
     predictor_time: float = 0.0
     queue_wait: float = 0.0
@@ -97,7 +97,7 @@ class BudgetedEngine:
     def warm_up(self) -> None:
         """Run one short job untimed: the first forward passes after loading are several times slower.
         It also applies the configured press once, so a press the backend cannot apply fails at start-up."""
-        req = Request(prompt="Hello. " * 24, budget=3600.0, max_new_tokens=4, fixed_alpha=0.5)
+        req = Request(prompt="Hello. " * 24, budget=3600.0, max_new_tokens=4, fixed_eviction_ratio=0.5)
         token_pieces(self.loaded)  # what answer formats read, made now rather than in a goal's budget
         with self._lock:  # not through generate(): these times must not teach the calibration
             compute_thread.run(lambda: self._run(self.estimator.estimate(req), time.monotonic(), 0.0, None, None))
@@ -261,7 +261,7 @@ class BudgetedEngine:
         stream = TokenStream(self.loaded, accepted_at, on_token, Sampler(req, self.loaded), self.loop_window)
         t0 = time.monotonic()
         if decide is None:
-            press = make_press(self.estimator.press, est.plan.alpha, len(job.ids))
+            press = make_press(self.estimator.press, est.plan.eviction_ratio, len(job.ids))
         else:
             press = DeferredPress(self.estimator.press, len(job.ids), self.estimator.length_predictor.state_layer,
                                   lambda state: job.replan(decide(state)))
@@ -285,7 +285,7 @@ class BudgetedEngine:
                             generated_tokens=len(stream.ids), prefill_time=prefill_time, decode_time=sum(step_times),
                             step_times=step_times, token_times=stream.times)
         result.time_given_length = result.planned_at + est.plan.predictor_time + self.estimator.time_model.end_to_end(
-            len(est.prompt_ids), result.timed_tokens, est.plan.alpha)
+            len(est.prompt_ids), result.timed_tokens, est.plan.eviction_ratio)
         if outcome is Outcome.COMPLETED and not result.deadline_met:
             result.message = (f"completed {result.total_time - float(req.budget):.3f} s after the deadline "
                               f"(policy {job.policy.value})")
@@ -369,14 +369,14 @@ class _Job:
             self.declined = True
             return 0.0
         self.est, self.plan = est, est.plan
-        return est.plan.alpha
+        return est.plan.eviction_ratio
 
     def finish(self, outcome, message, stop, text="", **kw) -> Result:
         now = time.monotonic()
         return Result(
             outcome=outcome, text=text, message=message, deadline_met=now <= self.deadline,
-            prompt_tokens=len(self.ids), alpha=self.plan.alpha, plan=self.plan, predictor_time=self.est.predictor_latency,
-            planned_at=self.est.planned_at,
+            prompt_tokens=len(self.ids), eviction_ratio=self.plan.eviction_ratio, plan=self.plan,
+            predictor_time=self.est.predictor_latency, planned_at=self.est.planned_at,
             queue_wait=self.queue_wait, total_time=now - self.accepted_at, stop_reason=stop, **kw,
         )
 

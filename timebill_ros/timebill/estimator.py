@@ -14,7 +14,7 @@ from .answer_format import FormatLengths
 from .length_distribution import completion_odds
 from .length_control import DEFAULT_LENGTH_CONTROL, system_prompt_of, word_limit
 from .length_predictor import ConstantLengthPredictor, LengthEstimate, LengthPredictor
-from .planner import (DEFAULT_ALPHA_MAX, DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER, Plan, check_planner_settings,
+from .planner import (DEFAULT_MAX_EVICTION_RATIO, DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER, Plan, check_planner_settings,
                       plan_eviction, tokens_that_fit)
 from .presses import DEFAULT_PRESS, press_applies, press_class
 from .request import InvalidRequest, Request, check_request
@@ -46,7 +46,7 @@ class Estimator:
         time_model: TimeModel | OnlineCalibration,
         length_predictor: LengthPredictor | None = None,
         default_max_new_tokens: int = 256,
-        alpha_max: float = DEFAULT_ALPHA_MAX,
+        max_eviction_ratio: float = DEFAULT_MAX_EVICTION_RATIO,
         press: str = DEFAULT_PRESS,
         worst_case_quantile: float = 0.5,
         planner: str = DEFAULT_PLANNER,
@@ -57,7 +57,7 @@ class Estimator:
         self.calibration = time_model if isinstance(time_model, OnlineCalibration) else OnlineCalibration(time_model)
         self.length_predictor = length_predictor or ConstantLengthPredictor()
         self.default_max_new_tokens = int(default_max_new_tokens)
-        self.alpha_max = float(alpha_max)
+        self.max_eviction_ratio = float(max_eviction_ratio)
         # The timing model's quantile that plans the worst case: 0.5 is the paper (its median
         # correction), higher keeps a margin for timing noise (see OnlineCalibration.model_at).
         if not 0.5 <= worst_case_quantile < 1.0:
@@ -78,9 +78,9 @@ class Estimator:
     def max_new_tokens(self, req: Request) -> int:
         return int(req.max_new_tokens) or self.default_max_new_tokens
 
-    def alpha_ceiling(self, req: Request) -> float:
+    def max_eviction_ratio_for(self, req: Request) -> float:
         a = req.max_eviction_ratio
-        return self.alpha_max if a is None or a < 0 else float(a)
+        return self.max_eviction_ratio if a is None or a < 0 else float(a)
 
     def encode(self, req: Request) -> list:
         """Validate the request and return its prompt token ids."""
@@ -168,7 +168,7 @@ class Estimator:
         without a system prompt to carry it, a baseline's fixed ratio, an answer format, nothing useful fits, or the
         answer is more likely to complete than not: the predicted distribution's median fits)."""
         on = self.length_control if req.length_control is None else bool(req.length_control)
-        if not on or req.answer_words or req.raw or req.fixed_alpha is not None or not est.plan.useful_fits or \
+        if not on or req.answer_words or req.raw or req.fixed_eviction_ratio is not None or not est.plan.useful_fits or \
                 req.answer_format is not None:  # the format bounds the answer; a word limit could contradict it
             return None
         if est.plan.completion_probability >= 0.5:
@@ -195,8 +195,8 @@ class Estimator:
                                 distribution=length.distribution)
         plan = plan_eviction(
             self.time_model, len(ids), length.expected, length.bound, float(req.budget) - already_elapsed,
-            alpha_max=self.alpha_ceiling(req), predictor_time=latency,
-            press_applies=press_applies(len(ids)), fixed_alpha=req.fixed_alpha,
+            max_eviction_ratio=self.max_eviction_ratio_for(req), predictor_time=latency,
+            press_applies=press_applies(len(ids)), fixed_eviction_ratio=req.fixed_eviction_ratio,
             worst_tm=self.calibration.model_at(self.worst_case_quantile),
             planner=self.planner, min_useful_tokens=int(req.min_useful_tokens) or (
                 fmt.min_tokens(self.loaded, max_new) if fmt is not None else self.min_useful_tokens),
@@ -204,9 +204,9 @@ class Estimator:
         )
         # The speed is uncertain too: the tokens that fit at five quantiles of the recent jobs'
         # measured/predicted speed (all the median until the calibration has seen enough jobs).
-        fits = [tokens_that_fit(self.calibration.model_at(q), len(ids), plan.alpha, plan.budget, latency, max_new)
+        fits = [tokens_that_fit(self.calibration.model_at(q), len(ids), plan.eviction_ratio, plan.budget, latency, max_new)
                 if q != 0.5 else plan.tokens_that_fit for q in SPEED_QUANTILES]
-        odds = completion_odds(lambda n: latency + self.time_model.end_to_end(len(ids), n, plan.alpha), length.dist(),
+        odds = completion_odds(lambda n: latency + self.time_model.end_to_end(len(ids), n, plan.eviction_ratio), length.dist(),
                                fits, max_new)
         plan = dataclasses.replace(plan, answer_words=int(req.answer_words or 0), completion_probability=odds.probability,
                                    expected_time=odds.expected_time, p90_time=odds.p90_time)

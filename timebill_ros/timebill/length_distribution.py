@@ -136,14 +136,14 @@ def completion_odds(end_to_end, dist: LengthDistribution, tokens_that_fit, limit
     return CompletionOdds(probability=prob, expected_time=expected, p90_time=end_to_end(d.quantile(quantile)))
 
 
-def running_odds(tm, prompt_tokens: int, alpha: float, dist: LengthDistribution, generated: int, elapsed: float,
+def running_odds(tm, prompt_tokens: int, eviction_ratio: float, dist: LengthDistribution, generated: int, elapsed: float,
                  budget: float, limit: int) -> CompletionOdds:
     """A running answer's odds after ``generated`` tokens, ``elapsed`` seconds after acceptance:
     the distribution conditioned on an answer at least this long, the steps left timed by ``tm``
     (a ``TimeModel``) from the cache the job decodes with. Times count from acceptance."""
     from .time_model import kept_positions
 
-    kv = kept_positions(prompt_tokens, alpha) + max(generated - 1, 0)
+    kv = kept_positions(prompt_tokens, eviction_ratio) + max(generated - 1, 0)
 
     def end_to_end(n: float) -> float:
         return elapsed + tm.decode(kv, max(n - generated, 0) + 1)

@@ -2,20 +2,21 @@
 
 Two planners (config ``planner``):
 
-* ``paper`` (TimeBill as published): the smallest alpha whose *worst case* fits,
+* ``paper`` (TimeBill as published): the smallest eviction ratio (the paper's α) whose *worst
+  case* fits,
 
-      alpha* = 1 - (T - t_prefill - t_predict) / (p N_x (N_W - 1)) + (N_W - 2) / (2 N_x) + q / (p N_x)
+      α* = 1 - (T - t_prefill - t_predict) / (p N_x (N_W - 1)) + (N_W - 2) / (2 N_x) + q / (p N_x)
 
-  clamped to [0, alpha_max] (see shared notes: the paper's middle term has a stray p); when even
-  alpha_max does not fit, alpha_max.
+  clamped to [0, max_eviction_ratio] (see shared notes: the paper's middle term has a stray p);
+  when even max_eviction_ratio does not fit, max_eviction_ratio.
 * ``budget`` (the default): evict only where eviction changes the predicted outcome of the
   *expected* answer. On a CPU eviction saves a small share of each decoding step (docs/RESULTS.md:
-  0.3 s of a 5.8 s answer at 95 %), so the paper's fallback to alpha_max when the worst case cannot
-  fit destroys the context for almost no time. Here alpha is 0 when the expected answer fits
-  without eviction, 0 when no allowed ratio makes it fit, 0 when the most eviction allowed saves
-  less than ``MIN_EVICTION_GAIN`` of its time (short prompts), and otherwise the smallest ratio at
-  which the expected answer fits. Within the budgets where eviction can matter, alpha never rises
-  with the budget.
+  0.3 s of a 5.8 s answer at 95 %), so the paper's fallback to max_eviction_ratio when the worst
+  case cannot fit destroys the context for almost no time. Here the ratio is 0 when the expected
+  answer fits without eviction, 0 when no allowed ratio makes it fit, 0 when the most eviction
+  allowed saves less than ``MIN_EVICTION_GAIN`` of its time (short prompts), and otherwise the
+  smallest ratio at which the expected answer fits. Within the budgets where eviction can matter,
+  the ratio never rises with the budget.
 
 Both planners give the same early verdict (``Plan.useful_fits``): whether at least
 ``min_useful_tokens`` tokens of the answer (or the whole expected answer, if shorter) fit without
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 from .time_model import TimeModel, kept_positions
 
-DEFAULT_ALPHA_MAX = 0.95
+DEFAULT_MAX_EVICTION_RATIO = 0.95
 PLANNERS = ("budget", "paper")
 DEFAULT_PLANNER = "budget"
 DEFAULT_MIN_USEFUL_TOKENS = 8
@@ -52,9 +53,9 @@ def check_planner_settings(planner: str, min_useful_tokens: int) -> None:
 class Plan:
     """What the planner decided for one job, and the times it predicts at that ratio."""
 
-    alpha: float
-    feasible: bool              # the modelled worst case fits the budget at ``alpha``
-    expected_fits: bool         # the modelled expected case fits at ``alpha``
+    eviction_ratio: float
+    feasible: bool              # the modelled worst case fits the budget at ``eviction_ratio``
+    expected_fits: bool         # the modelled expected case fits at ``eviction_ratio``
     reason: str                 # why not feasible (or nothing useful fits); empty when feasible
     budget: float               # seconds available to this job when it was planned
     prompt_tokens: int
@@ -64,21 +65,21 @@ class Plan:
     predicted_prefill: float
     predicted_total: float      # predictor + prefill + decode of predicted_tokens
     predicted_worst_case: float  # predictor + prefill + decode of predicted_tokens_bound
-    tokens_that_fit: int = 0    # answer tokens the expected speed fits in the budget at ``alpha`` (<= the job's token limit)
+    tokens_that_fit: int = 0    # answer tokens the expected speed fits in the budget at ``eviction_ratio`` (<= the job's token limit)
     useful_fits: bool = True    # a useful answer fits without eviction or at the largest allowed ratio; False: INFEASIBLE
     answer_words: int = 0       # > 0: length control asked the model for at most this many words
-    # From the predicted length distribution (``timebill.length_distribution``), at ``alpha``:
+    # From the predicted length distribution (``timebill.length_distribution``), at ``eviction_ratio``:
     completion_probability: float = 1.0  # P(the whole answer is ready by the deadline)
     expected_time: float = 0.0           # expected end-to-end seconds (predictor + prefill + decode)
     p90_time: float = 0.0                # their 90th percentile
 
     @property
     def cached_tokens(self) -> int:
-        return kept_positions(self.prompt_tokens, self.alpha)
+        return kept_positions(self.prompt_tokens, self.eviction_ratio)
 
 
-def optimal_alpha(tm: TimeModel, prompt_tokens: int, bound_tokens: int, budget: float, predictor_time: float = 0.0) -> float:
-    """Unclamped alpha* of the closed form (may be < 0 or > 1; +inf when nothing fits)."""
+def optimal_eviction_ratio(tm: TimeModel, prompt_tokens: int, bound_tokens: int, budget: float, predictor_time: float = 0.0) -> float:
+    """Unclamped α* of the closed form (may be < 0 or > 1; +inf when nothing fits)."""
     slack = budget - predictor_time - tm.prefill(prompt_tokens)
     if bound_tokens <= 1:
         return 0.0 if slack >= 0 else math.inf  # the first token comes with the prefill
@@ -89,12 +90,12 @@ def optimal_alpha(tm: TimeModel, prompt_tokens: int, bound_tokens: int, budget: 
     return 1.0 - slack / (tm.p * n * (nw - 1)) + (nw - 2) / (2 * n) + tm.q / (tm.p * n)
 
 
-def tokens_that_fit(tm: TimeModel, prompt_tokens: int, alpha: float, budget: float, predictor_time: float,
+def tokens_that_fit(tm: TimeModel, prompt_tokens: int, eviction_ratio: float, budget: float, predictor_time: float,
                     limit: int) -> int:
     """The most answer tokens (at most ``limit``) whose modelled end-to-end time fits the budget;
     0 when not even the prefill (which brings the first token) fits."""
     def fits(n_tokens: int) -> bool:
-        return predictor_time + tm.end_to_end(prompt_tokens, n_tokens, alpha) <= budget
+        return predictor_time + tm.end_to_end(prompt_tokens, n_tokens, eviction_ratio) <= budget
 
     if limit < 1 or not fits(1):
         return 0
@@ -107,21 +108,21 @@ def tokens_that_fit(tm: TimeModel, prompt_tokens: int, alpha: float, budget: flo
     return lo
 
 
-def _smallest_fitting_alpha(tm: TimeModel, prompt_tokens: int, tokens: int, budget: float, predictor_time: float,
+def _smallest_fitting_ratio(tm: TimeModel, prompt_tokens: int, tokens: int, budget: float, predictor_time: float,
                             ceiling: float) -> float:
     """The closed form for ``tokens``, clamped to [0, ceiling], on kvpress's grid of whole positions.
     Any eviction pays the press's overhead (``TimeModel.evict_overhead``), so the ratio is solved
     with that overhead taken from the budget."""
     overhead = tm.evict_overhead(prompt_tokens, 1.0)
-    alpha = min(max(optimal_alpha(tm, prompt_tokens, tokens, budget, predictor_time + overhead), 0.0), ceiling)
+    eviction_ratio = min(max(optimal_eviction_ratio(tm, prompt_tokens, tokens, budget, predictor_time + overhead), 0.0), ceiling)
     # The closed form is continuous; kvpress keeps whole positions (rounding up what is kept),
     # which can cost one position: then evict one position more.
-    if predictor_time + tm.end_to_end(prompt_tokens, tokens, alpha) > budget and alpha < ceiling:
-        alpha = min(ceiling, alpha + 1.0 / prompt_tokens)
-    return alpha
+    if predictor_time + tm.end_to_end(prompt_tokens, tokens, eviction_ratio) > budget and eviction_ratio < ceiling:
+        eviction_ratio = min(ceiling, eviction_ratio + 1.0 / prompt_tokens)
+    return eviction_ratio
 
 
-def budget_alpha(tm: TimeModel, prompt_tokens: int, expected_tokens: int, budget: float, predictor_time: float,
+def budget_eviction_ratio(tm: TimeModel, prompt_tokens: int, expected_tokens: int, budget: float, predictor_time: float,
                  ceiling: float) -> float:
     """The budget planner's ratio: the smallest that makes the expected answer fit, where eviction
     changes that at all and saves a share of the time worth its damage; else 0."""
@@ -133,7 +134,7 @@ def budget_alpha(tm: TimeModel, prompt_tokens: int, expected_tokens: int, budget
         return 0.0  # it fits without eviction, or no allowed ratio makes it fit
     if without - at_ceiling < MIN_EVICTION_GAIN * without:
         return 0.0
-    return _smallest_fitting_alpha(tm, prompt_tokens, expected_tokens, budget, predictor_time, ceiling)
+    return _smallest_fitting_ratio(tm, prompt_tokens, expected_tokens, budget, predictor_time, ceiling)
 
 
 def plan_eviction(
@@ -142,19 +143,19 @@ def plan_eviction(
     predicted_tokens: int,
     bound_tokens: int,
     budget: float,
-    alpha_max: float = DEFAULT_ALPHA_MAX,
+    max_eviction_ratio: float = DEFAULT_MAX_EVICTION_RATIO,
     predictor_time: float = 0.0,
     press_applies: bool = True,
-    fixed_alpha: float | None = None,
+    fixed_eviction_ratio: float | None = None,
     worst_tm: TimeModel | None = None,
     planner: str = "paper",
     min_useful_tokens: int = DEFAULT_MIN_USEFUL_TOKENS,
     max_new_tokens: int | None = None,
     verdict_tm: TimeModel | None = None,
 ) -> Plan:
-    """Choose alpha for one job (or take ``fixed_alpha``, for baselines) and predict its times.
+    """Choose the eviction ratio for one job (or take ``fixed_eviction_ratio``, for baselines) and predict its times.
 
-    ``press_applies`` is False when the prompt is too short to compress: alpha is then 0.
+    ``press_applies`` is False when the prompt is too short to compress: the ratio is then 0.
     ``worst_tm``: a slower timing model to plan with (a margin for timing noise, e.g.
     OnlineCalibration.model_at(0.9)): the paper planner makes its worst case fit under it, the
     budget planner its expected answer; expected times are still predicted with ``tm``.
@@ -164,28 +165,28 @@ def plan_eviction(
     cannot refuse every later goal and so never be measured again.
     """
     wt = worst_tm or tm
-    if not 0.0 <= alpha_max < 1.0:
-        raise ValueError(f"alpha_max must be in [0, 1), got {alpha_max}")
+    if not 0.0 <= max_eviction_ratio < 1.0:
+        raise ValueError(f"max_eviction_ratio must be in [0, 1), got {max_eviction_ratio}")
     check_planner_settings(planner, min_useful_tokens)
-    ceiling = (alpha_max if fixed_alpha is None else fixed_alpha) if press_applies else 0.0
-    if fixed_alpha is not None:
-        alpha = ceiling
+    ceiling = (max_eviction_ratio if fixed_eviction_ratio is None else fixed_eviction_ratio) if press_applies else 0.0
+    if fixed_eviction_ratio is not None:
+        eviction_ratio = ceiling
     elif planner == "budget":
-        alpha = budget_alpha(wt, prompt_tokens, predicted_tokens, budget, predictor_time, ceiling)
+        eviction_ratio = budget_eviction_ratio(wt, prompt_tokens, predicted_tokens, budget, predictor_time, ceiling)
     else:
-        alpha = _smallest_fitting_alpha(wt, prompt_tokens, bound_tokens, budget, predictor_time, ceiling)
+        eviction_ratio = _smallest_fitting_ratio(wt, prompt_tokens, bound_tokens, budget, predictor_time, ceiling)
     prefill = tm.prefill(prompt_tokens)
-    worst = predictor_time + wt.end_to_end(prompt_tokens, bound_tokens, alpha)
-    total = predictor_time + tm.end_to_end(prompt_tokens, predicted_tokens, alpha)
+    worst = predictor_time + wt.end_to_end(prompt_tokens, bound_tokens, eviction_ratio)
+    total = predictor_time + tm.end_to_end(prompt_tokens, predicted_tokens, eviction_ratio)
     feasible = worst <= budget
     limit = bound_tokens if max_new_tokens is None else max_new_tokens
-    fit = tokens_that_fit(tm, prompt_tokens, alpha, budget, predictor_time, limit)
+    fit = tokens_that_fit(tm, prompt_tokens, eviction_ratio, budget, predictor_time, limit)
     # The early "no": judged at the most favourable allowed ratio, so that it does not depend on
-    # which planner chose alpha. That is no eviction or the largest ratio: any eviction pays the
+    # which planner chose the ratio. That is no eviction or the largest ratio: any eviction pays the
     # press's prefill overhead once, so for a short answer evicting nothing can fit more.
     useful = min(min_useful_tokens, predicted_tokens, limit)
     vt = verdict_tm or tm
-    fits = {a: fit if a == alpha and vt is tm else tokens_that_fit(vt, prompt_tokens, a, budget, predictor_time, limit)
+    fits = {a: fit if a == eviction_ratio and vt is tm else tokens_that_fit(vt, prompt_tokens, a, budget, predictor_time, limit)
             for a in (0.0, ceiling)}
     best_ratio = max(fits, key=lambda a: (fits[a], -a))  # on a tie, the ratio that evicts less
     useful_fits = fits[best_ratio] >= useful
@@ -199,10 +200,10 @@ def plan_eviction(
                   f"> budget {budget:.3f} s")
     elif not feasible:
         reason = (f"the length bound is too long: {bound_tokens} tokens need {worst:.3f} s at "
-                  f"eviction ratio {alpha:.2f}{' (the largest allowed)' if alpha == ceiling else ''} "
+                  f"eviction ratio {eviction_ratio:.2f}{' (the largest allowed)' if eviction_ratio == ceiling else ''} "
                   f"> budget {budget:.3f} s")
     return Plan(
-        alpha=alpha, feasible=feasible, expected_fits=total <= budget, reason=reason, budget=budget,
+        eviction_ratio=eviction_ratio, feasible=feasible, expected_fits=total <= budget, reason=reason, budget=budget,
         prompt_tokens=prompt_tokens, predicted_tokens=predicted_tokens, predicted_tokens_bound=bound_tokens,
         predictor_time=predictor_time, predicted_prefill=prefill, predicted_total=total, predicted_worst_case=worst,
         tokens_that_fit=fit, useful_fits=useful_fits,

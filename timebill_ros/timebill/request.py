@@ -51,7 +51,7 @@ class Request:
     temperature: float = 0.0               # 0 = greedy
     top_p: float = 1.0
     seed: int | None = None
-    fixed_alpha: float | None = None       # bypass the planner (baselines)
+    fixed_eviction_ratio: float | None = None  # bypass the planner (baselines)
     length_control: bool | None = None     # None = the engine's default; False: never ask for a shorter answer
     min_useful_tokens: int = 0             # the least answer worth starting (1 for a yes/no question); 0 = the engine's default
     answer_words: int = 0                  # > 0: the system prompt asks for at most this many words (set by length control)
@@ -93,8 +93,8 @@ def check_request(req: Request) -> None:
     a = req.max_eviction_ratio
     if a is not None and (not math.isfinite(a) or a >= 1.0):
         raise InvalidRequest(f"max_eviction_ratio must be below 1 (negative = default), got {a}")
-    if req.fixed_alpha is not None and not 0.0 <= req.fixed_alpha < 1.0:
-        raise InvalidRequest(f"a fixed eviction ratio must be in [0, 1), got {req.fixed_alpha}")
+    if req.fixed_eviction_ratio is not None and not 0.0 <= req.fixed_eviction_ratio < 1.0:
+        raise InvalidRequest(f"a fixed eviction ratio must be in [0, 1), got {req.fixed_eviction_ratio}")
     if not (req.temperature >= 0 and math.isfinite(req.temperature)):
         raise InvalidRequest(f"temperature must be >= 0, got {req.temperature}")
     if not 0.0 < req.top_p <= 1.0:

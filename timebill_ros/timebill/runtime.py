@@ -180,7 +180,7 @@ def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info,
     est = Estimator(
         loaded, time_model, length_predictor if length_predictor is not None else make_length_predictor(cfg, loaded),
         default_max_new_tokens=int(cfg.get("default_max_new_tokens", 256)),
-        alpha_max=float(cfg.get("alpha_max", 0.95)), press=configured_press(cfg),
+        max_eviction_ratio=float(cfg.get("max_eviction_ratio", 0.95)), press=configured_press(cfg),
         worst_case_quantile=float(cfg.get("worst_case_quantile", 0.5)),
         planner=str(cfg.get("planner", DEFAULT_PLANNER)),
         min_useful_tokens=int(cfg.get("min_useful_tokens", DEFAULT_MIN_USEFUL_TOKENS)),

@@ -27,10 +27,10 @@ import yaml
 MAX_SANE_SECONDS = 30.0
 
 
-def kept_positions(prompt_tokens: int, alpha: float) -> int:
-    """Cached positions left after evicting ``alpha`` of a prompt's KV cache: kvpress keeps
-    int(N * (1 - alpha)), at least 1 (kvpress.utils.compute_n_kept, the same float expression)."""
-    return max(1, int(prompt_tokens * (1 - alpha)))
+def kept_positions(prompt_tokens: int, eviction_ratio: float) -> int:
+    """Cached positions left after evicting ``eviction_ratio`` of a prompt's KV cache: kvpress keeps
+    int(N * (1 - eviction_ratio)), at least 1 (kvpress.utils.compute_n_kept, the same float expression)."""
+    return max(1, int(prompt_tokens * (1 - eviction_ratio)))
 
 
 @dataclass
@@ -52,9 +52,9 @@ class TimeModel:
         n = float(prompt_tokens)
         return max(0.0, self.a * n * n + self.b * n + self.c)
 
-    def evict_overhead(self, prompt_tokens: int, alpha: float) -> float:
-        """Extra prefill seconds when ``alpha`` > 0 (the press scores and cuts the cache)."""
-        return max(0.0, self.r * float(prompt_tokens) + self.s) if alpha > 0 else 0.0
+    def evict_overhead(self, prompt_tokens: int, eviction_ratio: float) -> float:
+        """Extra prefill seconds when ``eviction_ratio`` > 0 (the press scores and cuts the cache)."""
+        return max(0.0, self.r * float(prompt_tokens) + self.s) if eviction_ratio > 0 else 0.0
 
     def decode_step(self, cached: int) -> float:
         return max(0.0, self.p * cached + self.q)
@@ -65,9 +65,9 @@ class TimeModel:
         steps = max(0, new_tokens - 1)
         return max(0.0, steps * (self.p * cached_first + self.q) + self.p * steps * (steps - 1) / 2.0)
 
-    def end_to_end(self, prompt_tokens: int, new_tokens: int, alpha: float = 0.0) -> float:
-        return (self.prefill(prompt_tokens) + self.evict_overhead(prompt_tokens, alpha)
-                + self.decode(kept_positions(prompt_tokens, alpha), new_tokens))
+    def end_to_end(self, prompt_tokens: int, new_tokens: int, eviction_ratio: float = 0.0) -> float:
+        return (self.prefill(prompt_tokens) + self.evict_overhead(prompt_tokens, eviction_ratio)
+                + self.decode(kept_positions(prompt_tokens, eviction_ratio), new_tokens))
 
     def scaled(self, prefill_scale: float, decode_scale: float) -> "TimeModel":
         return TimeModel(

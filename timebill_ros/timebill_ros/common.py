@@ -10,7 +10,7 @@ import pathlib
 import threading
 import time
 
-from timebill.config import load_config
+from timebill.config import RENAMED, load_config
 
 # Parameters only the ROS layer reads; config/timebill.yaml carries them too (or the default here).
 ROS_DEFAULTS = {
@@ -29,15 +29,39 @@ def declare_config(node, overrides: dict | None = None) -> dict:
     Defaults come from config/timebill.yaml (what ``load_config`` finds), so a node started
     without a parameter file behaves like one started from the launch file; ``--params-file`` and
     ``-p`` override them. Types are dynamic and coerced to the default's type here, because
-    ``-p alpha_max:=1`` would otherwise be refused as an integer for a double.
+    ``-p max_eviction_ratio:=1`` would otherwise be refused as an integer for a double.
+    A parameter given under an old name (``timebill.config.RENAMED``: ``alpha_max``) sets its
+    current one, with a warning, unless the current one is given too.
     """
     from rcl_interfaces.msg import ParameterDescriptor
 
     cfg = {**ROS_DEFAULTS, **load_config(node=node.get_name(), overrides=overrides)}
+    cfg.update(renamed_parameters(node, cfg))
     out = {}
     for name, default in cfg.items():
         value = node.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True)).value
         out[name] = coerce(value, default, name)
+    return out
+
+
+def renamed_parameters(node, cfg: dict) -> dict:
+    """Current name -> value, for each old name given to ``node`` (--params-file, -p) whose current
+    name is not. ROS ignores a given parameter the node does not declare, and the old names are not
+    declared (they would list as parameters of their own), so they are read from what the node was
+    given: rclpy keeps it in ``_parameter_overrides``, with no public view."""
+    given = getattr(node, "_parameter_overrides", None) or {}
+    out = {}
+    for old, new in RENAMED.items():
+        if old not in given or new not in cfg:
+            continue
+        value = given[old].value
+        if new in given:
+            node.get_logger().warning(f"parameter `{old}` is the old name of `{new}` and both are given: "
+                                      f"using {new}={given[new].value!r}, ignoring {old}={value!r}")
+        else:
+            out[new] = coerce(value, cfg[new], old)
+            node.get_logger().warning(f"parameter `{old}` is now called `{new}`: using {new}={out[new]!r} "
+                                      f"(rename it; the old name is still read)")
     return out
 
 

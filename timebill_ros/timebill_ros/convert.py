@@ -159,13 +159,13 @@ class EstimateView:
     prompt_tokens: int
     expected: int
     bound: int
-    alpha: float
+    eviction_ratio: float
     predicted_prefill: float
     predicted_total: float
     predicted_worst_case: float
     feasible: bool
     reason: str
-    tokens_that_fit: int = 0    # answer tokens the budget holds at ``alpha`` (the planner's figure)
+    tokens_that_fit: int = 0    # answer tokens the budget holds at ``eviction_ratio`` (the planner's figure)
     latency: float = 0.0
     answer_words: int = 0       # > 0: length control's word limit; the estimate is for that prompt
     limited_ids: tuple = ()     # with answer_words: that prompt's ids, tokenized where the limit was chosen
@@ -184,7 +184,7 @@ class EstimateView:
         """From a core ``Estimate``."""
         p = est.plan
         return cls(source=source, prompt_tokens=p.prompt_tokens, expected=est.length.expected,
-                   bound=est.length.bound, alpha=p.alpha, predicted_prefill=p.predicted_prefill,
+                   bound=est.length.bound, eviction_ratio=p.eviction_ratio, predicted_prefill=p.predicted_prefill,
                    predicted_total=p.predicted_total, predicted_worst_case=p.predicted_worst_case,
                    feasible=p.feasible, reason=p.reason, tokens_that_fit=p.tokens_that_fit,
                    latency=est.predictor_latency, answer_words=p.answer_words,
@@ -203,7 +203,7 @@ class EstimateView:
             except ValueError:
                 dist = None  # malformed: plan with the point, as for a predictor without a distribution
         return cls(source="predictor", prompt_tokens=r.prompt_tokens, expected=r.predicted_tokens,
-                   bound=r.predicted_tokens_bound, alpha=r.eviction_ratio,
+                   bound=r.predicted_tokens_bound, eviction_ratio=r.eviction_ratio,
                    predicted_prefill=seconds(r.predicted_prefill), predicted_total=seconds(r.predicted_total),
                    predicted_worst_case=seconds(r.predicted_worst_case), feasible=r.feasible, reason=r.reason,
                    tokens_that_fit=r.tokens_that_fit, latency=seconds(r.predictor_latency),
@@ -220,7 +220,7 @@ def fill_estimate(msg, v: EstimateView, now_ns: int, accepted_ns: int, budget: f
     """
     msg.header.stamp = time_from_ns(now_ns)
     msg.prompt_tokens, msg.predicted_tokens, msg.predicted_tokens_bound = v.prompt_tokens, v.expected, v.bound
-    msg.eviction_ratio, msg.feasible, msg.reason = float(v.alpha), bool(v.feasible), v.reason
+    msg.eviction_ratio, msg.feasible, msg.reason = float(v.eviction_ratio), bool(v.feasible), v.reason
     msg.tokens_that_fit, msg.answer_word_limit = int(v.tokens_that_fit), int(v.answer_words)
     msg.time_budget = duration(budget)
     msg.predicted_prefill = duration(v.predicted_prefill)
@@ -251,12 +251,12 @@ def estimate_msg(goal_id, v: EstimateView, now_ns: int, accepted_ns: int, budget
     return fill_estimate(m, v, now_ns, accepted_ns, budget, offset=(now_ns - accepted_ns) * 1e-9)
 
 
-def remaining(tm, prompt_tokens: int, alpha: float, expected: int, bound: int, generated: int) -> tuple[float, float]:
+def remaining(tm, prompt_tokens: int, eviction_ratio: float, expected: int, bound: int, generated: int) -> tuple[float, float]:
     """Predicted decoding seconds left after ``generated`` tokens: (expected, worst case).
 
     Past the expected length the bound is all that is left to predict with.
     """
-    kv = kept_positions(prompt_tokens, alpha) + max(generated - 1, 0)
+    kv = kept_positions(prompt_tokens, eviction_ratio) + max(generated - 1, 0)
     left = expected - generated if generated < expected else bound - generated
     return tm.decode(kv, max(left, 0) + 1), tm.decode(kv, max(bound - generated, 0) + 1)
 
@@ -264,11 +264,11 @@ def remaining(tm, prompt_tokens: int, alpha: float, expected: int, bound: int, g
 def running_view(v: EstimateView, tm, generated: int, elapsed: float, budget: float, limit: int) -> EstimateView:
     """The estimate of a running goal after ``generated`` tokens, ``elapsed`` s after acceptance
     (``limit``: its token limit); times count from now."""
-    left, worst = remaining(tm, v.prompt_tokens, v.alpha, v.expected, v.bound, generated)
+    left, worst = remaining(tm, v.prompt_tokens, v.eviction_ratio, v.expected, v.bound, generated)
     feasible = elapsed + worst <= budget
     reason = "" if feasible else (f"{v.bound - generated} more tokens in the worst case need {worst:.3f} s; "
                                   f"{max(budget - elapsed, 0):.3f} s left")
-    odds = running_odds(tm, v.prompt_tokens, v.alpha, v.length().dist(), generated, elapsed, budget, limit)
+    odds = running_odds(tm, v.prompt_tokens, v.eviction_ratio, v.length().dist(), generated, elapsed, budget, limit)
     return replace(v, predicted_total=left, predicted_worst_case=worst, feasible=feasible, reason=reason,
                    completion_probability=odds.probability, expected_time=odds.expected_time - elapsed,
                    p90_time=odds.p90_time - elapsed)
@@ -280,7 +280,7 @@ def unrun_result(outcome: Outcome, message: str, elapsed: float, v: EstimateView
     res = Result(outcome=OUTCOME_CODES[outcome], message=message, elapsed=duration(elapsed), **kw)
     if v is not None:
         res.prompt_tokens, res.predicted_tokens, res.predicted_tokens_bound = v.prompt_tokens, v.expected, v.bound
-        res.eviction_ratio, res.predicted_time = float(v.alpha), duration(v.predicted_total)
+        res.eviction_ratio, res.predicted_time = float(v.eviction_ratio), duration(v.predicted_total)
         res.completion_probability = float(v.completion_probability)
         res.expected_time, res.p90_time = duration(v.expected_time), duration(v.p90_time)
     return res
@@ -293,7 +293,7 @@ def result_msg(core, v: EstimateView | None = None):
     res = Result(
         outcome=OUTCOME_CODES[core.outcome], text=core.text, deadline_met=bool(core.deadline_met),
         message=core.message, prompt_tokens=int(core.prompt_tokens), generated_tokens=int(core.generated_tokens),
-        eviction_ratio=float(core.alpha), prefill_time=duration(core.prefill_time), elapsed=duration(core.total_time),
+        eviction_ratio=float(core.eviction_ratio), prefill_time=duration(core.prefill_time), elapsed=duration(core.total_time),
         closed_early=bool(core.closed_early))
     if plan is not None:
         res.predicted_tokens, res.predicted_tokens_bound = int(plan.predicted_tokens), int(plan.predicted_tokens_bound)

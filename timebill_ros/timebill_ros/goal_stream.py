@@ -83,7 +83,7 @@ class GoalState:
         v = self.estimate
         self.outlets.node.get_logger().info(
             f"goal {self.sid}: budget {self.budget:.3f} s, {v.prompt_tokens} prompt tokens, expected {v.expected} "
-            f"(bound {v.bound}) tokens, alpha {v.alpha:.2f}, predicted {v.predicted_total:.3f} s, P(complete) "
+            f"(bound {v.bound}) tokens, eviction ratio {v.eviction_ratio:.2f}, predicted {v.predicted_total:.3f} s, P(complete) "
             f"{v.completion_probability:.2f} [{'the answer format' if by_format else 'read in the prefill'}]")
         # The plan's times count from when the job started (after any queueing), before its prefill.
         self.publish_estimate(v, made_at=est.planned_at)
@@ -94,7 +94,7 @@ class GoalState:
         words = f", at most {v.answer_words} words asked" if v.answer_words else ""
         self.outlets.node.get_logger().info(
             f"goal {self.sid}: budget {req.budget:.3f} s, policy {req.policy.value}, {v.prompt_tokens} prompt tokens, "
-            f"expected {v.expected} (bound {v.bound}) tokens, alpha {v.alpha:.2f}, predicted {v.predicted_total:.3f} s"
+            f"expected {v.expected} (bound {v.bound}) tokens, eviction ratio {v.eviction_ratio:.2f}, predicted {v.predicted_total:.3f} s"
             f"{words} [{v.source}]")
 
     # --- while generating -------------------------------------------------------------------------
@@ -113,17 +113,17 @@ class GoalState:
             self.marker()
 
     def send_feedback(self, elapsed: float):
-        alpha, left, fit, words, prob = 0.0, 0.0, 0, 0, 0.0
+        eviction_ratio, left, fit, words, prob = 0.0, 0.0, 0, 0, 0.0
         if self.plan is not None:
             p = self.plan.plan
-            alpha, fit, words = p.alpha, p.tokens_that_fit, p.answer_words
+            eviction_ratio, fit, words = p.eviction_ratio, p.tokens_that_fit, p.answer_words
             tm = self.estimator.time_model
-            left, _ = remaining(tm, p.prompt_tokens, alpha, p.predicted_tokens, p.predicted_tokens_bound, self.tokens)
-            prob = running_odds(tm, p.prompt_tokens, alpha, self.plan.length.dist(), self.tokens, elapsed, self.budget,
+            left, _ = remaining(tm, p.prompt_tokens, eviction_ratio, p.predicted_tokens, p.predicted_tokens_bound, self.tokens)
+            prob = running_odds(tm, p.prompt_tokens, eviction_ratio, self.plan.length.dist(), self.tokens, elapsed, self.budget,
                                 self.estimator.max_new_tokens(self.plan.request)).probability
             self._running_estimate(elapsed)
         fb = BudgetedQuery.Feedback(text=self.pending_text, tokens_generated=self.tokens, elapsed=duration(elapsed),
-                                    predicted_remaining=duration(left), eviction_ratio=alpha,
+                                    predicted_remaining=duration(left), eviction_ratio=eviction_ratio,
                                     tokens_that_fit=fit, answer_word_limit=words, completion_probability=prob)
         self.sent_text += self.pending_text
         self.pending_text = ""

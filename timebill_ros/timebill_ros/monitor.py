@@ -13,7 +13,7 @@ from .names import configured_names
 class Monitor:
     """Jobs seen on the estimates, feedback and job_reports topics."""
 
-    COLUMNS = f"{'goal':8}  {'state':10} {'budget':>7} {'predict':>7} {'elapsed':>7} {'tokens':>6} {'tok/s':>6} {'alpha':>5}  note"
+    COLUMNS = f"{'goal':8}  {'state':10} {'budget':>7} {'predict':>7} {'elapsed':>7} {'tokens':>6} {'tok/s':>6} {'evict':>5}  note"
 
     def __init__(self, node, namespace: str, plain: bool, names: dict, out=sys.stdout):
         """``names``: the configured action and topic names (relative ones resolve in ``namespace``)."""
@@ -43,7 +43,7 @@ class Monitor:
         k = self._key(goal_id)
         if k not in self.jobs:
             self.jobs[k] = {"id": self._short(goal_id), "state": "accepted", "budget": float("nan"),
-                            "predicted": float("nan"), "elapsed": 0.0, "tokens": 0, "alpha": float("nan"), "note": ""}
+                            "predicted": float("nan"), "elapsed": 0.0, "tokens": 0, "eviction_ratio": float("nan"), "note": ""}
             self.order.append(k)
             self.order[:] = self.order[-20:]
         return self.jobs[k]
@@ -51,7 +51,7 @@ class Monitor:
     def on_estimate(self, m):
         seconds = self._seconds
         j = self.job(m.goal_id)
-        j["budget"], j["predicted"], j["alpha"] = seconds(m.time_budget), seconds(m.predicted_total), m.eviction_ratio
+        j["budget"], j["predicted"], j["eviction_ratio"] = seconds(m.time_budget), seconds(m.predicted_total), m.eviction_ratio
         if m.tokens_generated == 0:
             j["note"] = f"estimate ({m.source})" + ("" if m.feasible else ": worst case over budget")
             self.line(j)
@@ -61,14 +61,14 @@ class Monitor:
         fb = m.feedback
         if j["state"] in ("accepted", "queued"):
             j["state"] = "running"
-        j["elapsed"], j["tokens"], j["alpha"] = self._seconds(fb.elapsed), fb.tokens_generated, fb.eviction_ratio
+        j["elapsed"], j["tokens"], j["eviction_ratio"] = self._seconds(fb.elapsed), fb.tokens_generated, fb.eviction_ratio
 
     def on_report(self, m):
         seconds = self._seconds
         j = self.job(m.goal_id)
         j["state"] = self._names.get(m.outcome, "?").lower()
         j["budget"], j["elapsed"], j["tokens"] = seconds(m.time_budget), seconds(m.measured_total), m.generated_tokens
-        j["predicted"], j["alpha"] = seconds(m.predicted_total), m.eviction_ratio
+        j["predicted"], j["eviction_ratio"] = seconds(m.predicted_total), m.eviction_ratio
         j["note"] = ("deadline met" if m.deadline_met else "deadline MISSED") + (f"; {m.message}" if m.message else "")
         self.line(j)
 
@@ -77,7 +77,7 @@ class Monitor:
         decode = max(j["elapsed"], 1e-9)
         rate = j["tokens"] / decode if j["tokens"] else 0.0
         return (f"{j['id']:8}  {j['state'][:10]:10} {j['budget']:7.3f} {j['predicted']:7.3f} {j['elapsed']:7.3f} "
-                f"{j['tokens']:6d} {rate:6.1f} {j['alpha']:5.2f}  {j['note'][:70]}")
+                f"{j['tokens']:6d} {rate:6.1f} {j['eviction_ratio']:5.2f}  {j['note'][:70]}")
 
     def line(self, j):
         if self.plain:

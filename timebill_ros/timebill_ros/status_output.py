@@ -23,7 +23,7 @@ def answer_marker(frame: str, stamp, state: str, elapsed: float, budget: float, 
     its text; red once a result missed its deadline."""
     head = f"[{state}] {elapsed:.2f} / {budget:.2f} s  {tokens} tok"
     if estimate is not None:
-        head += f"  alpha {estimate.alpha:.2f}  predicted {estimate.predicted_total:.2f} s"
+        head += f"  eviction {estimate.eviction_ratio:.2f}  predicted {estimate.predicted_total:.2f} s"
     if final is not None:
         head = (f"[{OUTCOME_NAMES.get(final.outcome, '?')}] {seconds(final.elapsed):.2f} / {budget:.2f} s  "
                 f"{final.generated_tokens} tok  deadline {'met' if final.deadline_met else 'MISSED'}")

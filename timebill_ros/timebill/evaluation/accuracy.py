@@ -8,13 +8,13 @@ import numpy as np
 
 from ..profiler import mape
 from ..time_model import kept_positions
-from .records import Recorder, alpha_key
+from .records import RATIO, Recorder, ratio_key
 
 
 def timing_of_records(records: list[dict], tm, max_new_tokens: int) -> dict:
     """How well the profiled timing model (no online correction) predicts the recorded runs, given
     their real lengths; and how much time eviction can buy at all on this machine."""
-    ratios = [r["total"] / tm.end_to_end(r["prompt_tokens"], r["tokens"], r["alpha"]) for r in records]
+    ratios = [r["total"] / tm.end_to_end(r["prompt_tokens"], r["tokens"], r[RATIO]) for r in records]
     n = int(median(r["prompt_tokens"] for r in records))
     full = tm.end_to_end(n, max_new_tokens, 0.0)
     saved = tm.decode(n, max_new_tokens) - tm.decode(kept_positions(n, 0.95), max_new_tokens)
@@ -23,7 +23,7 @@ def timing_of_records(records: list[dict], tm, max_new_tokens: int) -> dict:
 
 
 def none_durations_by_id(recorder: Recorder, items) -> dict:
-    return {it.id: recorder.records[(it.id, alpha_key(0.0))]["total"] for it in items}
+    return {it.id: recorder.records[(it.id, ratio_key(0.0))]["total"] for it in items}
 
 
 def infeasible_counts(jobs_by_budget: dict, none_time: dict) -> dict:
@@ -36,14 +36,15 @@ def infeasible_counts(jobs_by_budget: dict, none_time: dict) -> dict:
     return out
 
 
-def alpha_counts(alphas: list[float], alpha_max: float) -> dict:
-    """How often the planner kept everything, evicted the most it may, or chose a ratio between."""
-    top = [a >= alpha_max - 1e-9 for a in alphas]
-    return {"none": sum(a == 0 for a in alphas), "alpha_max": sum(top),
-            "between": sum(0 < a and not t for a, t in zip(alphas, top))}
+def eviction_ratio_counts(ratios: list[float], max_eviction_ratio: float) -> dict:
+    """How often the planner kept everything, evicted the most it may, or chose a ratio between.
+    (The keys, like planner_accuracy's "alpha_counts", are results-*.json's, kept as they were.)"""
+    top = [a >= max_eviction_ratio - 1e-9 for a in ratios]
+    return {"none": sum(a == 0 for a in ratios), "alpha_max": sum(top),
+            "between": sum(0 < a and not t for a, t in zip(ratios, top))}
 
 
-def planner_accuracy(jobs_by_budget: dict, alpha_max: float, none_time: dict) -> dict:
+def planner_accuracy(jobs_by_budget: dict, max_eviction_ratio: float, none_time: dict) -> dict:
     """One planner's predictions against its replayed jobs, over every budget: the time (MAPE,
     how often the worst case was exceeded), the length and its bound, the ratios it chose, and the
     jobs it refused (``none_time``: item -> its time without eviction)."""
@@ -56,6 +57,6 @@ def planner_accuracy(jobs_by_budget: dict, alpha_max: float, none_time: dict) ->
             "mean_bound": float(np.mean([j["bound"] for j in jobs])),
             "mean_tokens": float(np.mean([j["tokens"] for j in jobs])),
             "bound_covers": float(np.mean([j["tokens"] <= j["bound"] for j in jobs])),
-            "alpha_counts": alpha_counts([j["alpha"] for j in jobs], alpha_max),
+            "alpha_counts": eviction_ratio_counts([j["eviction_ratio"] for j in jobs], max_eviction_ratio),
             "infeasible": infeasible_counts(jobs_by_budget, none_time),
             "points": [[j["predicted_total"], j["total"]] for j in jobs]}

@@ -22,19 +22,19 @@ def k_sweep(planner: Estimator, items, prompts, task, budget: float, recorder) -
     try:
         for k in K_SWEEP:
             rlp.k = k
-            totals, texts, alphas, bounds = [], [], [], []
+            totals, texts, ratios, bounds = [], [], [], []
             for it in items:
                 e = planner.estimate(task.request(prompts[it.id], budget))
                 rec = planned_record(recorder, it.id, prompts[it.id], e, task.max_new_tokens)
                 totals.append(timebill_time(e, rec))
                 texts.append(rec["text"])
-                alphas.append(e.plan.alpha)
+                ratios.append(e.plan.eviction_ratio)
                 bounds.append(e.length.bound)
                 bar.update(1)
             done = [o.completed for o in schedule.kill(totals, budget)]
             scores = [task.score(text, it) if ok else 0.0 for text, it, ok in zip(texts, items, done)]
             rows.append({"k": k, "budget": budget, "completion_rate": float(np.mean(done)), "avg_score": float(np.mean(scores)),
-                         "mean_alpha": float(np.mean(alphas)), "mean_bound": float(np.mean(bounds))})
+                         "mean_alpha": float(np.mean(ratios)), "mean_bound": float(np.mean(bounds))})
     finally:
         rlp.k = k_was
         bar.close()
@@ -59,8 +59,8 @@ def live_check(engine, planner, items, prompts, task, budgets, recorder) -> dict
                     replay_done = est.plan.useful_fits and timebill_time(est, rec) <= b
                     live = timebill.generate(req)
                 else:
-                    req.fixed_alpha = 0.0 if kind == "none" else 0.5
-                    rec = recorder.get(it.id, prompts[it.id], task.system, req.fixed_alpha, task.max_new_tokens)
+                    req.fixed_eviction_ratio = 0.0 if kind == "none" else 0.5
+                    rec = recorder.get(it.id, prompts[it.id], task.system, req.fixed_eviction_ratio, task.max_new_tokens)
                     replay_done = rec["total"] <= b
                     live = engine.generate(req)
                 live_done = live.outcome is Outcome.COMPLETED and live.deadline_met

@@ -6,7 +6,7 @@
   model corrected online, as served, by the recorded runs of the prompts before: `timebill` is the
   default (`planner: budget`, `length_control: true`), `timebill_budget` the same planner without
   length control, `timebill_paper` the paper's closed form (`planner: paper`). All three share one
-  calibration and one RLP; every other setting (alpha_max, worst_case_quantile,
+  calibration and one RLP; every other setting (max_eviction_ratio, worst_case_quantile,
   min_useful_tokens, ...) is the configuration's.
 * The paper's k sweep: its planner with its bound k x predicted length (k set per row).
 """

@@ -11,8 +11,15 @@ from ..request import Request
 from ..time_model import OnlineCalibration
 
 
-def alpha_key(alpha: float) -> str:
-    return f"{alpha:.4f}"
+# A record's field names are an on-disk format (docs/eval/records-*.jsonl), kept from before the
+# eviction ratio had one name: "alpha" is the ratio the run used, "alpha_key" its ``ratio_key``
+# (plus the prompt's variant). Read and written as they are, so that old records still load.
+RATIO = "alpha"
+RATIO_KEY = "alpha_key"
+
+
+def ratio_key(eviction_ratio: float) -> str:
+    return f"{eviction_ratio:.4f}"
 
 
 class Recorder:
@@ -26,16 +33,16 @@ class Recorder:
             for line in path.read_text().splitlines():
                 if line.strip():
                     rec = json.loads(line)
-                    self.records[(rec["item"], rec["alpha_key"])] = rec
+                    self.records[(rec["item"], rec[RATIO_KEY])] = rec
 
-    def get(self, item_id: str, prompt: str, system: str, alpha: float, max_new: int, variant: str = "") -> dict:
+    def get(self, item_id: str, prompt: str, system: str, eviction_ratio: float, max_new: int, variant: str = "") -> dict:
         """``variant`` names a prompt other than the task's own for this item (length control)."""
-        key = (item_id, alpha_key(alpha) + variant)
+        key = (item_id, ratio_key(eviction_ratio) + variant)
         if key not in self.records:
             r = self.engine.generate(Request(prompt, budget=3600.0, system_prompt=system, max_new_tokens=max_new,
-                                             policy="skip_next", fixed_alpha=float(alpha_key(alpha))))
-            rec = {"item": item_id, "alpha_key": key[1], "variant": variant, "alpha": r.alpha, "text": r.text, "total": r.total_time,
-                   "prefill": r.prefill_time, "tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
+                                             policy="skip_next", fixed_eviction_ratio=float(ratio_key(eviction_ratio))))
+            rec = {"item": item_id, RATIO_KEY: key[1], "variant": variant, RATIO: r.eviction_ratio, "text": r.text,
+                   "total": r.total_time, "prefill": r.prefill_time, "tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
                    "stop": r.stop_reason, "cached": r.cached_tokens, "steps": [round(t, 6) for t in r.step_times]}
             with self.path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -54,7 +61,7 @@ def planned_record(recorder: Recorder, item_id: str, prompt: str, est, max_new: 
     """The recorded run of what ``est`` planned: its ratio and its request's prompt (with length
     control's word limit, a variant of the item's prompt recorded on its own)."""
     words = est.request.answer_words
-    return recorder.get(item_id, prompt, system_prompt_of(est.request), est.plan.alpha, max_new,
+    return recorder.get(item_id, prompt, system_prompt_of(est.request), est.plan.eviction_ratio, max_new,
                         variant=f"/w{words}" if words else "")
 
 

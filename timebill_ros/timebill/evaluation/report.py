@@ -43,14 +43,14 @@ def print_task(name: str, t: dict) -> None:
         c = acc["alpha_counts"]
         print(f"{m}: predicted length {acc['mean_predicted_tokens']:.1f} (bound {acc['mean_bound']:.1f}) vs generated "
               f"{acc['mean_tokens']:.1f} tokens on average, bound covers {100 * acc['bound_covers']:.0f} %; "
-              f"alpha = 0 in {c['none']}, = alpha_max in {c['alpha_max']}, between in {c['between']} jobs")
+              f"eviction ratio 0 in {c['none']}, = max_eviction_ratio in {c['alpha_max']}, between in {c['between']} jobs")
         refused = acc["infeasible"]
         print(f"{m}: INFEASIBLE (nothing useful fits) per budget: " + ", ".join(
             f"{float(b):g} s: {r['infeasible']} ({r['of_which_no_eviction_completes']} that no eviction completes)"
             for b, r in refused.items()))
     if t["k_sweep"]:
         print(f"k sweep (paper bound, Kill, budget {t['k_sweep'][0]['budget']:.1f} s): " + ", ".join(
-            f"k={r['k']:g}: {r['completion_rate']:.2f}/{r['avg_score']:.3f} (alpha {r['mean_alpha']:.2f})" for r in t["k_sweep"]))
+            f"k={r['k']:g}: {r['completion_rate']:.2f}/{r['avg_score']:.3f} (eviction ratio {r['mean_alpha']:.2f})" for r in t["k_sweep"]))
     lc = t["live_check"]
     if lc.get("jobs"):
         print(f"live Kill check: {lc['jobs']} jobs, replay agrees with live in {100 * lc['agreement']:.0f} %")

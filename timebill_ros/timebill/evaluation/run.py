@@ -48,7 +48,7 @@ from .accuracy import none_durations_by_id, planner_accuracy, timing_of_records
 from .budgets import task_budgets
 from .checks import k_sweep, live_check
 from .methods import DEFAULT, FIXED, PLANNERS, Methods, build_methods
-from .records import Recorder, alpha_key, observe_record, planned_record, timebill_time
+from .records import RATIO, Recorder, observe_record, planned_record, ratio_key, timebill_time
 from .report import plot, print_task
 from .tasks import PRESETS, TASKS, Task
 
@@ -88,7 +88,7 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
     prompts = {it.id: task.prompt(it, tokenizer) for it in items}
     # 1. fixed ratios (and no eviction), recorded once each
     record_fixed(recorder, items, prompts, task)
-    none_durations = [recorder.records[(it.id, alpha_key(0.0))]["total"] for it in items]
+    none_durations = [recorder.records[(it.id, ratio_key(0.0))]["total"] for it in items]
     budgets = budgets_arg or task_budgets(task, none_durations, p["budgets"])
     # 2. TimeBill: plan live per (item, budget), generate at that ratio (recorded once per ratio)
     tb_jobs = plan_timebill(methods, recorder, items, prompts, task, budgets)
@@ -100,7 +100,7 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
 
     fixed = fixed_jobs(recorder, items, budgets)
     jobs = {**fixed, **tb_jobs}
-    ref_text = {it.id: recorder.records[(it.id, alpha_key(0.0))]["text"] for it in items}
+    ref_text = {it.id: recorder.records[(it.id, ratio_key(0.0))]["text"] for it in items}
     none_time = none_durations_by_id(recorder, items)
     result = {"items": len(items), "context_cap": task.context_cap, "max_new_tokens": task.max_new_tokens,
               "score": task.score_name, "budgets": budgets, "table": replay_table(jobs, budgets, score_job),
@@ -110,9 +110,9 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
               "score_without_deadline": {m: float(np.mean([score_job(j) for b in budgets for j in pb[b]]))
                                          for m, pb in jobs.items()},
               **compare_cells(jobs, list(fixed), budgets, score_job, ref_text, task.name),
-              "time_model": {m: planner_accuracy(tb_jobs[m], est.alpha_max, none_time)
+              "time_model": {m: planner_accuracy(tb_jobs[m], est.max_eviction_ratio, none_time)
                              for m, est in methods.planners.items()}}
-    timing = timing_of_records([recorder.records[(it.id, alpha_key(a))] for it in items for a in FIXED],
+    timing = timing_of_records([recorder.records[(it.id, ratio_key(a))] for it in items for a in FIXED],
                                methods.time_model, task.max_new_tokens)
     # 4. the paper's k at one tight budget (the calibration as it stands after the last prompt's planning)
     sweep = k_sweep(methods.k_planner, items, prompts, task, budgets[min(1, len(budgets) - 1)], recorder)
@@ -147,12 +147,12 @@ def plan_timebill(methods: Methods, recorder: Recorder, items, prompts: dict, ta
     for i, it in enumerate(items):
         if i > 0:
             for a in FIXED:
-                observe_record(methods.calibration, recorder.records[(items[i - 1].id, alpha_key(a))])
+                observe_record(methods.calibration, recorder.records[(items[i - 1].id, ratio_key(a))])
         for m, est in planners.items():
             for b in budgets:
                 e = est.estimate(task.request(prompts[it.id], b))
                 rec = planned_record(recorder, it.id, prompts[it.id], e, task.max_new_tokens)
-                tb_jobs[m][b].append({"item": it.id, "alpha": rec["alpha"], "total": timebill_time(e, rec),
+                tb_jobs[m][b].append({"item": it.id, "eviction_ratio": rec[RATIO], "total": timebill_time(e, rec),
                                       "text": rec["text"], "predicted_total": e.plan.predicted_total,
                                       "predicted_worst": e.plan.predicted_worst_case, "feasible": e.plan.feasible,
                                       "infeasible": not e.plan.useful_fits, "tokens_that_fit": e.plan.tokens_that_fit,
@@ -168,8 +168,8 @@ def fixed_jobs(recorder: Recorder, items, budgets) -> dict:
     out = {}
     for a in FIXED:
         name = "none" if a == 0 else f"fixed_{a:.2f}"
-        out[name] = {b: [{"item": it.id, "total": recorder.records[(it.id, alpha_key(a))]["total"],
-                          "text": recorder.records[(it.id, alpha_key(a))]["text"], "alpha": a} for it in items]
+        out[name] = {b: [{"item": it.id, "total": recorder.records[(it.id, ratio_key(a))]["total"],
+                          "text": recorder.records[(it.id, ratio_key(a))]["text"], "eviction_ratio": a} for it in items]
                      for b in budgets}
     return out
 
@@ -188,7 +188,7 @@ def replay_table(jobs_by_method: dict, budgets, score_job) -> list[dict]:
                               "avg_score": float(np.mean(scores)),
                               "skipped": int(sum(o.skipped for o in outcomes)),
                               "infeasible": int(sum(bool(j.get("infeasible")) for j in jobs)),
-                              "mean_alpha": float(np.mean([j["alpha"] for j in jobs]))})
+                              "mean_alpha": float(np.mean([j["eviction_ratio"] for j in jobs]))})
     return table
 
 

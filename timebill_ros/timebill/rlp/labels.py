@@ -260,7 +260,7 @@ def label_served(engine, prompts, out_path: str | pathlib.Path, max_new_tokens: 
     bar = tqdm(todo, unit="prompt", disable=not progress, smoothing=0.05)
     for i, p in enumerate(bar):
         req = Request(p.text, budget=3600.0, system_prompt=p.system, max_new_tokens=max_new_tokens, policy="skip_next",
-                      fixed_alpha=0.0)
+                      fixed_eviction_ratio=0.0)
         try:
             ids = engine.estimator.encode(req)  # checked as a goal is: the prompt and its answer fit the context
         except InvalidRequest:
