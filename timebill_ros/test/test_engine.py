@@ -270,7 +270,7 @@ def test_the_calibration_learns_the_speed_served_callbacks_included(tiny, tiny_t
     engine.warm_up()
     callback = max(0.02, 10 * tiny_time_model.decode_step(len(tiny.encode_chat(PROMPT))))
     for _ in range(3):
-        r = engine.generate(Request(PROMPT, budget=60.0, policy="skip_next", fixed_alpha=0.0),
+        r = engine.generate(Request(PROMPT, budget=60.0, policy="skip_next", fixed_eviction_ratio=0.0),
                             on_token=lambda e: time.sleep(callback))
     assert r.generated_tokens > 4 and len(r.token_intervals) == len(r.step_times)
     assert statistics.median(r.token_intervals) - statistics.median(r.step_times) >= 0.9 * callback

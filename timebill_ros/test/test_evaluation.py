@@ -294,3 +294,23 @@ def test_the_shipped_records_still_load_and_replay(tmp_path):
     assert plain and all(recorder.records[(r["item"], ratio_key(r["alpha"]))][RATIO] == r["alpha"] for r in plain)
     timing = timing_of_records([r for r in recorder.records.values() if r["tokens"]], slow_time_model(), 64)
     assert timing["runs"] > 0 and timing["ratio_median"] > 0
+
+
+def test_records_of_an_engine_that_let_loops_run_are_not_replayed_for_one_that_ends_them(tmp_path, tiny, tiny_time_model):
+    from conftest import REPO
+    from timebill.engine import BudgetedEngine
+    from timebill.estimator import Estimator
+    from timebill.evaluation.records import Recorder
+
+    lines = (REPO / "docs" / "eval" / "records-everyday-medium.jsonl").read_text().splitlines()[:10]
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(lines) + "\n")  # made before loops were ended
+
+    def engine(window):
+        return BudgetedEngine(Estimator(tiny, tiny_time_model), learn_online=False, backend="torch", loop_window=window)
+
+    assert len(Recorder(engine(0), path).records) == 10
+    ending = Recorder(engine(32), path)
+    assert ending.records == {} and ending.stale == 10
+    rec = ending.get("new-item", "Where is the red cup?", "", 0.0, max_new=8)
+    assert rec["loop_window"] == 32 and len(Recorder(engine(32), path).records) == 1

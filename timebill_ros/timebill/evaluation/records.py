@@ -29,11 +29,21 @@ class Recorder:
         self.engine = engine
         self.path = path
         self.records: dict[tuple[str, str], dict] = {}
+        self.stale = 0  # records made by an engine that ended loops otherwise: generated again
+        window = getattr(engine, "loop_window", None)  # None: only reading records, all are taken
         if path.is_file():
             for line in path.read_text().splitlines():
                 if line.strip():
                     rec = json.loads(line)
+                    # a record's answer is what the engine served; one that let loops run (records
+                    # from before it ended them have no "loop_window") is another answer
+                    if window is not None and rec.get("loop_window", 0) != window:
+                        self.stale += 1
+                        continue
                     self.records[(rec["item"], rec[RATIO_KEY])] = rec
+        if self.stale:
+            print(f"{path.name}: {self.stale} records were made with loops ended after another window than "
+                  f"{window} tokens (loop_window_tokens); those prompts are generated again", flush=True)
 
     def get(self, item_id: str, prompt: str, system: str, eviction_ratio: float, max_new: int, variant: str = "") -> dict:
         """``variant`` names a prompt other than the task's own for this item (length control)."""
@@ -43,7 +53,8 @@ class Recorder:
                                              policy="skip_next", fixed_eviction_ratio=float(ratio_key(eviction_ratio))))
             rec = {"item": item_id, RATIO_KEY: key[1], "variant": variant, RATIO: r.eviction_ratio, "text": r.text,
                    "total": r.total_time, "prefill": r.prefill_time, "tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
-                   "stop": r.stop_reason, "cached": r.cached_tokens, "steps": [round(t, 6) for t in r.step_times]}
+                   "stop": r.stop_reason, "cached": r.cached_tokens, "steps": [round(t, 6) for t in r.step_times],
+                   "loop_window": self.engine.loop_window}
             with self.path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
             self.records[key] = rec
