@@ -23,7 +23,9 @@ from .features import CANDIDATE_LAYERS
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 DOCS = REPO / "docs"
-DEFAULT_LABELS = DOCS / "data" / "rlp_labels_mix_SmolLM2-135M-Instruct.jsonl"
+# The served-like mix as served since loops end answers (loop_window_tokens 32); the same prompts with
+# loops run to the cap: rlp_labels_mix_SmolLM2-135M-Instruct.jsonl (docs/RLP.md)
+DEFAULT_LABELS = DOCS / "data" / "rlp_labels_loops_SmolLM2-135M-Instruct.jsonl"
 SHAREGPT_LABELS = DOCS / "data" / "rlp_labels_SmolLM2-135M-Instruct.jsonl"  # the first head's (torch, cap 256)
 DEFAULT_MIX = "sharegpt=150,narrativeqa=130,qasper=100,everyday=220,piqa=120,nq_open=80,brief=100"
 DEFAULT_WORK = REPO / "runs" / "rlp"  # not tracked (.gitignore)
