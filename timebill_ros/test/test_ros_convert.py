@@ -1,5 +1,6 @@
 """The conversion module's rules, without nodes: codes from the message constants, times that
-saturate instead of wrapping, and the cheap admission of a goal by characters."""
+saturate instead of wrapping, an estimate through the predictor's response and back, and the cheap
+admission of a goal by characters. (The estimate's own arithmetic is the core's: test_goal_estimate.py.)"""
 from __future__ import annotations
 
 import math
