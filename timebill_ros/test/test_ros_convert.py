@@ -1,5 +1,6 @@
 """The conversion module's rules, without nodes: codes from the message constants, times that
-saturate instead of wrapping, and the cheap admission of a goal by characters."""
+saturate instead of wrapping, an estimate through the predictor's response and back, and the cheap
+admission of a goal by characters. (The estimate's own arithmetic is the core's: test_goal_estimate.py.)"""
 from __future__ import annotations
 
 import math
@@ -54,24 +55,40 @@ def test_a_goals_length_control_and_useful_minimum_reach_the_core_request_and_ba
         to_request(goal)
 
 
-def test_an_estimate_with_a_word_limit_carries_the_limited_prompts_ids_to_run(tiny):
-    # A goal is tokenized once: the limited prompt's ids travel with the estimate, from the core
-    # (the local path) or the service response (the predictor's), and stay with it while it runs.
+def test_an_estimate_goes_through_the_predictors_response_and_back_as_it_was(tiny):
+    # One estimate type, one conversion each way: what the predictor node answers is what the
+    # generation node plans with (the limited prompt's ids and the distribution included).
+    from timebill_msgs.srv import EstimateCompletion
+
     from timebill.estimator import Estimator
-    from timebill.length_predictor import ConstantLengthPredictor
+    from timebill.goal_estimate import GoalEstimate
+    from timebill.length_distribution import LengthDistribution
+    from timebill.length_predictor import LengthEstimate
     from timebill.request import Request
     from timebill.time_model import TimeModel
-    from timebill_ros.convert import EstimateView, running_view
+    from timebill_ros.convert import estimate_of_response, fill_response
 
-    est = Estimator(tiny, TimeModel(a=0.0, b=0.0, c=0.01, p=0.0, q=0.01, model="x"), ConstantLengthPredictor(expected=100))
-    req = Request("Where is the red cup usually kept?", budget=0.5, max_new_tokens=128)
-    limited = est.estimate(req)
-    assert limited.plan.answer_words > 0
-    v = EstimateView.of_estimate(limited, "local")
-    assert v.limited_ids == tuple(limited.prompt_ids) and len(v.limited_ids) == v.prompt_tokens
-    assert running_view(v, est.time_model, 3, 0.2, 0.5, 128).limited_ids == v.limited_ids
-    plain = EstimateView.of_estimate(est.estimate(Request(**{**req.__dict__, "budget": 60.0})), "local")
-    assert plain.answer_words == 0 and plain.limited_ids == ()
+    class Spread:
+        name = "spread"
+
+        def predict(self, ids, max_new_tokens):
+            return LengthEstimate(expected=100, bound=128, distribution=LengthDistribution.of((32, 96, 128), (0.2, 0.5, 0.3)))
+
+    est = Estimator(tiny, TimeModel(a=0.0, b=0.0, c=0.01, p=0.0, q=0.01, model="x"), Spread())
+    v = GoalEstimate.of_estimate(est.estimate(Request("Where is the red cup usually kept?", budget=0.5, max_new_tokens=128)),
+                                 "predictor")
+    assert v.answer_words > 0 and v.limited_ids and v.distribution is not None
+    now = 1_795_000_000 * 10**9
+    back = estimate_of_response(fill_response(EstimateCompletion.Response(), v, now, now, 0.5, limit=128))
+    for f in ("source", "prompt_tokens", "expected", "bound", "feasible", "reason", "tokens_that_fit", "answer_words",
+              "limited_ids", "answer_format"):
+        assert getattr(back, f) == getattr(v, f), f
+    for f in ("eviction_ratio", "predicted_prefill", "predicted_total", "predicted_worst_case", "latency",
+              "completion_probability", "expected_time", "p90_time"):
+        assert getattr(back, f) == pytest.approx(getattr(v, f), abs=1e-6), f
+    # the distribution travels capped at the job's token limit (the lengths it can produce)
+    capped = v.distribution.capped(128)
+    assert back.distribution.ends == capped.ends and back.distribution.probs == pytest.approx(capped.probs)
 
 
 def test_times_saturate_at_int32_seconds_instead_of_wrapping():
@@ -106,16 +123,6 @@ def test_admission_refuses_prompts_the_context_cannot_hold_by_characters(tiny):
         adm.check(Request(prompt="x" * (limit + 1), budget=1.0))
     with pytest.raises(InvalidRequest, match="leaves no room for the prompt"):
         adm.check(Request(prompt="hi", budget=1.0, max_new_tokens=tiny.max_context))
-
-
-def test_remaining_time_uses_the_bound_past_the_expected_length(tiny_time_model):
-    from timebill_ros.convert import remaining
-
-    tm = tiny_time_model
-    exp_left, worst_left = remaining(tm, 100, 0.0, expected=10, bound=50, generated=4)
-    assert exp_left == pytest.approx(tm.decode(103, 7)) and worst_left == pytest.approx(tm.decode(103, 47))
-    past, _ = remaining(tm, 100, 0.0, expected=10, bound=50, generated=20)
-    assert past == pytest.approx(tm.decode(119, 31))
 
 
 def test_the_monitor_listens_on_the_configured_names(rclpy_context):

@@ -1,8 +1,10 @@
 """The one place where ROS messages and TimeBill core objects are translated into each other.
 
-Goal or what-if request -> core ``Request``; core ``Estimate`` / a predictor's response -> an
-``EstimateView`` -> ``CompletionEstimate`` / ``EstimateCompletion`` response; core ``Result`` ->
-action result and ``JobReport``. Outcome and policy codes come from the message constants, so a
+Goal or what-if request -> core ``Request``; a predictor's response -> the core's one estimate
+type, ``GoalEstimate`` (timebill/goal_estimate.py, which also makes it of a core ``Estimate`` and
+re-estimates a running goal), and back to ``CompletionEstimate`` / ``EstimateCompletion``
+response; core ``Result`` -> action result and ``JobReport``. Only translation lives here: no
+TimeBill arithmetic. Outcome and policy codes come from the message constants, so a
 code changed in timebill_msgs cannot drift from a number typed here. Times: ROS messages carry
 int32 seconds, so every conversion saturates instead of wrapping (a budget of 1e9 s would
 otherwise put a deadline in 1901).
@@ -11,16 +13,14 @@ from __future__ import annotations
 
 import math
 import uuid as uuid_mod
-from dataclasses import dataclass, replace
 
 from builtin_interfaces.msg import Duration, Time
 from timebill_msgs.action import BudgetedQuery
 from timebill_msgs.msg import CompletionEstimate, JobReport
 
-from timebill.length_distribution import LengthDistribution, running_odds
-from timebill.length_predictor import LengthEstimate
+from timebill.goal_estimate import GoalEstimate
+from timebill.length_distribution import LengthDistribution
 from timebill.request import InvalidRequest, Outcome, Policy, Request
-from timebill.time_model import kept_positions
 
 Goal, Result, Feedback = BudgetedQuery.Goal, BudgetedQuery.Result, BudgetedQuery.Feedback
 
@@ -151,68 +151,25 @@ def estimate_request(goal, goal_id, already_elapsed: float, prompt_ids=()):
 
 
 # --- estimates ------------------------------------------------------------------------------------
-@dataclass
-class EstimateView:
-    """One goal's estimate, from either source; times count from when it was made."""
-
-    source: str                 # "predictor", "local", "prefill" or "format" (CompletionEstimate.source)
-    prompt_tokens: int
-    expected: int
-    bound: int
-    eviction_ratio: float
-    predicted_prefill: float
-    predicted_total: float
-    predicted_worst_case: float
-    feasible: bool
-    reason: str
-    tokens_that_fit: int = 0    # answer tokens the budget holds at ``eviction_ratio`` (the planner's figure)
-    latency: float = 0.0
-    answer_words: int = 0       # > 0: length control's word limit; the estimate is for that prompt
-    limited_ids: tuple = ()     # with answer_words: that prompt's ids, tokenized where the limit was chosen
-    completion_probability: float = 1.0  # P(the answer is ready by the deadline)
-    expected_time: float = 0.0  # expected end-to-end seconds over the length distribution
-    p90_time: float = 0.0       # their 90th percentile
-    distribution: LengthDistribution | None = None  # the predicted length distribution (None: a point)
-    answer_format: str = ""     # the answer format bounding the length ("" free text; timebill/answer_format.py)
-
-    def length(self) -> LengthEstimate:
-        """The length prediction, to plan with again without predicting again."""
-        return LengthEstimate(expected=self.expected, bound=self.bound, distribution=self.distribution)
-
-    @classmethod
-    def of_estimate(cls, est, source: str) -> "EstimateView":
-        """From a core ``Estimate``."""
-        p = est.plan
-        return cls(source=source, prompt_tokens=p.prompt_tokens, expected=est.length.expected,
-                   bound=est.length.bound, eviction_ratio=p.eviction_ratio, predicted_prefill=p.predicted_prefill,
-                   predicted_total=p.predicted_total, predicted_worst_case=p.predicted_worst_case,
-                   feasible=p.feasible, reason=p.reason, tokens_that_fit=p.tokens_that_fit,
-                   latency=est.predictor_latency, answer_words=p.answer_words,
-                   limited_ids=tuple(est.prompt_ids) if p.answer_words else (),
-                   completion_probability=p.completion_probability, expected_time=p.expected_time,
-                   p90_time=p.p90_time, distribution=est.length.distribution,
-                   answer_format=est.request.answer_format.kind if est.request.answer_format is not None else "")
-
-    @classmethod
-    def of_response(cls, r) -> "EstimateView":
-        """From an EstimateCompletion response."""
-        dist = None
-        if len(r.length_bucket_ends) and len(r.length_bucket_ends) == len(r.length_probabilities):
-            try:
-                dist = LengthDistribution.of(list(r.length_bucket_ends), list(r.length_probabilities))
-            except ValueError:
-                dist = None  # malformed: plan with the point, as for a predictor without a distribution
-        return cls(source="predictor", prompt_tokens=r.prompt_tokens, expected=r.predicted_tokens,
-                   bound=r.predicted_tokens_bound, eviction_ratio=r.eviction_ratio,
-                   predicted_prefill=seconds(r.predicted_prefill), predicted_total=seconds(r.predicted_total),
-                   predicted_worst_case=seconds(r.predicted_worst_case), feasible=r.feasible, reason=r.reason,
-                   tokens_that_fit=r.tokens_that_fit, latency=seconds(r.predictor_latency),
-                   answer_words=int(r.answer_word_limit), limited_ids=tuple(r.limited_prompt_ids),
-                   completion_probability=float(r.completion_probability), expected_time=seconds(r.expected_time),
-                   p90_time=seconds(r.p90_time), distribution=dist, answer_format=r.answer_format)
+def estimate_of_response(r) -> GoalEstimate:
+    """An EstimateCompletion response -> the core's ``GoalEstimate`` (the predictor node's)."""
+    dist = None
+    if len(r.length_bucket_ends) and len(r.length_bucket_ends) == len(r.length_probabilities):
+        try:
+            dist = LengthDistribution.of(list(r.length_bucket_ends), list(r.length_probabilities))
+        except ValueError:
+            dist = None  # malformed: plan with the point, as for a predictor without a distribution
+    return GoalEstimate(source="predictor", prompt_tokens=r.prompt_tokens, expected=r.predicted_tokens,
+                        bound=r.predicted_tokens_bound, eviction_ratio=r.eviction_ratio,
+                        predicted_prefill=seconds(r.predicted_prefill), predicted_total=seconds(r.predicted_total),
+                        predicted_worst_case=seconds(r.predicted_worst_case), feasible=r.feasible, reason=r.reason,
+                        tokens_that_fit=r.tokens_that_fit, latency=seconds(r.predictor_latency),
+                        answer_words=int(r.answer_word_limit), limited_ids=tuple(r.limited_prompt_ids),
+                        completion_probability=float(r.completion_probability), expected_time=seconds(r.expected_time),
+                        p90_time=seconds(r.p90_time), distribution=dist, answer_format=r.answer_format)
 
 
-def fill_estimate(msg, v: EstimateView, now_ns: int, accepted_ns: int, budget: float, offset: float = 0.0):
+def fill_estimate(msg, v: GoalEstimate, now_ns: int, accepted_ns: int, budget: float, offset: float = 0.0):
     """Set the estimate fields shared by CompletionEstimate and the EstimateCompletion response.
 
     ``offset``: seconds between ``accepted_ns`` and when ``v`` was made (its times count from
@@ -236,46 +193,27 @@ def fill_estimate(msg, v: EstimateView, now_ns: int, accepted_ns: int, budget: f
     return msg
 
 
-def fill_distribution(res, v: EstimateView, limit: int):
-    """An EstimateCompletion response's length distribution, capped at the job's token limit."""
+def fill_response(res, v: GoalEstimate, now_ns: int, accepted_ns: int, budget: float, limit: int):
+    """An EstimateCompletion response of ``v`` (the inverse of ``estimate_of_response``): its
+    estimate, the limited prompt's ids (a goal is tokenized once) and the length distribution,
+    capped at the job's token limit ``limit``."""
+    fill_estimate(res, v, now_ns, accepted_ns, budget)
+    res.limited_prompt_ids = [int(i) for i in v.limited_ids]
     if v.distribution is not None:
         d = v.distribution.capped(limit)
         res.length_bucket_ends, res.length_probabilities = [int(e) for e in d.ends], [float(p) for p in d.probs]
     return res
 
 
-def estimate_msg(goal_id, v: EstimateView, now_ns: int, accepted_ns: int, budget: float,
+def estimate_msg(goal_id, v: GoalEstimate, now_ns: int, accepted_ns: int, budget: float,
                  tokens: int = 0) -> CompletionEstimate:
     """A CompletionEstimate of a goal; ``v``'s times count from now."""
     m = CompletionEstimate(goal_id=goal_id, tokens_generated=int(tokens), source=v.source)
     return fill_estimate(m, v, now_ns, accepted_ns, budget, offset=(now_ns - accepted_ns) * 1e-9)
 
 
-def remaining(tm, prompt_tokens: int, eviction_ratio: float, expected: int, bound: int, generated: int) -> tuple[float, float]:
-    """Predicted decoding seconds left after ``generated`` tokens: (expected, worst case).
-
-    Past the expected length the bound is all that is left to predict with.
-    """
-    kv = kept_positions(prompt_tokens, eviction_ratio) + max(generated - 1, 0)
-    left = expected - generated if generated < expected else bound - generated
-    return tm.decode(kv, max(left, 0) + 1), tm.decode(kv, max(bound - generated, 0) + 1)
-
-
-def running_view(v: EstimateView, tm, generated: int, elapsed: float, budget: float, limit: int) -> EstimateView:
-    """The estimate of a running goal after ``generated`` tokens, ``elapsed`` s after acceptance
-    (``limit``: its token limit); times count from now."""
-    left, worst = remaining(tm, v.prompt_tokens, v.eviction_ratio, v.expected, v.bound, generated)
-    feasible = elapsed + worst <= budget
-    reason = "" if feasible else (f"{v.bound - generated} more tokens in the worst case need {worst:.3f} s; "
-                                  f"{max(budget - elapsed, 0):.3f} s left")
-    odds = running_odds(tm, v.prompt_tokens, v.eviction_ratio, v.length().dist(), generated, elapsed, budget, limit)
-    return replace(v, predicted_total=left, predicted_worst_case=worst, feasible=feasible, reason=reason,
-                   completion_probability=odds.probability, expected_time=odds.expected_time - elapsed,
-                   p90_time=odds.p90_time - elapsed)
-
-
 # --- results --------------------------------------------------------------------------------------
-def unrun_result(outcome: Outcome, message: str, elapsed: float, v: EstimateView | None = None, **kw):
+def unrun_result(outcome: Outcome, message: str, elapsed: float, v: GoalEstimate | None = None, **kw):
     """The action result of a goal answered without generating."""
     res = Result(outcome=OUTCOME_CODES[outcome], message=message, elapsed=duration(elapsed), **kw)
     if v is not None:
@@ -286,7 +224,7 @@ def unrun_result(outcome: Outcome, message: str, elapsed: float, v: EstimateView
     return res
 
 
-def result_msg(core, v: EstimateView | None = None):
+def result_msg(core, v: GoalEstimate | None = None):
     """Core ``Result`` -> action result; ``v`` (the estimate at acceptance) fills what the engine
     did not plan (a goal answered while it waited)."""
     plan = core.plan
@@ -309,7 +247,7 @@ def result_msg(core, v: EstimateView | None = None):
     return res
 
 
-def job_report(goal_id, res, budget: float, now_ns: int, core=None, v: EstimateView | None = None,
+def job_report(goal_id, res, budget: float, now_ns: int, core=None, v: GoalEstimate | None = None,
                waited: float = 0.0) -> JobReport:
     """The JobReport of a finished goal from its action result ``res`` and, when it reached the
     engine, the core ``Result``; ``waited``: seconds from acceptance to the answer otherwise."""

@@ -9,11 +9,10 @@ import time
 from dataclasses import dataclass, field
 
 from timebill_msgs.action import BudgetedQuery
-from timebill.length_distribution import running_odds
+from timebill.goal_estimate import GoalEstimate
 from timebill.request import Outcome
 
-from .convert import (OUTCOME_NAMES, EstimateView, duration, estimate_msg, job_report, remaining, result_msg,
-                      running_view, seconds, short_id)
+from .convert import OUTCOME_NAMES, duration, estimate_msg, job_report, result_msg, seconds, short_id
 from .status_output import answer_marker
 
 Result = BudgetedQuery.Result
@@ -49,7 +48,7 @@ class GoalState:
     sent_tokens: int = 0
     last_marker: float = 0.0
     last_estimate: float = 0.0         # time.monotonic() of the last running CompletionEstimate
-    estimate: EstimateView | None = None
+    estimate: GoalEstimate | None = None
     plan: object = None                # the engine's Estimate once it planned the ratio (after queueing)
 
     @property
@@ -64,7 +63,7 @@ class GoalState:
         return time.monotonic() - self.accepted_at
 
     # --- estimates --------------------------------------------------------------------------------
-    def publish_estimate(self, view: EstimateView, made_at: float | None = None, elapsed: float | None = None,
+    def publish_estimate(self, view: GoalEstimate, made_at: float | None = None, elapsed: float | None = None,
                          tokens: int = 0):
         """``view`` as this goal's CompletionEstimate. Its times count from ``made_at`` seconds after
         acceptance (default: now); ``elapsed``: seconds since acceptance (default: now)."""
@@ -79,7 +78,7 @@ class GoalState:
         prefill, or given by the answer format): publish that as the goal's estimate, as the
         predictor node does for others."""
         by_format = est.request.answer_format is not None
-        self.plan, self.estimate = est, EstimateView.of_estimate(est, "format" if by_format else "prefill")
+        self.plan, self.estimate = est, GoalEstimate.of_estimate(est, "format" if by_format else "prefill")
         v = self.estimate
         self.outlets.node.get_logger().info(
             f"goal {self.sid}: budget {self.budget:.3f} s, {v.prompt_tokens} prompt tokens, expected {v.expected} "
@@ -113,15 +112,12 @@ class GoalState:
             self.marker()
 
     def send_feedback(self, elapsed: float):
-        eviction_ratio, left, fit, words, prob = 0.0, 0.0, 0, 0, 0.0
+        left, prob, eviction_ratio, fit, words = 0.0, 0.0, 0.0, 0, 0
         if self.plan is not None:
-            p = self.plan.plan
-            eviction_ratio, fit, words = p.eviction_ratio, p.tokens_that_fit, p.answer_words
-            tm = self.estimator.time_model
-            left, _ = remaining(tm, p.prompt_tokens, eviction_ratio, p.predicted_tokens, p.predicted_tokens_bound, self.tokens)
-            prob = running_odds(tm, p.prompt_tokens, eviction_ratio, self.plan.length.dist(), self.tokens, elapsed, self.budget,
-                                self.estimator.max_new_tokens(self.plan.request)).probability
-            self._running_estimate(elapsed)
+            now = self.running_estimate(elapsed)
+            left, prob = now.predicted_total, now.completion_probability
+            eviction_ratio, fit, words = now.eviction_ratio, now.tokens_that_fit, now.answer_words
+            self._publish_running(now, elapsed)
         fb = BudgetedQuery.Feedback(text=self.pending_text, tokens_generated=self.tokens, elapsed=duration(elapsed),
                                     predicted_remaining=duration(left), eviction_ratio=eviction_ratio,
                                     tokens_that_fit=fit, answer_word_limit=words, completion_probability=prob)
@@ -133,17 +129,23 @@ class GoalState:
         except Exception as exc:  # the context may be gone at shutdown
             self.outlets.node.get_logger().debug(f"feedback not sent: {exc}")
 
-    def _running_estimate(self, elapsed: float):
-        """The goal's CompletionEstimate re-estimated from its plan and the tokens so far, at most every
-        ``estimate_update_period`` (here, where the plan and the tokens are: see predictor_node)."""
-        now = time.monotonic()
-        if self.estimate is None or now - self.last_estimate < self.outlets.estimate_period:
-            return
-        self.last_estimate = now
+    def running_estimate(self, elapsed: float) -> GoalEstimate:
+        """The engine's plan of the goal re-estimated after its tokens so far, ``elapsed`` s after
+        acceptance (the core's arithmetic: GoalEstimate.running); its times count from now."""
         est = self.estimator
-        view = running_view(EstimateView.of_estimate(self.plan, self.estimate.source), est.time_model, self.tokens,
-                            elapsed, self.budget, est.max_new_tokens(self.plan.request))
-        self.publish_estimate(view, elapsed=elapsed, tokens=self.tokens)
+        source = self.estimate.source if self.estimate is not None else ""
+        return GoalEstimate.of_estimate(self.plan, source).running(est.time_model, self.tokens, elapsed, self.budget,
+                                                                  est.max_new_tokens(self.plan.request))
+
+    def _publish_running(self, now: GoalEstimate, elapsed: float):
+        """The goal's CompletionEstimate re-estimated from its plan and the tokens so far (``now``,
+        the feedback's figures too), at most every ``estimate_update_period`` (here, where the plan
+        and the tokens are: see predictor_node)."""
+        t = time.monotonic()
+        if self.estimate is None or t - self.last_estimate < self.outlets.estimate_period:
+            return
+        self.last_estimate = t
+        self.publish_estimate(now, elapsed=elapsed, tokens=self.tokens)
 
     def flush(self, final_text: str):
         """Send what the result text has beyond the streamed text, so the stream adds up to it."""

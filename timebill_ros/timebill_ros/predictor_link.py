@@ -11,8 +11,9 @@ import threading
 import time
 
 from timebill_msgs.srv import EstimateCompletion
+from timebill.goal_estimate import GoalEstimate
 
-from .convert import EstimateView, duration, estimate_request
+from .convert import duration, estimate_of_response, estimate_request
 
 # The probe that asks a predictor known to be gone whether it is back (a what-if, nothing tracked).
 PROBE = EstimateCompletion.Request(prompt="probe", time_budget=duration(1.0), max_new_tokens=1,
@@ -48,7 +49,7 @@ class PredictorLink:
             self._timer = None
         self._probe = None
 
-    def ask(self, request, cancel: threading.Event) -> EstimateView | str | None:
+    def ask(self, request, cancel: threading.Event) -> GoalEstimate | str | None:
         """The predictor's estimate for ``request``; otherwise why not (a str: the caller estimates
         locally and says so); None when ``cancel`` was set meanwhile."""
         gone = True  # False when the predictor answered but refused the goal
@@ -67,7 +68,7 @@ class PredictorLink:
                 r = fut.result()
                 self._state(True)
                 if r.valid:
-                    return EstimateView.of_response(r)
+                    return estimate_of_response(r)
                 # Valid here but not there: the two nodes run different configurations.
                 problem, gone = f"the predictor refused the goal ({r.message})", False
             else:
@@ -81,18 +82,18 @@ class PredictorLink:
             self._state(False, problem)
         return f"predictor unreachable ({problem})" if gone else problem
 
-    def estimate(self, g, req, ids, engine) -> tuple[EstimateView | None, str]:
+    def estimate(self, g, req, ids, engine) -> tuple[GoalEstimate | None, str]:
         """Goal ``g``'s estimate (a GoalState; ``req`` and its ``ids``: the goal as a core request)
         and a note for its result: the predictor's, or, when it is known to be gone or does not
         answer in time, ``engine``'s own, published and said so. None when the goal was canceled
         meanwhile."""
         answer = self.ask(estimate_request(g.handle.request, g.handle.goal_id, g.since(), ids), g.cancel)
-        if answer is None or isinstance(answer, EstimateView):
+        if answer is None or isinstance(answer, GoalEstimate):
             return answer, ""
         est = engine.estimate_between_jobs(req, g.accepted_at, ids, g.cancel)
         if est is None:
             return None, ""
-        view = EstimateView.of_estimate(est, "local")
+        view = GoalEstimate.of_estimate(est, "local")
         # The predictor publishes an estimate for every goal; when it is down, the generation node does.
         g.publish_estimate(view)
         note = f"{answer}: planned with the generation node's local estimate"

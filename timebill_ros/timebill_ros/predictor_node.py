@@ -22,11 +22,11 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from timebill_msgs.msg import CompletionEstimate, JobReport
 from timebill_msgs.srv import EstimateCompletion
 
+from timebill.goal_estimate import GoalEstimate
 from timebill.request import InvalidRequest
 
 from .common import calibration_values, declare_config, diagnostic_status, load_while_reporting, run_node
-from .convert import (EstimateView, estimate_msg, fill_distribution, fill_estimate, is_zero_uuid, seconds, short_id,
-                      time_from_ns, to_request)
+from .convert import estimate_msg, fill_response, is_zero_uuid, seconds, short_id, time_from_ns, to_request
 from .managed import ManagedNode
 
 EVENT_QOS = QoSProfile(depth=100)
@@ -117,12 +117,9 @@ class PredictorNode(ManagedNode):
             res.valid, res.message = False, f"internal error: {type(exc).__name__}: {exc}"
             return res
         self.served += 1
-        view = EstimateView.of_estimate(est, "predictor")
+        view = GoalEstimate.of_estimate(est, "predictor")
         res.valid = True
-        fill_estimate(res, view, now, accepted, r.budget)
-        res.limited_prompt_ids = list(view.limited_ids)
-        limit = self.estimator.max_new_tokens(r)
-        fill_distribution(res, view, limit)
+        fill_response(res, view, now, accepted, r.budget, self.estimator.max_new_tokens(r))
         if not is_zero_uuid(req.goal_id):  # an accepted goal: its estimate at acceptance, for everyone
             self.estimate_pub.publish(estimate_msg(req.goal_id, view, now, accepted, r.budget))
         return res
