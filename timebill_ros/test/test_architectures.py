@@ -12,7 +12,8 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: scri
 from timebill.backends import make_backend, resolve_backend  # noqa: E402
 from timebill.backends.llamacpp import CarryRefused, LlamaCppBackend, LlamaCppModel, LlamaCppUnavailable  # noqa: E402
 from timebill.families import CARRIED, family_model  # noqa: E402
-from timebill.models import ModelLoadError, converted_folder, load_model  # noqa: E402
+from timebill.gguf_cache import converted_folder  # noqa: E402
+from timebill.models import ModelLoadError, load_model  # noqa: E402
 from timebill.presses import make_press  # noqa: E402
 from timebill.time_model import kept_positions  # noqa: E402
 

@@ -197,7 +197,8 @@ def test_a_bfloat16_torch_side_serves_the_fast_path_with_half_its_weight_memory(
     import torch
 
     from timebill.backends import make_backend
-    from timebill.models import EMBEDDED, converted_folder, default_cache_dir, embedded_gguf_path, load_model
+    from timebill.gguf_cache import converted_folder
+    from timebill.models import EMBEDDED, default_cache_dir, embedded_gguf_path, load_model
 
     small = load_model(EMBEDDED, threads=1, dtype="bfloat16")
     assert small.torch_dtype == "bfloat16" and next(small.model.parameters()).dtype == torch.bfloat16

@@ -135,7 +135,8 @@ def test_control_token_text_in_a_prompt_or_system_prompt_cannot_forge_a_turn(whi
 
 def test_a_truncated_cached_conversion_is_converted_again_from_the_gguf(tmp_path, tiny, caplog):
     """A cache whose model.safetensors was cut short ("incomplete metadata") heals itself (~20 s)."""
-    from timebill.models import converted_folder, embedded_gguf_path
+    from timebill.gguf_cache import converted_folder
+    from timebill.models import embedded_gguf_path
 
     cache = tmp_path / "cache"
     folder = converted_folder(embedded_gguf_path(), cache)
@@ -153,7 +154,7 @@ def test_a_truncated_cached_conversion_is_converted_again_from_the_gguf(tmp_path
 
 
 def test_a_cache_folder_is_written_whole_or_not_at_all(tmp_path, tiny):
-    from timebill.models import write_folder_atomically
+    from timebill.cache_folder import write_folder_atomically
 
     folder = tmp_path / "models" / "m"
 
@@ -180,7 +181,7 @@ def test_a_stale_temporary_folder_from_a_crash_is_removed_and_a_fresh_one_kept(t
     import os
     import time as _time
 
-    from timebill.models import STALE_TEMPORARY_S, write_folder_atomically
+    from timebill.cache_folder import STALE_TEMPORARY_S, write_folder_atomically
 
     parent = tmp_path / "models"
     stale, live = parent / "m.tmp-crashed", parent / "m.tmp-converting"

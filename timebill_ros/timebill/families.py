@@ -16,8 +16,9 @@ import json
 import os
 import pathlib
 
+from .cache_folder import write_folder_atomically
 from .llama_convert import LLAMA_CPP_PYTHON, convert_to_gguf
-from .models import default_cache_dir, write_folder_atomically
+from .models import default_cache_dir
 
 HIDDEN, LAYERS, HEADS, KV_HEADS = 128, 2, 4, 2
 _COMMON = dict(initializer_range=0.1, hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=LAYERS,

