@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from . import quiet  # noqa: F401  (first: before anything imports tqdm)
 import sys
-import threading
 import time
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -31,8 +30,8 @@ from timebill.request import InvalidAnswerFormat, InvalidRequest, Outcome
 
 from .admission import Admission
 from .common import calibration_values, declare_config, load_while_reporting, run_node
-from .convert import goal_key, to_request, unrun_result
-from .goal_stream import GoalState, Outlets
+from .convert import to_request, unrun_result
+from .goal_stream import GoalBook, GoalState, Outlets
 from .liveness import ALIVE_QOS, ALIVE_TOPIC
 from .managed import ManagedNode
 from .predictor_link import PredictorLink
@@ -71,8 +70,7 @@ class GenerationNode(ManagedNode):
         self.engine = self.admission = self.scheduler = self.served_speed = self.action = None
         self.load_state = "unconfigured"  # unconfigured | loading | ready | failed
         self.load_error = ""
-        self.goals: dict[bytes, GoalState] = {}
-        self.lock = threading.Lock()
+        self.goals = GoalBook()
         self.closing = False
         self.tally = GoalTally(c["diagnostics_window"])
         # From construction, so /diagnostics also says "loading", "failed" or "inactive".
@@ -132,18 +130,12 @@ class GenerationNode(ManagedNode):
         decoding step, one waiting for the predictor at once) and answered, so clients get a
         result instead of a vanished server; then the action server goes."""
         self.closing = True
-        with self.lock:
-            goals = list(self.goals.values())
-        for g in goals:
-            g.shutting_down = True
-            g.cancel.set()
-        end = time.monotonic() + timeout
-        while self.goals and time.monotonic() < end:
-            time.sleep(0.02)
-        if self.goals:
-            self.get_logger().warning(f"{len(self.goals)} goal(s) not answered within {timeout:.1f} s of shutdown")
-        if goals:
-            self.get_logger().info(f"shut down; {len(goals)} goal(s) stopped")
+        stopped = self.goals.stop_all()
+        left = self.goals.wait_answered(timeout)
+        if left:
+            self.get_logger().warning(f"{left} goal(s) not answered within {timeout:.1f} s of shutdown")
+        if stopped:
+            self.get_logger().info(f"shut down; {stopped} goal(s) stopped")
         self.predictor.stop()
         if self.action is not None:
             self.action.destroy()
@@ -175,23 +167,20 @@ class GenerationNode(ManagedNode):
         return GoalResponse.ACCEPT
 
     def _on_accepted(self, handle):
-        g = self._goal(handle, self.scheduler.claim(id(handle.request)))
-        with self.lock:
-            self.goals[goal_key(handle.goal_id)] = g
+        self.goals.add(self._goal(handle, self.scheduler.claim(id(handle.request))))
         handle.execute()
 
     def _goal(self, handle, reservation=None) -> GoalState:
         return GoalState(handle, self.outlets, self.engine.estimator, time.monotonic(), reservation)
 
     def _on_cancel(self, handle):
-        g = self.goals.get(goal_key(handle.goal_id))
+        g = self.goals.get(handle.goal_id)
         if g is not None:
             g.cancel.set()
         return CancelResponse.ACCEPT
 
     def _execute(self, handle):
-        key = goal_key(handle.goal_id)
-        g = self.goals.get(key) or self._goal(handle)
+        g = self.goals.get(handle.goal_id) or self._goal(handle)
         res, core = None, None
         try:
             res, core = self._serve(handle, g)
@@ -200,8 +189,7 @@ class GenerationNode(ManagedNode):
             res = unrun_result(Outcome.FAILED, f"internal error: {type(exc).__name__}: {exc}", g.since(), g.estimate,
                                text=g.text)
         finally:
-            with self.lock:
-                self.goals.pop(key, None)
+            self.goals.remove(handle.goal_id)
             if g.reservation is not None:
                 g.reservation.release()  # a goal answered before it reached the scheduler
         g.set_status(res)
@@ -252,17 +240,15 @@ class GenerationNode(ManagedNode):
         return g.answer(core, note), core
 
     def _on_start(self, job: Job):
-        g = self.goals.get(goal_key(job.id))
+        g = self.goals.get(job.id)
         if g is not None:
             g.on_start()
 
     # --- reporting --------------------------------------------------------------------------------
     def _publish_diagnostics(self):
-        with self.lock:
-            running = [g.sid for g in self.goals.values() if g.state == "running"]
         e = self.engine
         values = self.tally.values(e.loaded.name if e else self.cfg["model"], self.load_state == "ready",
-                                   self.scheduler.pending if self.scheduler else 0, running[0] if running else "",
+                                   self.scheduler.pending if self.scheduler else 0, self.goals.running(),
                                    self.predictor.diagnostics(), calibration_values(e.estimator) if e else {})
         predictor_problem = None if self.predictor.ok is not False else self.predictor.problem
         arr = generation_diagnostics(f"{self.get_fully_qualified_name()}: budgeted generation", values, self.load_state,

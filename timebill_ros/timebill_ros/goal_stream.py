@@ -1,7 +1,8 @@
 """One goal as the generation node serves it: its state, its tokens going back as feedback, its
 CompletionEstimate while it runs (and whenever this node made the estimate, not the predictor
 node), and its rviz marker. Each goal's stream lives in that goal's thread; ``on_token`` runs
-inside the decode loop, where its time counts against the budget."""
+inside the decode loop, where its time counts against the budget. The node's goals in flight are
+kept in a ``GoalBook``."""
 from __future__ import annotations
 
 import threading
@@ -12,7 +13,7 @@ from timebill_msgs.action import BudgetedQuery
 from timebill.goal_estimate import GoalEstimate
 from timebill.request import Outcome
 
-from .convert import OUTCOME_NAMES, duration, estimate_msg, job_report, result_msg, seconds, short_id
+from .convert import OUTCOME_NAMES, duration, estimate_msg, goal_key, job_report, result_msg, seconds, short_id
 from .status_output import answer_marker
 
 Result = BudgetedQuery.Result
@@ -200,3 +201,46 @@ class GoalState:
         node.get_logger().info(f"goal {self.sid}: {OUTCOME_NAMES.get(res.outcome, '?')} ({res.generated_tokens} tokens, "
                                f"{seconds(res.elapsed):.3f} s of {self.budget:.3f} s)"
                                + (f": {res.message}" if res.message else ""))
+
+
+class GoalBook:
+    """The node's goals from acceptance until answered, by goal id: the cancel callback and the
+    scheduler's start find a goal's state here, shutdown stops them all, /diagnostics names the
+    running one. Goals are added and removed from their own threads."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._goals: dict[bytes, GoalState] = {}
+
+    def add(self, g: GoalState):
+        with self._lock:
+            self._goals[goal_key(g.handle.goal_id)] = g
+
+    def get(self, goal_id) -> GoalState | None:
+        return self._goals.get(goal_key(goal_id))
+
+    def remove(self, goal_id):
+        with self._lock:
+            self._goals.pop(goal_key(goal_id), None)
+
+    def stop_all(self) -> int:
+        """Cancel every goal because the node shuts down (their results say so); how many."""
+        with self._lock:
+            goals = list(self._goals.values())
+        for g in goals:
+            g.shutting_down = True
+            g.cancel.set()
+        return len(goals)
+
+    def wait_answered(self, timeout: float) -> int:
+        """Wait at most ``timeout`` s for every goal to be answered; how many were not."""
+        end = time.monotonic() + timeout
+        while self._goals and time.monotonic() < end:
+            time.sleep(0.02)
+        return len(self._goals)
+
+    def running(self) -> str:
+        """The short id of the goal generating now, or ''."""
+        with self._lock:
+            running = [g.sid for g in self._goals.values() if g.state == "running"]
+        return running[0] if running else ""
