@@ -192,11 +192,7 @@ class GenerationNode(ManagedNode):
             self.goals.remove(handle.goal_id)
             if g.reservation is not None:
                 g.reservation.release()  # a goal answered before it reached the scheduler
-        g.set_status(res)
-        try:
-            g.report(res, core)
-        except Exception as exc:
-            self.get_logger().error(f"could not publish the job report: {exc}")
+        g.close(res, core)
         if core is not None and core.generated_tokens and self.served_speed is not None:
             self.served_speed.keep()  # only a job that generated taught the calibration anything
         self.tally.finish(res)
@@ -204,36 +200,23 @@ class GenerationNode(ManagedNode):
 
     # --- one goal ---------------------------------------------------------------------------------
     def _serve(self, handle, g: GoalState):
-        log = self.get_logger()
         try:
             req = to_request(handle.request, self.cfg["default_policy"])
             g.budget = req.budget
             # The one tokenization of this goal's prompt: the ids go on to the estimate and the engine.
             ids = self.engine.estimator.encode(req)
         except InvalidRequest as exc:
-            log.warning(f"goal {g.sid} invalid: {exc}")
+            self.get_logger().warning(f"goal {g.sid} invalid: {exc}")
             return unrun_result(Outcome.INVALID, f"invalid goal: {exc}", g.since()), None
         if self.engine.plans_itself(req, ids):
-            return self._run_job(g, self._job(g, req, ids, on_plan=g.planned_by_engine))
+            return self._run_job(g, g.job(req, ids, on_plan=g.planned_by_engine))
         view, note = self.predictor.estimate(g, req, ids, self.engine)
         if view is None:
-            why = "canceled: the node is shutting down" if g.shutting_down else "canceled while being estimated"
-            return unrun_result(Outcome.CANCELED, why, g.since()), None
-        g.estimate = view
-        if view.answer_words:  # the estimate is for the prompt with length control's word limit: run that one
-            try:
-                req, ids = self.engine.estimator.limited_to(req, view.answer_words, view.limited_ids)
-            except InvalidRequest as exc:
-                log.warning(f"goal {g.sid}: the estimate's limited prompt is unusable ({exc}); running the prompt as sent")
-        g.log_estimate(req)
+            return g.canceled_unrun(), None
+        req, ids = g.runs_with(view, req, ids)
         # The length predicted at acceptance is reused: predicting again would cost budget. With
         # it the scheduler answers a goal INFEASIBLE at once, by the engine's rule.
-        job = self._job(g, req, ids, length=view.length(), on_plan=lambda est: setattr(g, "plan", est))
-        return self._run_job(g, job, note)
-
-    def _job(self, g: GoalState, req, ids, **kw) -> Job:
-        return Job(request=req, release=g.accepted_at, id=g.handle.goal_id, on_token=g.on_token, cancel=g.cancel,
-                   prompt_ids=ids, reservation=g.reservation, **kw)
+        return self._run_job(g, g.job(req, ids, length=view.length(), on_plan=g.set_plan), note)
 
     def _run_job(self, g: GoalState, job: Job, note: str = ""):
         core = self.scheduler.run(job)

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 from timebill_msgs.action import BudgetedQuery
 from timebill.goal_estimate import GoalEstimate
-from timebill.request import Outcome
+from timebill.jobs import Job
+from timebill.request import InvalidRequest, Outcome
 
-from .convert import OUTCOME_NAMES, duration, estimate_msg, goal_key, job_report, result_msg, seconds, short_id
+from .convert import OUTCOME_NAMES, duration, estimate_msg, goal_key, job_report, result_msg, seconds, short_id, unrun_result
 from .status_output import answer_marker
 
 Result = BudgetedQuery.Result
@@ -87,6 +88,30 @@ class GoalState:
             f"{v.completion_probability:.2f} [{'the answer format' if by_format else 'read in the prefill'}]")
         # The plan's times count from when the job started (after any queueing), before its prefill.
         self.publish_estimate(v, made_at=est.planned_at)
+
+    def runs_with(self, view: GoalEstimate, req, ids):
+        """Take ``view`` (the predictor's or the local estimate) as the goal's estimate, log it, and
+        give the request and prompt ids the goal runs as: with the estimate's word limit when it
+        has one, else as sent (``req`` and its ``ids``)."""
+        self.estimate = view
+        if view.answer_words:  # the estimate is for the prompt with length control's word limit: run that one
+            try:
+                req, ids = self.estimator.limited_to(req, view.answer_words, view.limited_ids)
+            except InvalidRequest as exc:
+                self.outlets.node.get_logger().warning(
+                    f"goal {self.sid}: the estimate's limited prompt is unusable ({exc}); running the prompt as sent")
+        self.log_estimate(req)
+        return req, ids
+
+    def set_plan(self, est):
+        """The engine planned the goal's eviction ratio when its job started (after queueing)."""
+        self.plan = est
+
+    def job(self, req, ids, **kw) -> Job:
+        """The scheduler's job for this goal (``req`` and its prompt ``ids`` as it runs; ``kw``: the
+        plan's callback and any length already predicted)."""
+        return Job(request=req, release=self.accepted_at, id=self.handle.goal_id, on_token=self.on_token,
+                   cancel=self.cancel, prompt_ids=ids, reservation=self.reservation, **kw)
 
     def log_estimate(self, req):
         """Log the estimate the goal runs with (``req``: the request as it runs)."""
@@ -178,6 +203,19 @@ class GoalState:
         self.state = "done"
         self.marker(final=res)
         return res
+
+    def canceled_unrun(self):
+        """The action result of a goal canceled before its job ran (while it was being estimated)."""
+        why = "canceled: the node is shutting down" if self.shutting_down else "canceled while being estimated"
+        return unrun_result(Outcome.CANCELED, why, self.since())
+
+    def close(self, res, core):
+        """The goal's end, once answered ``res``: its final status, its JobReport and log line."""
+        self.set_status(res)
+        try:
+            self.report(res, core)
+        except Exception as exc:
+            self.outlets.node.get_logger().error(f"could not publish the job report: {exc}")
 
     def set_status(self, res):
         """The goal handle's final status for the action result ``res``."""
