@@ -125,6 +125,23 @@ def test_admission_refuses_prompts_the_context_cannot_hold_by_characters(tiny):
         adm.check(Request(prompt="hi", budget=1.0, max_new_tokens=tiny.max_context))
 
 
+def test_admission_refuses_a_goal_message_with_the_reason_but_not_for_a_malformed_answer_format(tiny):
+    from timebill_msgs.action import BudgetedQuery
+    from timebill_ros.admission import Admission, max_chars_per_token
+    from timebill_ros.convert import duration
+
+    adm = Admission(tiny.max_context, max_chars_per_token(tiny.tokenizer), default_max_new_tokens=64)
+
+    def goal(prompt, **kw):
+        return BudgetedQuery.Goal(prompt=prompt, time_budget=duration(1.0), max_eviction_ratio=-1.0, **kw)
+
+    assert adm.refusal(goal("Where is the red cup?"), "kill") is None
+    assert adm.refusal(goal("  "), "kill") == "invalid goal: the prompt is empty"
+    assert adm.refusal(goal("x" * (adm.max_prompt_chars(64) + 1)), "kill").startswith("invalid goal: the prompt is")
+    # Accepted: its result (INVALID) then tells the planner what is wrong with its schema.
+    assert adm.refusal(goal("Where is the red cup?", json_schema="{"), "kill") is None
+
+
 def test_the_monitor_listens_on_the_configured_names(rclpy_context):
     import rclpy
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from timebill.request import InvalidRequest, Request
+from timebill.request import InvalidAnswerFormat, InvalidRequest, Request
+
+from .convert import to_request
 
 # Margin on the character bound for a tokenizer with a normalizer (or one we cannot inspect): it
 # may merge characters before they are tokenized (NFC composes a letter and its accent into one),
@@ -61,6 +63,16 @@ class Admission:
         """
         room = self.max_context - (int(max_new_tokens) or self.default_max_new_tokens)
         return max(room, 0) * self.chars_per_token * self.margin
+
+    def refusal(self, goal, default_policy: str) -> str | None:
+        """Why the BudgetedQuery ``goal`` is refused before it takes a queue slot, or None."""
+        try:
+            self.check(to_request(goal, default_policy))
+        except InvalidAnswerFormat:
+            return None  # accepted and answered INVALID, so that the planner reads what is wrong with its schema
+        except InvalidRequest as exc:
+            return f"invalid goal: {exc}"
+        return None
 
     def check(self, req: Request) -> None:
         """Raise InvalidRequest when ``req`` certainly does not fit the context (``req`` is already

@@ -26,7 +26,7 @@ from std_msgs.msg import Empty
 from visualization_msgs.msg import Marker
 
 from timebill.jobs import Job, QueueFull, Scheduler
-from timebill.request import InvalidAnswerFormat, InvalidRequest, Outcome
+from timebill.request import InvalidRequest, Outcome
 
 from .admission import Admission
 from .common import calibration_values, declare_config, load_while_reporting, run_node
@@ -142,29 +142,21 @@ class GenerationNode(ManagedNode):
             self.action = None
 
     # --- action callbacks -------------------------------------------------------------------------
-    def _reject(self, why: str):
+    def _on_goal(self, goal):
+        """Judge a goal before it takes a queue slot, from what costs next to nothing."""
+        why = "the node is shutting down" if self.closing else self.admission.refusal(goal, self.cfg["default_policy"])
+        if why is None:
+            try:
+                # rclpy gives the goal handle this same message (handle.request): _on_accepted finds
+                # the place by it.
+                self.scheduler.reserve(key=id(goal))
+                return GoalResponse.ACCEPT
+            except QueueFull as exc:
+                why = str(exc)
         # ROS gives a rejected goal no message: the reason goes to the log and /diagnostics.
         self.tally.reject(why)
         self.get_logger().warning(f"goal rejected: {why}")
         return GoalResponse.REJECT
-
-    def _on_goal(self, goal):
-        """Judge a goal before it takes a queue slot, from what costs next to nothing."""
-        if self.closing:
-            return self._reject("the node is shutting down")
-        try:
-            self.admission.check(to_request(goal, self.cfg["default_policy"]))
-        except InvalidAnswerFormat:
-            pass  # accepted and answered INVALID, so that the planner reads what is wrong with its schema
-        except InvalidRequest as exc:
-            return self._reject(f"invalid goal: {exc}")
-        try:
-            # rclpy gives the goal handle this same message (handle.request): _on_accepted finds
-            # the place by it.
-            self.scheduler.reserve(key=id(goal))
-        except QueueFull as exc:
-            return self._reject(str(exc))
-        return GoalResponse.ACCEPT
 
     def _on_accepted(self, handle):
         self.goals.add(self._goal(handle, self.scheduler.claim(id(handle.request))))
