@@ -11,7 +11,7 @@ compares what the result says was estimated at acceptance with what happened:
 - the time model alone: |what it predicts for the tokens really generated - real| / real, on the
   completed goals (the job reports' `predicted_total_given_length` against `measured_total`);
 - the length: |predicted - generated| of completed goals, against the constant predictor's (the
-  labels' training median, 97 tokens: what `rlp eval` calls the constant).
+  shipped head's labels' training median: what `rlp eval` calls the constant).
 
 Held-out prompts: the `test` split (`timebill.rlp.data.split_of`) of the length predictor's
 served-like mix (`timebill/rlp/sources.py`, `scripts/setup.sh --eval`): never used to train or
@@ -30,7 +30,13 @@ import sys
 import time
 
 
-CONSTANT = 97  # the training median of the length labels (docs/RLP.md): the constant predictor
+def constant_prediction() -> int:
+    """The constant predictor: the median length of the shipped head's training labels (as `rlp eval`)."""
+    from timebill.rlp.cli import DEFAULT_LABELS
+    from timebill.rlp.data import split_of
+    from timebill.rlp.labelled import labelled
+
+    return int(statistics.median(r["length"] for r in labelled(DEFAULT_LABELS) if split_of(r["id"]) == "train"))
 
 
 def held_out_prompts(per_source: int, sources: list[str]):
@@ -72,10 +78,17 @@ def main() -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE", help="a node parameter")
     ap.add_argument("--domain", type=int, default=75)
     ap.add_argument("--out", default=None, help="folder for estimate_bench.json and estimate_bench.png")
-    ap.add_argument("--summarise", default=None, metavar="JSON", help="only summarise the goals of an earlier run's file")
+    ap.add_argument("--summarise", default=None, metavar="JSON",
+                    help="only summarise the goals of an earlier run's file again (rewrites its summary and plot)")
     args = ap.parse_args()
-    if args.summarise:
-        print(json.dumps(summarise(json.loads(pathlib.Path(args.summarise).read_text())["goals"]), indent=1))
+    if args.summarise:  # recomputed from the goals as recorded, written back with the run's command and duration
+        path = pathlib.Path(args.summarise)
+        data = json.loads(path.read_text())
+        summary = {**summarise(data["goals"]), **{k: data["summary"][k] for k in ("duration_s", "command")
+                                                    if k in data["summary"]}}
+        print(json.dumps(summary, indent=1))
+        path.write_text(json.dumps({"summary": summary, "goals": data["goals"]}, indent=1))
+        plot(path.with_suffix(".png"), data["goals"], summary)
         return 0
     budgets = [float(b) for b in args.budgets.split(",")]
     prompts = held_out_prompts(args.per_source, args.sources.split(","))
@@ -157,7 +170,7 @@ def summarise(rows: list[dict]) -> dict:
     p90_fit = [r for r in scored if r["p90_time"] <= r["budget"] and r["outcome"] != "INFEASIBLE"]
     e, bins = ece([(r["probability"], r["outcome"] == "COMPLETED") for r in scored])
     lengths = [r["generated_tokens"] for r in done]
-    const = CONSTANT
+    const = constant_prediction()
     return {
         "goals": len(rows), "completed": len(done), "killed": sum(r["outcome"] == "KILLED" for r in rows),
         "infeasible": sum(r["outcome"] == "INFEASIBLE" for r in rows),
@@ -182,6 +195,7 @@ def summarise(rows: list[dict]) -> dict:
         "length_mae_completed": round(statistics.mean(abs(r["predicted_tokens"] - r["generated_tokens"]) for r in done), 1)
         if done else None,
         "constant_length_mae_completed": round(statistics.mean(abs(const - n) for n in lengths), 1) if done else None,
+        "constant_prediction": const,
         "word_limited_goals": sum(r["word_limit"] > 0 for r in rows),
     }
 

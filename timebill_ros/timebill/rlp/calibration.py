@@ -2,8 +2,11 @@
 
 A planner reads P(answer complete by the deadline) = P(length <= tokens that fit). A classifier
 trained with cross-entropy and stopped early on MAE is not calibrated by construction: one
-temperature on its logits, fitted on the validation split by likelihood, makes it so (or says
-how far it is). Reliability is judged the way a planner uses the distribution: for every prompt
+temperature on its logits, fitted on the validation split, makes it so (or says how far it is).
+It is fitted to what a planner reads, the reliability of P(length <= n) below: fitted by the
+likelihood of the true bucket instead, it came out at 2.67 on the labels made since loops end
+answers, and the out-of-fold ECE of P(length <= n) was 0.028 against 0.011 at temperature 1
+(docs/RLP.md). Reliability is judged the way a planner uses the distribution: for every prompt
 and each of a grid of "tokens that fit", the predicted P(length <= n) against whether the real
 length was <= n, in bins of predicted probability; the expected calibration error (ECE) is the
 bins' weighted mean gap.
@@ -24,24 +27,28 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def fit_temperature(logits: np.ndarray, classes: np.ndarray) -> float:
-    """The temperature of least negative log-likelihood of the true classes (a grid search: one
-    parameter, a few hundred prompts)."""
-    classes = np.asarray(classes, dtype=int)
-    rows = np.arange(len(classes))
-    nll = [-np.mean(np.log(softmax(logits, t)[rows, classes] + 1e-12)) for t in TEMPERATURES]
-    return float(TEMPERATURES[int(np.argmin(nll))])
+def fit_temperature(logits: np.ndarray, ends, lengths, cap: int) -> float:
+    """The temperature whose P(length <= n) is best calibrated on these prompts (least ECE over
+    ``THRESHOLDS``; a grid search: one parameter, a few hundred prompts). Among equally good ones
+    the one nearest 1."""
+    eces = [reliability(ends, softmax(logits, t), lengths, cap)["ece"] for t in TEMPERATURES]
+    best = min(eces)
+    near = [t for t, e in zip(TEMPERATURES, eces) if e <= best + 1e-9]
+    return float(min(near, key=lambda t: abs(np.log(t))))
 
 
 def calibrate_temperature(head, x, lengths) -> float:
     """Fit ``head``'s temperature on held-out features ``x`` and true ``lengths`` (not set here)."""
     import torch
 
-    from .model import targets
+    from .buckets import length_of_class
 
+    c = head.cfg
     with torch.inference_mode():
+        head.eval()
         logits = head(x.float()).float().numpy()
-    return fit_temperature(logits, targets(lengths, head.cfg).numpy())
+    ends = [length_of_class(k, c.width, c.max_tokens) for k in range(c.num_classes)]
+    return fit_temperature(logits, ends, np.asarray(lengths), c.max_tokens)
 
 
 def cdf_at(ends, probs: np.ndarray, n: float) -> np.ndarray:

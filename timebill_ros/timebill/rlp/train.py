@@ -83,7 +83,7 @@ def train(loaded, cfg: dict, labels_path, out: pathlib.Path, work: pathlib.Path,
           + f" -> {head.cfg.point}", flush=True)
     pred_val = head.predict_lengths(feats[chosen][va])
     head.cfg.temperature = calibrate_temperature(head, feats[chosen][va], y[va])
-    print(f"distribution: softmax temperature {head.cfg.temperature:.3f} (least validation NLL)", flush=True)
+    print(f"distribution: softmax temperature {head.cfg.temperature:.3f} (best calibrated P(length <= n) on validation)", flush=True)
     q = calibrate_factor(y[va], pred_val, coverage)
     head.cfg.bound_factor = q
     cov_val = coverage_of(y[va], [calibrated_bound(p, cap, q) for p in pred_val])
