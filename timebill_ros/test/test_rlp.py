@@ -461,3 +461,22 @@ def test_the_shipped_head_does_not_predict_the_cap_for_a_request_for_one_sentenc
     assert brief.expected < 128 and brief.bound < 256
     essay = rlp.predict(embedded.encode_chat("Write a detailed essay about the history of robotics."), 256)
     assert essay.expected > 2 * brief.expected
+
+
+def test_the_temperature_is_the_one_whose_completion_probabilities_are_calibrated():
+    # Lengths drawn from softmax(logits / 2): the fit must find about 2, where P(length <= n),
+    # what a planner reads, is honest (at 1 it is overconfident).
+    import numpy as np
+
+    from timebill.rlp.calibration import fit_temperature, reliability, softmax
+
+    rng = np.random.default_rng(0)
+    width, cap = 16, 384
+    ends = [width * (k + 1) for k in range(cap // width)]
+    logits = rng.normal(0.0, 3.0, size=(600, len(ends)))
+    truth = softmax(logits, 2.0)
+    classes = [rng.choice(len(ends), p=row) for row in truth]
+    lengths = np.array([rng.integers(e - width + 1, e + 1) for e in np.array(ends)[classes]])
+    t = fit_temperature(logits, ends, lengths, cap)
+    assert 1.5 < t < 2.7
+    assert reliability(ends, softmax(logits, t), lengths, cap)["ece"] < reliability(ends, softmax(logits, 1.0), lengths, cap)["ece"]

@@ -30,8 +30,12 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 def fit_temperature(logits: np.ndarray, ends, lengths, cap: int) -> float:
     """The temperature whose P(length <= n) is best calibrated on these prompts (least ECE over
     ``THRESHOLDS``; a grid search: one parameter, a few hundred prompts). Among equally good ones
-    the one nearest 1."""
-    eces = [reliability(ends, softmax(logits, t), lengths, cap)["ece"] for t in TEMPERATURES]
+    the one nearest 1. A cap below the thresholds (a tiny test model's 8 tokens) is judged at
+    every length under it."""
+    thresholds = [n for n in THRESHOLDS if n < cap] or list(range(1, cap))
+    if not thresholds:
+        return 1.0
+    eces = [reliability(ends, softmax(logits, t), lengths, cap, thresholds)["ece"] for t in TEMPERATURES]
     best = min(eces)
     near = [t for t, e in zip(TEMPERATURES, eces) if e <= best + 1e-9]
     return float(min(near, key=lambda t: abs(np.log(t))))
