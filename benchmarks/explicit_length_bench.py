@@ -38,7 +38,8 @@ def main() -> int:
     predictor = RLPPredictor(loaded, args.head)
     for kind, prompts in ASKS.items():
         preds = [predictor.predict(loaded.encode_chat(p), 384) for p in prompts]
-        print(f"{kind:16s} predicted {[p.expected for p in preds]}, median {statistics.median(p.expected for p in preds):g}; "
+        points = [p.predicted_tokens for p in preds]
+        print(f"{kind:16s} predicted {points}, median {statistics.median(points):g}; "
               f"P(<= 64 tokens) {[round(p.distribution.p_at_most(64), 2) for p in preds]}")
     return 0
 

@@ -188,4 +188,4 @@ def test_a_json_schemas_answers_teach_its_length(served):
     first = engine.generate(req)
     engine.estimator.format_lengths.observe(req.answer_format, first.generated_tokens)  # learn_online is off here
     second = engine.estimator.estimate(req)
-    assert second.length.expected == first.generated_tokens
+    assert second.length.predicted_tokens == first.generated_tokens

@@ -140,7 +140,7 @@ def test_the_ratio_planned_after_the_prefill_is_the_one_applied(tiny, tiny_rlp):
     prompt = LONG + " " + PROMPT * 3
     engine = rlp_engine(tiny, tm, tiny_rlp, planner="budget")
     n = len(tiny.encode_chat(prompt))
-    predicted = tiny_rlp.predict(tiny.encode_chat(prompt), 256).expected
+    predicted = tiny_rlp.predict(tiny.encode_chat(prompt), 256).predicted_tokens
     budget = tm.end_to_end(n, predicted, 0.5)
     r = engine.generate(Request(prompt, budget=budget, max_new_tokens=256, length_control=False))
     assert r.plan.eviction_ratio > 0 and r.plan.predicted_tokens == min(predicted, 256)

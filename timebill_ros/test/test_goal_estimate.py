@@ -24,7 +24,7 @@ class SpreadPredictor:
 
     def predict(self, prompt_ids, max_new_tokens: int) -> LengthEstimate:
         dist = LengthDistribution.of((10, 20, 60, 100), (0.3, 0.2, 0.3, 0.2))
-        return LengthEstimate(expected=30, bound=min(100, max_new_tokens), distribution=dist)
+        return LengthEstimate(predicted_tokens=30, predicted_tokens_bound=min(100, max_new_tokens), distribution=dist)
 
 
 def _estimator(tiny, predictor, **kw) -> Estimator:
@@ -37,7 +37,8 @@ def test_of_estimate_tells_the_goal_what_the_plan_says(tiny):
     v = GoalEstimate.of_estimate(est, "local")
     p = est.plan
     assert v.source == "local" and v.prompt_tokens == p.prompt_tokens == len(est.prompt_ids)
-    assert (v.expected, v.bound) == (est.length.expected, est.length.bound) == (p.predicted_tokens, p.predicted_tokens_bound)
+    assert (v.predicted_tokens, v.predicted_tokens_bound) == (est.length.predicted_tokens, est.length.predicted_tokens_bound)
+    assert (v.predicted_tokens, v.predicted_tokens_bound) == (p.predicted_tokens, p.predicted_tokens_bound)
     assert (v.eviction_ratio, v.predicted_prefill, v.predicted_total, v.predicted_worst_case) == (
         p.eviction_ratio, p.predicted_prefill, p.predicted_total, p.predicted_worst_case)
     assert (v.feasible, v.reason, v.tokens_that_fit) == (p.feasible, p.reason, p.tokens_that_fit)
@@ -67,7 +68,8 @@ def test_an_estimate_with_a_word_limit_carries_the_limited_prompts_ids_to_run(ti
 
 def test_remaining_time_uses_the_bound_past_the_expected_length(tiny_time_model):
     tm = tiny_time_model
-    v = GoalEstimate(source="local", prompt_tokens=100, expected=10, bound=50, eviction_ratio=0.0, predicted_prefill=0.0,
+    v = GoalEstimate(source="local", prompt_tokens=100, predicted_tokens=10, predicted_tokens_bound=50, eviction_ratio=0.0,
+                     predicted_prefill=0.0,
                      predicted_total=0.0, predicted_worst_case=0.0, feasible=True, reason="")
     exp_left, worst_left = v.remaining(tm, 4)
     assert exp_left == pytest.approx(tm.decode(103, 7)) and worst_left == pytest.approx(tm.decode(103, 47))

@@ -169,12 +169,12 @@ def test_predictor_seam_on_tiny_model(tiny, tmp_path):
     pred = RLPPredictor(tiny, path)
     assert pred.name.startswith("rlp")
     est = pred.predict(ids[1], 256)
-    assert est.expected == 208 and est.bound == min(256, math.ceil(1.5 * 208))
+    assert est.predicted_tokens == 208 and est.predicted_tokens_bound == min(256, math.ceil(1.5 * 208))
     est = pred.predict(ids[0], 256)
-    assert est.expected == 16 and est.bound == 24
-    assert pred.predict(ids[0], 8).expected == 8 and pred.predict(ids[0], 8).bound == 8
+    assert est.predicted_tokens == 16 and est.predicted_tokens_bound == 24
+    assert pred.predict(ids[0], 8).predicted_tokens == 8 and pred.predict(ids[0], 8).predicted_tokens_bound == 8
     paper = RLPPredictor(tiny, path, bound="paper")
-    assert paper.predict(ids[0], 256).bound == 80
+    assert paper.predict(ids[0], 256).predicted_tokens_bound == 80
     with pytest.raises(ValueError):
         RLPPredictor(tiny, path, bound="nonsense")
 
@@ -201,9 +201,9 @@ def test_runtime_builds_rlp_predictor(tiny, tmp_path):
     head.save(path)
     pred = make_length_predictor({"length_predictor": str(path)}, tiny)
     est = pred.predict(tiny.encode_chat("Hello"), 256)
-    assert 1 <= est.expected <= est.bound <= 256
+    assert 1 <= est.predicted_tokens <= est.predicted_tokens_bound <= 256
     paper = make_length_predictor({"length_predictor": str(path), "rlp_bound": "paper", "rlp_k": 3}, tiny)
-    assert paper.predict(tiny.encode_chat("Hello"), 256).bound in (256, min(256, 3 * est.expected))
+    assert paper.predict(tiny.encode_chat("Hello"), 256).predicted_tokens_bound in (256, min(256, 3 * est.predicted_tokens))
 
 
 def test_cli_label_train_eval_end_to_end(tiny, tmp_path):
@@ -458,9 +458,9 @@ def test_the_shipped_head_does_not_predict_the_cap_for_a_request_for_one_sentenc
     rlp = RLPPredictor(embedded)
     q = "Where is the red cup usually kept in a kitchen?"
     brief = rlp.predict(embedded.encode_chat(q, "Answer in one short sentence."), 256)
-    assert brief.expected < 128 and brief.bound < 256
+    assert brief.predicted_tokens < 128 and brief.predicted_tokens_bound < 256
     essay = rlp.predict(embedded.encode_chat("Write a detailed essay about the history of robotics."), 256)
-    assert essay.expected > 2 * brief.expected
+    assert essay.predicted_tokens > 2 * brief.predicted_tokens
 
 
 def test_the_temperature_is_the_one_whose_completion_probabilities_are_calibrated():

@@ -57,7 +57,7 @@ def test_distill_writes_a_head_into_the_cache_that_rlp_then_serves(tiny, tiny_ti
     pred = make_length_predictor(_rlp(cache), tiny)
     assert isinstance(pred, RLPPredictor) and pred.head.cfg.model_name == tiny.name
     est = pred.predict(tiny.encode_chat("Where is the red cup?"), 8)
-    assert 0 <= est.expected <= est.bound <= 8
+    assert 0 <= est.predicted_tokens <= est.predicted_tokens_bound <= 8
 
     # Run again: every prompt is labelled already, only the head is trained again.
     assert cli.main(argv, loaded=tiny) == 0

@@ -72,7 +72,8 @@ def test_an_estimate_goes_through_the_predictors_response_and_back_as_it_was(tin
         name = "spread"
 
         def predict(self, ids, max_new_tokens):
-            return LengthEstimate(expected=100, bound=128, distribution=LengthDistribution.of((32, 96, 128), (0.2, 0.5, 0.3)))
+            return LengthEstimate(predicted_tokens=100, predicted_tokens_bound=128,
+                                  distribution=LengthDistribution.of((32, 96, 128), (0.2, 0.5, 0.3)))
 
     est = Estimator(tiny, TimeModel(a=0.0, b=0.0, c=0.01, p=0.0, q=0.01, model="x"), Spread())
     v = GoalEstimate.of_estimate(est.estimate(Request("Where is the red cup usually kept?", budget=0.5, max_new_tokens=128)),

@@ -45,18 +45,20 @@ class AnswerFormat:
             counts = sorted(len(loaded.encode_text(c)) for c in self.choices)
             ends = sorted(set(counts))
             dist = LengthDistribution.of(ends, [counts.count(e) for e in ends])
-            return LengthEstimate(expected=round(sum(counts) / len(counts)), bound=max(counts), distribution=dist)
+            return LengthEstimate(predicted_tokens=round(sum(counts) / len(counts)), predicted_tokens_bound=max(counts),
+                                  distribution=dist)
         lo, hi = self.token_range(loaded, max_new)
         if typical is None and self.kind == "grammar":
             return None
         expected = typical if typical is not None else round(FIRST_SCHEMA_FACTOR * lo)
-        return LengthEstimate(expected=min(max(expected, lo), hi), bound=hi)
+        return LengthEstimate(predicted_tokens=min(max(expected, lo), hi), predicted_tokens_bound=hi)
 
     def bounded(self, loaded, max_new: int, length: LengthEstimate) -> LengthEstimate:
         """``length`` (e.g. predicted for prose) kept between the shortest and the longest whole answer."""
         lo, hi = self.token_range(loaded, max_new)
         dist = length.distribution.capped(hi) if length.distribution is not None else None
-        return LengthEstimate(expected=min(max(length.expected, lo), hi), bound=min(max(length.bound, lo), hi),
+        return LengthEstimate(predicted_tokens=min(max(length.predicted_tokens, lo), hi),
+                              predicted_tokens_bound=min(max(length.predicted_tokens_bound, lo), hi),
                               distribution=dist)
 
     def token_range(self, loaded, max_new: int) -> tuple[int, int]:

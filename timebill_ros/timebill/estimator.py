@@ -173,7 +173,7 @@ class Estimator:
             return None
         if est.plan.completion_probability >= 0.5:
             return None
-        return word_limit(est.plan.tokens_that_fit, est.length.expected)
+        return word_limit(est.plan.tokens_that_fit, est.length.predicted_tokens)
 
     def _plan(self, req: Request, already_elapsed: float, prompt_ids: list | None, length: LengthEstimate | None) -> Estimate:
         ids = prompt_ids if prompt_ids is not None else self.encode(req)
@@ -191,10 +191,11 @@ class Estimator:
             latency = time.perf_counter() - t0
         if fmt is not None:
             length = fmt.bounded(self.loaded, max_new, length)
-        length = LengthEstimate(expected=max(1, min(length.expected, max_new)), bound=max(1, min(length.bound, max_new)),
+        length = LengthEstimate(predicted_tokens=max(1, min(length.predicted_tokens, max_new)),
+                                predicted_tokens_bound=max(1, min(length.predicted_tokens_bound, max_new)),
                                 distribution=length.distribution)
         plan = plan_eviction(
-            self.time_model, len(ids), length.expected, length.bound, float(req.budget) - already_elapsed,
+            self.time_model, len(ids), length.predicted_tokens, length.predicted_tokens_bound, float(req.budget) - already_elapsed,
             max_eviction_ratio=self.max_eviction_ratio_for(req), predictor_time=latency,
             press_applies=press_applies(len(ids)), fixed_eviction_ratio=req.fixed_eviction_ratio,
             worst_tm=self.calibration.model_at(self.worst_case_quantile),

@@ -28,8 +28,8 @@ class GoalEstimate:
 
     source: str                 # "predictor", "local", "prefill" or "format" (CompletionEstimate.source)
     prompt_tokens: int
-    expected: int
-    bound: int
+    predicted_tokens: int
+    predicted_tokens_bound: int
     eviction_ratio: float
     predicted_prefill: float
     predicted_total: float
@@ -48,14 +48,16 @@ class GoalEstimate:
 
     def length(self) -> LengthEstimate:
         """The length prediction, to plan with again without predicting again."""
-        return LengthEstimate(expected=self.expected, bound=self.bound, distribution=self.distribution)
+        return LengthEstimate(predicted_tokens=self.predicted_tokens, predicted_tokens_bound=self.predicted_tokens_bound,
+                              distribution=self.distribution)
 
     @classmethod
     def of_estimate(cls, est, source: str) -> "GoalEstimate":
         """From a core ``Estimate`` (estimator.py), made by ``source``."""
         p = est.plan
-        return cls(source=source, prompt_tokens=p.prompt_tokens, expected=est.length.expected,
-                   bound=est.length.bound, eviction_ratio=p.eviction_ratio, predicted_prefill=p.predicted_prefill,
+        return cls(source=source, prompt_tokens=p.prompt_tokens, predicted_tokens=est.length.predicted_tokens,
+                   predicted_tokens_bound=est.length.predicted_tokens_bound, eviction_ratio=p.eviction_ratio,
+                   predicted_prefill=p.predicted_prefill,
                    predicted_total=p.predicted_total, predicted_worst_case=p.predicted_worst_case,
                    feasible=p.feasible, reason=p.reason, tokens_that_fit=p.tokens_that_fit,
                    latency=est.predictor_latency, answer_words=p.answer_words,
@@ -75,8 +77,9 @@ class GoalEstimate:
         plus the tokens so far.
         """
         kv = kept_positions(self.prompt_tokens, self.eviction_ratio) + max(generated - 1, 0)
-        left = self.expected - generated if generated < self.expected else self.bound - generated
-        return tm.decode(kv, max(left, 0) + 1), tm.decode(kv, max(self.bound - generated, 0) + 1)
+        point, bound = self.predicted_tokens, self.predicted_tokens_bound
+        left = point - generated if generated < point else bound - generated
+        return tm.decode(kv, max(left, 0) + 1), tm.decode(kv, max(bound - generated, 0) + 1)
 
     def running(self, tm, generated: int, elapsed: float, budget: float, limit: int) -> "GoalEstimate":
         """This estimate of a goal re-made after ``generated`` tokens, ``elapsed`` seconds after its
@@ -91,7 +94,7 @@ class GoalEstimate:
         """
         left, worst = self.remaining(tm, generated)
         feasible = elapsed + worst <= budget
-        reason = "" if feasible else (f"{self.bound - generated} more tokens in the worst case need {worst:.3f} s; "
+        reason = "" if feasible else (f"{self.predicted_tokens_bound - generated} more tokens in the worst case need {worst:.3f} s; "
                                       f"{max(budget - elapsed, 0):.3f} s left")
         odds = running_odds(tm, self.prompt_tokens, self.eviction_ratio, self.length().dist(), generated, elapsed,
                             budget, limit)

@@ -14,13 +14,14 @@ from .length_distribution import LengthDistribution
 
 @dataclass(frozen=True)
 class LengthEstimate:
-    expected: int  # expected number of generated tokens
-    bound: int     # upper bound used for the worst case (N_W)
+    # the names CompletionEstimate and the action result give them
+    predicted_tokens: int        # the point prediction of the answer's tokens
+    predicted_tokens_bound: int  # upper bound used for the worst case (the paper's N_W)
     distribution: LengthDistribution | None = None  # the predictor's distribution, when it has one
 
     def dist(self) -> LengthDistribution:
-        """The distribution, or all mass at ``expected`` for a predictor that gives only a point."""
-        return self.distribution or LengthDistribution.point(self.expected)
+        """The distribution, or all mass at ``predicted_tokens`` for a predictor that gives only a point."""
+        return self.distribution or LengthDistribution.point(self.predicted_tokens)
 
 
 class LengthPredictor(Protocol):
@@ -45,4 +46,4 @@ class ConstantLengthPredictor:
     name: str = "constant"
 
     def predict(self, prompt_ids: Sequence[int], max_new_tokens: int) -> LengthEstimate:
-        return LengthEstimate(expected=min(self.expected, max_new_tokens), bound=max_new_tokens)
+        return LengthEstimate(predicted_tokens=min(self.expected, max_new_tokens), predicted_tokens_bound=max_new_tokens)

@@ -159,8 +159,8 @@ def estimate_of_response(r) -> GoalEstimate:
             dist = LengthDistribution.of(list(r.length_bucket_ends), list(r.length_probabilities))
         except ValueError:
             dist = None  # malformed: plan with the point, as for a predictor without a distribution
-    return GoalEstimate(source="predictor", prompt_tokens=r.prompt_tokens, expected=r.predicted_tokens,
-                        bound=r.predicted_tokens_bound, eviction_ratio=r.eviction_ratio,
+    return GoalEstimate(source="predictor", prompt_tokens=r.prompt_tokens, predicted_tokens=r.predicted_tokens,
+                        predicted_tokens_bound=r.predicted_tokens_bound, eviction_ratio=r.eviction_ratio,
                         predicted_prefill=seconds(r.predicted_prefill), predicted_total=seconds(r.predicted_total),
                         predicted_worst_case=seconds(r.predicted_worst_case), feasible=r.feasible, reason=r.reason,
                         tokens_that_fit=r.tokens_that_fit, latency=seconds(r.predictor_latency),
@@ -176,7 +176,8 @@ def fill_estimate(msg, v: GoalEstimate, now_ns: int, accepted_ns: int, budget: f
     then); a CompletionEstimate counts from acceptance, so it passes the time already elapsed.
     """
     msg.header.stamp = time_from_ns(now_ns)
-    msg.prompt_tokens, msg.predicted_tokens, msg.predicted_tokens_bound = v.prompt_tokens, v.expected, v.bound
+    msg.prompt_tokens = v.prompt_tokens
+    msg.predicted_tokens, msg.predicted_tokens_bound = v.predicted_tokens, v.predicted_tokens_bound
     msg.eviction_ratio, msg.feasible, msg.reason = float(v.eviction_ratio), bool(v.feasible), v.reason
     msg.tokens_that_fit, msg.answer_word_limit = int(v.tokens_that_fit), int(v.answer_words)
     msg.time_budget = duration(budget)
@@ -217,7 +218,8 @@ def unrun_result(outcome: Outcome, message: str, elapsed: float, v: GoalEstimate
     """The action result of a goal answered without generating."""
     res = Result(outcome=OUTCOME_CODES[outcome], message=message, elapsed=duration(elapsed), **kw)
     if v is not None:
-        res.prompt_tokens, res.predicted_tokens, res.predicted_tokens_bound = v.prompt_tokens, v.expected, v.bound
+        res.prompt_tokens = v.prompt_tokens
+        res.predicted_tokens, res.predicted_tokens_bound = v.predicted_tokens, v.predicted_tokens_bound
         res.eviction_ratio, res.predicted_time = float(v.eviction_ratio), duration(v.predicted_total)
         res.completion_probability = float(v.completion_probability)
         res.expected_time, res.p90_time = duration(v.expected_time), duration(v.p90_time)
@@ -243,7 +245,7 @@ def result_msg(core, v: GoalEstimate | None = None):
         res.expected_time = duration(core.planned_at + plan.expected_time)
         res.p90_time = duration(core.planned_at + plan.p90_time)
     elif v is not None:
-        res.predicted_tokens, res.predicted_tokens_bound = v.expected, v.bound
+        res.predicted_tokens, res.predicted_tokens_bound = v.predicted_tokens, v.predicted_tokens_bound
     return res
 
 

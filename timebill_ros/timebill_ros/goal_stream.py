@@ -83,8 +83,8 @@ class GoalState:
         self.plan, self.estimate = est, GoalEstimate.of_estimate(est, "format" if by_format else "prefill")
         v = self.estimate
         self.outlets.node.get_logger().info(
-            f"goal {self.sid}: budget {self.budget:.3f} s, {v.prompt_tokens} prompt tokens, expected {v.expected} "
-            f"(bound {v.bound}) tokens, eviction ratio {v.eviction_ratio:.2f}, predicted {v.predicted_total:.3f} s, P(complete) "
+            f"goal {self.sid}: budget {self.budget:.3f} s, {v.prompt_tokens} prompt tokens, expected {v.predicted_tokens} "
+            f"(bound {v.predicted_tokens_bound}) tokens, eviction ratio {v.eviction_ratio:.2f}, predicted {v.predicted_total:.3f} s, P(complete) "
             f"{v.completion_probability:.2f} [{'the answer format' if by_format else 'read in the prefill'}]")
         # The plan's times count from when the job started (after any queueing), before its prefill.
         self.publish_estimate(v, made_at=est.planned_at)
@@ -119,7 +119,7 @@ class GoalState:
         words = f", at most {v.answer_words} words asked" if v.answer_words else ""
         self.outlets.node.get_logger().info(
             f"goal {self.sid}: budget {req.budget:.3f} s, policy {req.policy.value}, {v.prompt_tokens} prompt tokens, "
-            f"expected {v.expected} (bound {v.bound}) tokens, eviction ratio {v.eviction_ratio:.2f}, predicted {v.predicted_total:.3f} s"
+            f"expected {v.predicted_tokens} (bound {v.predicted_tokens_bound}) tokens, eviction ratio {v.eviction_ratio:.2f}, predicted {v.predicted_total:.3f} s"
             f"{words} [{v.source}]")
 
     # --- while generating -------------------------------------------------------------------------

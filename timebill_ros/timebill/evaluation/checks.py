@@ -29,7 +29,7 @@ def k_sweep(planner: Estimator, items, prompts, task, budget: float, recorder) -
                 totals.append(timebill_time(e, rec))
                 texts.append(rec["text"])
                 ratios.append(e.plan.eviction_ratio)
-                bounds.append(e.length.bound)
+                bounds.append(e.length.predicted_tokens_bound)
                 bar.update(1)
             done = [o.completed for o in schedule.kill(totals, budget)]
             scores = [task.score(text, it) if ok else 0.0 for text, it, ok in zip(texts, items, done)]

@@ -156,7 +156,7 @@ def plan_timebill(methods: Methods, recorder: Recorder, items, prompts: dict, ta
                                       "text": rec["text"], "predicted_total": e.plan.predicted_total,
                                       "predicted_worst": e.plan.predicted_worst_case, "feasible": e.plan.feasible,
                                       "infeasible": not e.plan.useful_fits, "tokens_that_fit": e.plan.tokens_that_fit,
-                                      "predicted_tokens": e.length.expected, "bound": e.length.bound,
+                                      "predicted_tokens": e.length.predicted_tokens, "bound": e.length.predicted_tokens_bound,
                                       "tokens": rec["tokens"], "words": e.request.answer_words})
                 progress.update(1)
     progress.close()

@@ -88,9 +88,10 @@ class RLPPredictor:
             dist = LengthDistribution.of(ends, probs[0])
         cap = int(max_new_tokens)
         if n_hat >= cfg.max_tokens:  # top bucket: "at least the label cap"
-            return LengthEstimate(expected=min(n_hat, cap), bound=cap, distribution=dist)
+            return LengthEstimate(predicted_tokens=min(n_hat, cap), predicted_tokens_bound=cap, distribution=dist)
         if self.bound == "paper":
             nw = paper_bound(n_hat, cap, self.k)
         else:
             nw = calibrated_bound(n_hat, cap, cfg.bound_factor)
-        return LengthEstimate(expected=min(n_hat, cap), bound=max(nw, min(n_hat, cap)), distribution=dist)
+        return LengthEstimate(predicted_tokens=min(n_hat, cap), predicted_tokens_bound=max(nw, min(n_hat, cap)),
+                              distribution=dist)
