@@ -95,8 +95,8 @@ def test_a_running_estimate_counts_what_is_left_from_now(tiny):
     assert late.predicted_total < early.predicted_total and late.expected_time < early.expected_time
     assert early.feasible and early.reason == "" and early.completion_probability == 1.0
     # The plan it runs with stays: the goal keeps running with it.
-    for field in ("source", "prompt_tokens", "expected", "bound", "eviction_ratio", "predicted_prefill", "tokens_that_fit",
-                  "answer_words", "limited_ids", "distribution", "answer_format"):
+    for field in ("source", "prompt_tokens", "predicted_tokens", "predicted_tokens_bound", "eviction_ratio",
+                  "predicted_prefill", "tokens_that_fit", "answer_words", "limited_ids", "distribution", "answer_format"):
         assert getattr(early, field) == getattr(v, field), field
 
 

@@ -81,8 +81,8 @@ def test_an_estimate_goes_through_the_predictors_response_and_back_as_it_was(tin
     assert v.answer_words > 0 and v.limited_ids and v.distribution is not None
     now = 1_795_000_000 * 10**9
     back = estimate_of_response(fill_response(EstimateCompletion.Response(), v, now, now, 0.5, limit=128))
-    for f in ("source", "prompt_tokens", "expected", "bound", "feasible", "reason", "tokens_that_fit", "answer_words",
-              "limited_ids", "answer_format"):
+    for f in ("source", "prompt_tokens", "predicted_tokens", "predicted_tokens_bound", "feasible", "reason",
+              "tokens_that_fit", "answer_words", "limited_ids", "answer_format"):
         assert getattr(back, f) == getattr(v, f), f
     for f in ("eviction_ratio", "predicted_prefill", "predicted_total", "predicted_worst_case", "latency",
               "completion_probability", "expected_time", "p90_time"):
