@@ -59,21 +59,26 @@ log = logging.getLogger("timebill")
 _warned: set = set()
 
 
-def renamed_keys(params: dict, where: str = "configuration") -> dict:
+def renamed_keys(params: dict, where: str = "configuration", warn=None) -> dict:
     """``params`` with each key in ``RENAMED`` under its current name (``where`` names the source
-    in the warning). Given both names, the current one wins and the old one is ignored."""
+    in the warning). Given both names, the current one wins and the old one is ignored. ``warn``:
+    where the warnings go (a node's logger); default the ``timebill`` logger, once per source and key."""
     out = dict(params)
     for old, new in RENAMED.items():
         if old not in out:
             continue
         value = out.pop(old)
         if new in out:
-            warn_once((where, old), f"{where}: `{old}` is the old name of `{new}` and both are set: "
-                                    f"using {new}={out[new]!r}, ignoring {old}={value!r}")
+            message = (f"{where}: `{old}` is the old name of `{new}` and both are set: "
+                       f"using {new}={out[new]!r}, ignoring {old}={value!r}")
         else:
             out[new] = value
-            warn_once((where, old), f"{where}: `{old}` is now called `{new}`: using {new}={value!r} "
-                                    f"(rename it; the old name is still read)")
+            message = (f"{where}: `{old}` is now called `{new}`: using {new}={value!r} "
+                       f"(rename it; the old name is still read)")
+        if warn is not None:
+            warn(message)
+        else:
+            warn_once((where, old), message)
     return out
 
 

@@ -10,7 +10,7 @@ import pathlib
 import threading
 import time
 
-from timebill.config import RENAMED, load_config
+from timebill.config import RENAMED, load_config, renamed_keys
 
 # Parameters only the ROS layer reads; config/timebill.yaml carries them too (or the default here).
 ROS_DEFAULTS = {
@@ -46,23 +46,15 @@ def declare_config(node, overrides: dict | None = None) -> dict:
 
 def renamed_parameters(node, cfg: dict) -> dict:
     """Current name -> value, for each old name given to ``node`` (--params-file, -p) whose current
-    name is not. ROS ignores a given parameter the node does not declare, and the old names are not
-    declared (they would list as parameters of their own), so they are read from what the node was
-    given: rclpy keeps it in ``_parameter_overrides``, with no public view."""
-    given = getattr(node, "_parameter_overrides", None) or {}
-    out = {}
-    for old, new in RENAMED.items():
-        if old not in given or new not in cfg:
-            continue
-        value = given[old].value
-        if new in given:
-            node.get_logger().warning(f"parameter `{old}` is the old name of `{new}` and both are given: "
-                                      f"using {new}={given[new].value!r}, ignoring {old}={value!r}")
-        else:
-            out[new] = coerce(value, cfg[new], old)
-            node.get_logger().warning(f"parameter `{old}` is now called `{new}`: using {new}={out[new]!r} "
-                                      f"(rename it; the old name is still read)")
-    return out
+    name is not (``timebill.config.renamed_keys``' rule, warnings in the node's log). ROS ignores a
+    given parameter the node does not declare, and the old names are not declared (they would list
+    as parameters of their own), so they are read from what the node was given: rclpy keeps it in
+    ``_parameter_overrides``, with no public view."""
+    given = {name: p.value for name, p in (getattr(node, "_parameter_overrides", None) or {}).items()
+             if name in RENAMED or name in RENAMED.values()}
+    renamed = renamed_keys(given, f"parameters of {node.get_name()}", warn=node.get_logger().warning)
+    return {new: coerce(renamed[new], cfg[new], old) for old, new in RENAMED.items()
+            if old in given and new not in given and new in cfg}
 
 
 def coerce(value, default, name: str = "parameter"):
