@@ -13,8 +13,8 @@ def first_catch(loaded, text: str, window: int = 32):
     """(tokens read when the guard caught a loop or None, the text before the repeated span)."""
     ids = loaded.encode_text(text)
     guard = LoopGuard(window, token_pieces(loaded))
-    for n in range(1, len(ids) + 1):
-        if guard.push(ids[:n]):
+    for n, token in enumerate(ids, 1):
+        if guard.push(token):
             return n, loaded.decode(ids[:guard.repeat_start])
     return None, text
 

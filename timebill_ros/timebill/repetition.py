@@ -15,7 +15,7 @@ _NUMBER = -1  # the key every all-digit token shares
 
 
 class LoopGuard:
-    """Watches an answer token by token; ``caught`` once its last ``window`` tokens occurred before.
+    """Watches an answer token by token; caught once its last ``window`` tokens occurred before.
 
     Spans are compared twice: as they are (",000,000,000..." repeats), and with every number read
     as the same token, so that "10. A robotic arm can pick up a cup" and "11. A robotic arm can
@@ -29,7 +29,8 @@ class LoopGuard:
             raise ValueError(f"loop window must be at least 1 token, got {window}")
         self.window = int(window)
         self._pieces = pieces
-        self._keys: list[int] = []
+        self._ids: list[int] = []   # the answer so far
+        self._keys: list[int] = []  # the same, numbers read alike
         self._seen: set[tuple] = set()        # spans as they are
         self._seen_keys: set[tuple] = set()   # spans with numbers read alike
         self.repeat_start: int | None = None  # where the repeated span begins, once caught
@@ -41,22 +42,18 @@ class LoopGuard:
     def _has_words(self, span: tuple) -> bool:
         return any(k != _NUMBER and any(c.isalpha() for c in self._pieces[k]) for k in span if k < len(self._pieces))
 
-    def push(self, ids: list[int]) -> bool:
-        """``ids``: the answer so far, its newest token last (one call per token). True once it is
-        caught in a loop."""
+    def push(self, token_id: int) -> bool:
+        """The answer's next token (one call per token). True once the answer is caught in a loop."""
         if self.repeat_start is not None:
             return True
-        self._keys.append(self._key(ids[-1]))
-        if len(ids) < self.window:
+        self._ids.append(token_id)
+        self._keys.append(self._key(token_id))
+        if len(self._ids) < self.window:
             return False
-        span, keys = tuple(ids[-self.window:]), tuple(self._keys[-self.window:])
+        span, keys = tuple(self._ids[-self.window:]), tuple(self._keys[-self.window:])
         if span in self._seen or (keys in self._seen_keys and self._has_words(keys)):
-            self.repeat_start = len(ids) - self.window
+            self.repeat_start = len(self._ids) - self.window
             return True
         self._seen.add(span)
         self._seen_keys.add(keys)
         return False
-
-    @property
-    def caught(self) -> bool:
-        return self.repeat_start is not None

@@ -57,7 +57,7 @@ class TokenStream:
             return "format"
         if self.push(token):
             return "eos"
-        if self.loop is not None and self.loop.push(self.ids):
+        if self.loop is not None and self.loop.push(token):
             return "loop"
         constraint = self.sampler.constraint
         return "format" if constraint is not None and constraint.done else ""

@@ -14,7 +14,7 @@ here llama.cpp prefills itself, so a near-tie between two tokens can go the othe
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..backends.llamacpp import LlamaCppModel
 from ..repetition import LoopGuard
@@ -26,17 +26,13 @@ class _Slot:
     position: int      # next position of the sequence
     last: int          # last sampled token
     guard: LoopGuard | None = None
-    answer: list = field(default_factory=list)  # the answer's ids, kept only for the guard
-
-    @property
-    def generated(self) -> int:
-        return len(self.answer)
+    generated: int = 0
 
     def take(self, token: int) -> bool:
         """Record an answer token; True when it closes a loop (served answers end there too)."""
         self.last = token
-        self.answer.append(token)
-        return self.guard is not None and self.guard.push(self.answer)
+        self.generated += 1
+        return self.guard is not None and self.guard.push(token)
 
 
 class BatchLabeller:
