@@ -52,6 +52,7 @@ class GoalState:
     last_estimate: float = 0.0         # time.monotonic() of the last running CompletionEstimate
     estimate: GoalEstimate | None = None
     plan: object = None                # the engine's Estimate once it planned the ratio (after queueing)
+    planned: GoalEstimate | None = None  # the same as a goal is told, made once: re-estimated from at every feedback
 
     @property
     def sid(self) -> str:
@@ -80,7 +81,8 @@ class GoalState:
         prefill, or given by the answer format): publish that as the goal's estimate, as the
         predictor node does for others."""
         by_format = est.request.answer_format is not None
-        self.plan, self.estimate = est, GoalEstimate.of_estimate(est, "format" if by_format else "prefill")
+        self.plan = est
+        self.estimate = self.planned = GoalEstimate.of_estimate(est, "format" if by_format else "prefill")
         v = self.estimate
         self.outlets.node.get_logger().info(
             f"goal {self.sid}: budget {self.budget:.3f} s, {v.prompt_tokens} prompt tokens, expected {v.predicted_tokens} "
@@ -106,6 +108,7 @@ class GoalState:
     def set_plan(self, est):
         """The engine planned the goal's eviction ratio when its job started (after queueing)."""
         self.plan = est
+        self.planned = GoalEstimate.of_estimate(est, self.estimate.source if self.estimate is not None else "")
 
     def job(self, req, ids, **kw) -> Job:
         """The scheduler's job for this goal (``req`` and its prompt ``ids`` as it runs; ``kw``: the
@@ -139,7 +142,7 @@ class GoalState:
 
     def send_feedback(self, elapsed: float):
         left, prob, eviction_ratio, fit, words = 0.0, 0.0, 0.0, 0, 0
-        if self.plan is not None:
+        if self.planned is not None:
             now = self.running_estimate(elapsed)
             left, prob = now.predicted_total, now.completion_probability
             eviction_ratio, fit, words = now.eviction_ratio, now.tokens_that_fit, now.answer_words
@@ -159,9 +162,7 @@ class GoalState:
         """The engine's plan of the goal re-estimated after its tokens so far, ``elapsed`` s after
         acceptance (the core's arithmetic: GoalEstimate.running); its times count from now."""
         est = self.estimator
-        source = self.estimate.source if self.estimate is not None else ""
-        return GoalEstimate.of_estimate(self.plan, source).running(est.time_model, self.tokens, elapsed, self.budget,
-                                                                  est.max_new_tokens(self.plan.request))
+        return self.planned.running(est.time_model, self.tokens, elapsed, self.budget, est.max_new_tokens(self.plan.request))
 
     def _publish_running(self, now: GoalEstimate, elapsed: float):
         """The goal's CompletionEstimate re-estimated from its plan and the tokens so far (``now``,
