@@ -85,8 +85,7 @@ class GoalState:
         self.estimate = self.planned = GoalEstimate.of_estimate(est, "format" if by_format else "prefill")
         v = self.estimate
         self.outlets.node.get_logger().info(
-            f"goal {self.sid}: budget {self.budget:.3f} s, {v.prompt_tokens} prompt tokens, expected {v.predicted_tokens} "
-            f"(bound {v.predicted_tokens_bound}) tokens, eviction ratio {v.eviction_ratio:.2f}, predicted {v.predicted_total:.3f} s, P(complete) "
+            f"goal {self.sid}: budget {self.budget:.3f} s, {estimate_line(v)}, P(complete) "
             f"{v.completion_probability:.2f} [{'the answer format' if by_format else 'read in the prefill'}]")
         # The plan's times count from when the job started (after any queueing), before its prefill.
         self.publish_estimate(v, made_at=est.planned_at)
@@ -121,9 +120,8 @@ class GoalState:
         v = self.estimate
         words = f", at most {v.answer_words} words asked" if v.answer_words else ""
         self.outlets.node.get_logger().info(
-            f"goal {self.sid}: budget {req.budget:.3f} s, policy {req.policy.value}, {v.prompt_tokens} prompt tokens, "
-            f"expected {v.predicted_tokens} (bound {v.predicted_tokens_bound}) tokens, eviction ratio {v.eviction_ratio:.2f}, predicted {v.predicted_total:.3f} s"
-            f"{words} [{v.source}]")
+            f"goal {self.sid}: budget {req.budget:.3f} s, policy {req.policy.value}, {estimate_line(v)}{words} "
+            f"[{v.source}]")
 
     # --- while generating -------------------------------------------------------------------------
     def on_start(self):
@@ -162,7 +160,8 @@ class GoalState:
         """The engine's plan of the goal re-estimated after its tokens so far, ``elapsed`` s after
         acceptance (the core's arithmetic: GoalEstimate.running); its times count from now."""
         est = self.estimator
-        return self.planned.running(est.time_model, self.tokens, elapsed, self.budget, est.max_new_tokens(self.plan.request))
+        return self.planned.running(est.time_model, self.tokens, elapsed, self.budget,
+                                    est.max_new_tokens(self.plan.request))
 
     def _publish_running(self, now: GoalEstimate, elapsed: float):
         """The goal's CompletionEstimate re-estimated from its plan and the tokens so far (``now``,
@@ -240,6 +239,12 @@ class GoalState:
         node.get_logger().info(f"goal {self.sid}: {OUTCOME_NAMES.get(res.outcome, '?')} ({res.generated_tokens} tokens, "
                                f"{seconds(res.elapsed):.3f} s of {self.budget:.3f} s)"
                                + (f": {res.message}" if res.message else ""))
+
+
+def estimate_line(v: GoalEstimate) -> str:
+    """An estimate as the node's log states it."""
+    return (f"{v.prompt_tokens} prompt tokens, expected {v.predicted_tokens} (bound {v.predicted_tokens_bound}) tokens, "
+            f"eviction ratio {v.eviction_ratio:.2f}, predicted {v.predicted_total:.3f} s")
 
 
 class GoalBook:
