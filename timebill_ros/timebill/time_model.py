@@ -218,8 +218,8 @@ class ServedTimeModel(TimeModel):
     def prefill(self, prompt_tokens: int) -> float:
         return super().prefill(prompt_tokens) * self._length_factor(prompt_tokens)
 
-    def evict_overhead(self, prompt_tokens: int, alpha: float) -> float:
-        return super().evict_overhead(prompt_tokens, alpha) * self._length_factor(prompt_tokens)
+    def evict_overhead(self, prompt_tokens: int, eviction_ratio: float) -> float:
+        return super().evict_overhead(prompt_tokens, eviction_ratio) * self._length_factor(prompt_tokens)
 
 
 def quantile(xs, q: float) -> float:
