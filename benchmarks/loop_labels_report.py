@@ -16,8 +16,9 @@ from collections import defaultdict
 
 
 def read(path) -> dict:
-    recs = (json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line.strip())
-    return {r["id"]: r for r in recs if "length" in r}
+    from timebill.rlp.labelled import labelled
+
+    return {r["id"]: r for r in labelled(path)}
 
 
 def group_of(rec: dict) -> str:
