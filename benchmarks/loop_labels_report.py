@@ -2,6 +2,7 @@
 source (and per kind of ask): median length, the share at the cap, and the share that ended in a
 loop. Nothing is generated; the labels are what the serving engine produced (`rlp label --mix`).
 
+    source scripts/env.sh
     python benchmarks/loop_labels_report.py \
         --before docs/data/rlp_labels_mix_SmolLM2-135M-Instruct.jsonl \
         --after docs/data/rlp_labels_loops_SmolLM2-135M-Instruct.jsonl
