@@ -446,7 +446,22 @@ def test_the_median_point_prediction_sits_between_an_early_stop_and_a_loop():
     x = torch.zeros(3, 2)
     assert list(head.predict_lengths(x)) == [16] * 3              # the likeliest bucket: the early stop
     head.cfg.point = "median"
-    assert list(head.predict_lengths(x)) == [48] * 3              # half the mass lies at or below 48
+    assert list(head.predict_lengths(x)) == [38] * 3              # half the mass lies at or below 38, a third into (32, 48]
+
+
+def test_the_median_point_prediction_is_read_inside_its_bucket_and_the_top_bucket_means_the_cap():
+    def head_saying(*probs):
+        class Fixed(torch.nn.Module):
+            def forward(self, x):
+                return torch.log(torch.tensor([probs])).expand(len(x), -1)
+
+        head = LengthHead(HeadConfig(kind="classifier", width=16, max_tokens=64, feature_dim=2, hidden=4, point="median"))
+        head.net = Fixed()
+        return head
+
+    x = torch.zeros(1, 2)
+    assert list(head_saying(0.9, 0.05, 0.03, 0.02).predict_lengths(x)) == [9]   # a short answer is not predicted at 16
+    assert list(head_saying(0.1, 0.1, 0.1, 0.7).predict_lengths(x)) == [64]     # "at least the cap"
 
 
 def test_the_shipped_head_does_not_predict_the_cap_for_a_request_for_one_sentence(embedded):

@@ -87,6 +87,12 @@ class LengthDistribution:
             acc += p
         return self.ends[-1]
 
+    def median(self) -> int:
+        """The point prediction: half the mass at or below it, read inside its bucket; in the top
+        bucket, whose mass means "at least the label cap", the cap itself."""
+        n = self.quantile(0.5)
+        return self.ends[-1] if len(self.ends) > 1 and n > self.ends[-2] else n
+
     def mean(self) -> float:
         return sum(p * (self._start(i) + e + 1) / 2 for i, (e, p) in enumerate(zip(self.ends, self.probs)))
 

@@ -54,11 +54,11 @@ def out_of_fold(ids, x, y, cfg, train_head, folds: int = 5, coverage: float = 0.
         c = copy.deepcopy(cfg)
         c.kind, c.bound_factor, c.extra = "classifier", 0.0, {}
         head, _ = train_head(c, x[tr], y[tr], x[va], y[va])
-        out["classifier"][te] = head.predict_lengths(x[te])
         head.cfg.temperature = 1.0
         out["probs_raw"][te] = head.distribution(x[te])[1]
         head.cfg.temperature = calibrate_temperature(head, x[va], y[va])
         out["probs"][te] = head.distribution(x[te])[1]
+        out["classifier"][te] = head.predict_lengths(x[te])  # its median point reads the calibrated distribution
         q = calibrate_factor(y[va], head.predict_lengths(x[va]), coverage)
         out["bound"][te] = [cap if p >= cap else calibrated_bound(p, cap, q) for p in out["classifier"][te]]
         c = copy.deepcopy(c)

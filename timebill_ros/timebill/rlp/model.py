@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..deferred_press import pool
+from ..length_distribution import LengthDistribution
 from .buckets import class_of, length_of_class, num_buckets
 
 HEAD_FORMAT = 1
@@ -120,13 +121,13 @@ class LengthHead(nn.Module):
         c = self.cfg
         if c.kind == "classifier":
             if c.point == "median":
-                # The median of the predicted distribution minimises the expected absolute error; with
-                # answers that either stop early or loop to the cap, the likeliest bucket often does not.
-                cdf = torch.softmax(out.float(), -1).cumsum(-1)
-                cls = (cdf < 0.5).sum(-1).clamp(max=out.shape[-1] - 1).numpy()
-            else:
-                cls = out.argmax(-1).numpy()
-            return np.array([length_of_class(k, c.width, c.max_tokens) for k in cls], dtype=int)
+                # The median of the calibrated distribution the planner is given, read inside its
+                # bucket: it minimises the expected absolute error (with answers that either stop
+                # early or loop, the likeliest bucket often does not), and a 2-token yes/no answer is
+                # no longer predicted at its bucket's upper end, 16.
+                ends, probs = self.distribution(x)
+                return np.array([LengthDistribution.of(ends, p).median() for p in probs], dtype=int)
+            return np.array([length_of_class(k, c.width, c.max_tokens) for k in out.argmax(-1).numpy()], dtype=int)
         return np.clip(np.rint(out[:, 0].numpy() * c.max_tokens), 1, c.max_tokens).astype(int)
 
     # --- files ------------------------------------------------------------------------------------

@@ -73,6 +73,9 @@ def train(loaded, cfg: dict, labels_path, out: pathlib.Path, work: pathlib.Path,
     val_predictions = {L: heads[L].predict_lengths(feats[L][va]) for L in layers}
     chosen, best_layers, best, rule = choose_layers({L: np.abs(p - y[va]) for L, p in val_predictions.items()}, tolerance)
     head = heads[chosen]
+    # The distribution first: the median point is read from it.
+    head.cfg.temperature = calibrate_temperature(head, feats[chosen][va], y[va])
+    print(f"distribution: softmax temperature {head.cfg.temperature:.3f} (best calibrated P(length <= n) on validation)", flush=True)
     # The point prediction, chosen on validation MAE: the likeliest bucket or the distribution's median.
     point_mae = {}
     for point in ("argmax", "median"):
@@ -82,8 +85,6 @@ def train(loaded, cfg: dict, labels_path, out: pathlib.Path, work: pathlib.Path,
     print("validation MAE by point prediction: " + ", ".join(f"{k} {v:.2f}" for k, v in point_mae.items())
           + f" -> {head.cfg.point}", flush=True)
     pred_val = head.predict_lengths(feats[chosen][va])
-    head.cfg.temperature = calibrate_temperature(head, feats[chosen][va], y[va])
-    print(f"distribution: softmax temperature {head.cfg.temperature:.3f} (best calibrated P(length <= n) on validation)", flush=True)
     q = calibrate_factor(y[va], pred_val, coverage)
     head.cfg.bound_factor = q
     cov_val = coverage_of(y[va], [calibrated_bound(p, cap, q) for p in pred_val])
