@@ -176,3 +176,20 @@ def test_a_client_learns_at_once_that_its_goals_died_with_the_generation_node(br
             return False
 
     wait_for(served, 60, interval=0.5, what="a goal served by the restarted generation node")
+
+
+def test_by_default_tokens_are_coalesced_into_feedback_at_most_every_feedback_period(bringup, client):
+    # One message per token costs the decoding loop ~1.7 ms each (docs/BENCHMARKS.md); the shipped
+    # configuration sends the first token at once and then at most one message per 50 ms.
+    b = bringup()
+    _ready(b, client)
+    fbs = []
+    t0 = time.monotonic()
+    r = client.query("Tell me a long story.", 30.0, max_new_tokens=256, on_feedback=fbs.append).result(timeout=60)
+    took = time.monotonic() - t0
+    assert r.outcome == COMPLETED, r.message
+    wait_for(lambda: fbs and fbs[-1].tokens_generated >= r.generated_tokens, 5, what="the stream's tail")
+    assert "".join(fb.text for fb in fbs) == r.text
+    assert fbs[0].tokens_generated == 1                    # the first token is not held back
+    assert len(fbs) <= took / 0.05 + 2                     # the period, plus the first token and the flush
+    assert len(fbs) < r.generated_tokens

@@ -62,6 +62,7 @@ def system(tmp_path_factory):
     estimate_update_period: 0.1
     marker_frame: test_frame
     loop_window_tokens: 0  # the random test model repeats itself: deadline tests need its long answers (loops: test_repetition.py)
+    feedback_period: 0.0   # a message per token: the streaming tests below count them
 """)
     procs = Processes(dict(os.environ))
     ros_args = ["--ros-args", "-r", "__ns:=/timebill", "--params-file", str(params)]

@@ -11,6 +11,7 @@ import pathlib
 
 import yaml
 
+from .feedback_pacing import DEFAULT_FEEDBACK_PERIOD
 from .length_control import DEFAULT_LENGTH_CONTROL
 from .planner import DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER
 from .repetition import DEFAULT_LOOP_WINDOW
@@ -44,6 +45,7 @@ DEFAULTS = {
     "reports_topic": "job_reports",
     "queue_size": 8,
     "feedback_every_n_tokens": 1,
+    "feedback_period": DEFAULT_FEEDBACK_PERIOD,
     "predictor_timeout": 1.0,
     "marker_frame": "base_link",
     "marker_topic": "answer_marker",

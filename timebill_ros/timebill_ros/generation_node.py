@@ -25,6 +25,7 @@ from timebill_msgs.msg import CompletionEstimate, JobReport
 from std_msgs.msg import Empty
 from visualization_msgs.msg import Marker
 
+from timebill.feedback_pacing import FeedbackPacing
 from timebill.jobs import Job, QueueFull, Scheduler
 from timebill.request import InvalidRequest, Outcome
 
@@ -61,7 +62,7 @@ class GenerationNode(ManagedNode):
         self.outlets = Outlets(self, self.create_publisher(JobReport, c["reports_topic"], EVENT_QOS),
                                self.create_publisher(CompletionEstimate, c["estimates_topic"], EVENT_QOS),
                                self.create_publisher(Marker, c["marker_topic"], 10), c["marker_frame"],
-                               max(1, int(c["feedback_every_n_tokens"])), float(c["estimate_update_period"]))
+                               FeedbackPacing.of_config(c), float(c["estimate_update_period"]))
         # Nothing is published here: the process asserting this writer's liveliness is the signal
         # (timebill_ros/liveness.py); clients fail their goals when it stops.
         self.alive_pub = self.create_publisher(Empty, ALIVE_TOPIC, ALIVE_QOS)

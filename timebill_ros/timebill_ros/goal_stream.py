@@ -5,11 +5,13 @@ inside the decode loop, where its time counts against the budget. The node's goa
 kept in a ``GoalBook``."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
 
 from timebill_msgs.action import BudgetedQuery
+from timebill.feedback_pacing import FeedbackPacing
 from timebill.goal_estimate import GoalEstimate
 from timebill.jobs import Job
 from timebill.request import InvalidRequest, Outcome
@@ -29,7 +31,7 @@ class Outlets:
     estimate_pub: object
     marker_pub: object
     marker_frame: str
-    feedback_every: int                # tokens per feedback message
+    pacing: FeedbackPacing             # when a feedback message leaves
     estimate_period: float             # seconds between a running goal's CompletionEstimates
 
 
@@ -46,8 +48,9 @@ class GoalState:
     state: str = "queued"
     tokens: int = 0
     sent_text: str = ""                # text already sent as feedback
-    pending_text: str = ""             # text not yet sent (feedback every N tokens)
+    pending_text: str = ""             # text not yet sent (coalesced: FeedbackPacing)
     sent_tokens: int = 0
+    last_feedback: float = -math.inf   # time.monotonic() of the last feedback message
     last_marker: float = 0.0
     last_estimate: float = 0.0         # time.monotonic() of the last running CompletionEstimate
     estimate: GoalEstimate | None = None
@@ -131,9 +134,9 @@ class GoalState:
     def on_token(self, ev):
         self.tokens = ev.index + 1
         self.pending_text += ev.text
-        if self.tokens - self.sent_tokens >= self.outlets.feedback_every:
-            self.send_feedback(ev.elapsed)
         now = time.monotonic()
+        if self.outlets.pacing.due(self.tokens - self.sent_tokens, now - self.last_feedback):
+            self.send_feedback(ev.elapsed)
         if now - self.last_marker >= 0.1:
             self.last_marker = now
             self.marker()
@@ -151,6 +154,7 @@ class GoalState:
         self.sent_text += self.pending_text
         self.pending_text = ""
         self.sent_tokens = self.tokens
+        self.last_feedback = time.monotonic()
         try:
             self.handle.publish_feedback(fb)
         except Exception as exc:  # the context may be gone at shutdown
