@@ -299,15 +299,17 @@ class BudgetedEngine:
         if cancel is not None and cancel.is_set():
             return job.finish(Outcome.CANCELED, "canceled before generation started", "cancel")
         # judged at the speed INFEASIBLE is judged at (OnlineCalibration.for_refusals)
+        if job.policy is not Policy.KILL:
+            return None
         prefill = self.estimator.calibration.for_refusals.prefill(len(job.ids))
         left = job.deadline - time.monotonic()
-        if job.policy is Policy.KILL and prefill > left:
-            why = (f"the prefill alone would end after the deadline: {len(job.ids)} prompt tokens need "
-                   f"{prefill:.3f} s, {max(left, 0.0):.3f} s of the {float(job.req.budget):.3f} s budget are left")
-            if job.req.answer_format is not None:  # no answer at all is not a valid one: refused, as INFEASIBLE is
-                return job.finish(Outcome.INFEASIBLE, f"infeasible: {why}", "infeasible")
-            return job.finish(Outcome.KILLED, f"killed: {why}", "deadline")
-        return None
+        if prefill <= left:
+            return None
+        why = (f"the prefill alone would end after the deadline: {len(job.ids)} prompt tokens need "
+               f"{prefill:.3f} s, {max(left, 0.0):.3f} s of the {float(job.req.budget):.3f} s budget are left")
+        if job.req.answer_format is not None:  # no answer at all is not a valid one: refused, as INFEASIBLE is
+            return job.finish(Outcome.INFEASIBLE, f"infeasible: {why}", "infeasible")
+        return job.finish(Outcome.KILLED, f"killed: {why}", "deadline")
 
     def _infeasible(self, job: "_Job") -> Result | None:
         """The one INFEASIBLE rule (at the head of the queue, and before queueing): with

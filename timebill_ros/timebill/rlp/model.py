@@ -109,8 +109,11 @@ class LengthHead(nn.Module):
         """The classifier's calibrated distribution: (bucket upper ends, probabilities [n, K]).
         The top bucket means "at least the label cap"."""
         self.eval()
+        return self._calibrated(self(x.float()))
+
+    def _calibrated(self, logits: torch.Tensor) -> tuple[list[int], np.ndarray]:
         c = self.cfg
-        probs = torch.softmax(self(x.float()).float() / max(c.temperature, 1e-3), -1).numpy()
+        probs = torch.softmax(logits.float() / max(c.temperature, 1e-3), -1).numpy()
         return [length_of_class(k, c.width, c.max_tokens) for k in range(c.num_classes)], probs
 
     @torch.inference_mode()
@@ -125,7 +128,7 @@ class LengthHead(nn.Module):
                 # bucket: it minimises the expected absolute error (with answers that either stop
                 # early or loop, the likeliest bucket often does not), and a 2-token yes/no answer is
                 # no longer predicted at its bucket's upper end, 16.
-                ends, probs = self.distribution(x)
+                ends, probs = self._calibrated(out)  # the forward pass above, not a second one
                 return np.array([LengthDistribution.of(ends, p).median() for p in probs], dtype=int)
             return np.array([length_of_class(k, c.width, c.max_tokens) for k in out.argmax(-1).numpy()], dtype=int)
         return np.clip(np.rint(out[:, 0].numpy() * c.max_tokens), 1, c.max_tokens).astype(int)
