@@ -169,3 +169,47 @@ def test_a_word_limit_chosen_after_the_prefill_runs_the_limited_prompt(tiny, tin
     r = engine.generate(Request(LONG, budget=0.01 + 30 * 0.01, max_new_tokens=256, policy="skip_next"))
     assert r.plan.answer_words > 0 and r.outcome is Outcome.COMPLETED
     assert r.prompt_tokens == len(tiny.encode_chat(LONG, instructed("", r.plan.answer_words))) != n
+
+
+# --- the evaluation: records share a prompt's prefill, jobs replay the served order -------------
+
+def test_records_of_one_prompt_share_its_prefill_and_each_is_charged_its_time(embedded, fast_backend,
+                                                                              embedded_fast_time_model, tmp_path):
+    from timebill.engine import BudgetedEngine
+    from timebill.estimator import Estimator
+    from timebill.evaluation.records import Recorder
+    from timebill.request import Request
+
+    engine = BudgetedEngine(Estimator(embedded, embedded_fast_time_model), reject_infeasible=False, learn_online=False,
+                            backend=fast_backend)
+    served = engine.generate(Request(PROMPT, budget=3600.0, max_new_tokens=24, policy="skip_next", fixed_eviction_ratio=0.5))
+    recorder = Recorder(engine, tmp_path / "records.jsonl")
+    whole = recorder.get("p", PROMPT, "", 0.0, 24)
+    half = recorder.get("p", PROMPT, "", 0.5, 24)
+    assert not whole["prefill_reused"] and half["prefill_reused"]
+    assert half["cached"] == served.cached_tokens < whole["cached"] and half["text"] == served.text
+    assert half["total"] >= half["prefill"] >= recorder.prefills.reused_seconds > 0  # the prefill it did not run again
+    assert engine.backend is fast_backend  # live jobs (the evaluation's live check) prefill for themselves
+
+
+def test_a_replayed_job_reads_its_length_from_the_prefill_and_pays_for_a_declined_word_limit(tiny, tiny_time_model,
+                                                                                            tiny_rlp, tmp_path):
+    from timebill.engine import BudgetedEngine
+    from timebill.estimator import Estimator
+    from timebill.evaluation.records import Recorder, ratio_key
+    from timebill.evaluation.served_order import PromptStates, replay_as_served
+    from timebill.request import Request
+
+    recorder = Recorder(BudgetedEngine(Estimator(tiny, tiny_time_model), reject_infeasible=False, learn_online=False,
+                                       backend="torch"), tmp_path / "records.jsonl")
+    planner = Estimator(tiny, slow_time_model(), tiny_rlp, planner="budget")    # 208 tokens expected: 10 s
+    loose = replay_as_served(planner, recorder, PromptStates(), "q", LONG, Request(LONG, budget=60.0, max_new_tokens=256))
+    assert loose.est.length.predicted_tokens == 208 and loose.est.predictor_latency == 0 and not loose.infeasible
+    assert loose.rec is recorder.records[("q", ratio_key(0.0))]
+    assert loose.total == pytest.approx(loose.rec["total"], abs=0.01)         # no predictor pass in the budget
+    own_pass = replay_as_served(planner, recorder, None, "q", LONG, Request(LONG, budget=60.0, max_new_tokens=256))
+    assert own_pass.est.predictor_latency > 0 and own_pass.total > own_pass.rec["total"]
+    tight = replay_as_served(planner, recorder, PromptStates(), "q", LONG, Request(LONG, budget=3.0, max_new_tokens=256))
+    prefilled_for_nothing = recorder.records[("q", ratio_key(0.0))]["prefill"]
+    assert tight.total >= prefilled_for_nothing + tight.rec["total"]          # the word limit's first prefill
+    assert tight.est.planned_at >= prefilled_for_nothing                      # planned for the time left after it

@@ -150,7 +150,8 @@ def test_a_length_controlled_plan_replays_the_record_of_its_instructed_prompt(ti
     from timebill.engine import BudgetedEngine
     from timebill.estimator import Estimator
     from timebill.evaluation import datasets
-    from timebill.evaluation.records import Recorder, planned_record, timebill_time
+    from timebill.evaluation.records import Recorder, planned_record
+    from timebill.evaluation.served_order import replay_as_served
     from timebill.evaluation.tasks import TASKS
     from timebill.length_predictor import ConstantLengthPredictor
 
@@ -166,7 +167,8 @@ def test_a_length_controlled_plan_replays_the_record_of_its_instructed_prompt(ti
     assert words in (5, 10)
     rec = planned_record(recorder, "q", item.question, e, task.max_new_tokens)
     assert rec["variant"] == f"/w{words}" and rec["prompt_tokens"] == len(e.prompt_ids) > n
-    assert timebill_time(e, rec) == rec["total"] + e.predictor_latency   # both predictions' time
+    served = replay_as_served(planner, recorder, None, "q", item.question, task.request(item.question, tight))
+    assert served.rec is rec and served.total == pytest.approx(rec["total"] + served.est.predictor_latency)  # both predictions' time
     loose = planner.estimate(task.request(item.question, 60.0))
     plain = planned_record(recorder, "q", item.question, loose, task.max_new_tokens)
     assert loose.request.answer_words == 0 and plain is recorder.records[("q", "0.0000")]

@@ -9,10 +9,11 @@ from ..estimator import Estimator
 from ..request import Outcome
 from . import schedule
 from .methods import K_SWEEP
-from .records import planned_record, timebill_time
+from .records import RATIO
+from .served_order import replay_as_served
 
 
-def k_sweep(planner: Estimator, items, prompts, task, budget: float, recorder) -> list[dict]:
+def k_sweep(planner: Estimator, items, prompts, task, budget: float, recorder, states=None) -> list[dict]:
     """TimeBill with the paper's bound k * N_hat for several k, at one budget, under Kill."""
     from tqdm import tqdm
 
@@ -24,12 +25,11 @@ def k_sweep(planner: Estimator, items, prompts, task, budget: float, recorder) -
             rlp.k = k
             totals, texts, ratios, bounds = [], [], [], []
             for it in items:
-                e = planner.estimate(task.request(prompts[it.id], budget))
-                rec = planned_record(recorder, it.id, prompts[it.id], e, task.max_new_tokens)
-                totals.append(timebill_time(e, rec))
-                texts.append(rec["text"])
-                ratios.append(e.plan.eviction_ratio)
-                bounds.append(e.length.predicted_tokens_bound)
+                served = replay_as_served(planner, recorder, states, it.id, prompts[it.id], task.request(prompts[it.id], budget))
+                totals.append(float("inf") if served.infeasible else served.total)
+                texts.append(served.rec["text"])
+                ratios.append(served.rec[RATIO])
+                bounds.append(served.est.length.predicted_tokens_bound)
                 bar.update(1)
             done = [o.completed for o in schedule.kill(totals, budget)]
             scores = [task.score(text, it) if ok else 0.0 for text, it, ok in zip(texts, items, done)]
@@ -41,7 +41,7 @@ def k_sweep(planner: Estimator, items, prompts, task, budget: float, recorder) -
     return rows
 
 
-def live_check(engine, planner, items, prompts, task, budgets, recorder) -> dict:
+def live_check(engine, planner, items, prompts, task, budgets, recorder, states=None) -> dict:
     """Re-run a subset live under real Kill (the engine enforces the deadline; TimeBill plans with
     the RLP in the loop) and compare each outcome with the replayed one."""
     if not items:
@@ -54,9 +54,8 @@ def live_check(engine, planner, items, prompts, task, budgets, recorder) -> dict
             for kind in ("none", "fixed_0.50", "timebill"):
                 req = task.request(prompts[it.id], b, policy="kill")
                 if kind == "timebill":
-                    est = planner.estimate(req)
-                    rec = planned_record(recorder, it.id, prompts[it.id], est, task.max_new_tokens)
-                    replay_done = est.plan.useful_fits and timebill_time(est, rec) <= b
+                    served = replay_as_served(planner, recorder, states, it.id, prompts[it.id], req)
+                    replay_done = not served.infeasible and served.total <= b
                     live = timebill.generate(req)
                 else:
                     req.fixed_eviction_ratio = 0.0 if kind == "none" else 0.5

@@ -18,6 +18,7 @@ from ..engine import BudgetedEngine
 from ..estimator import Estimator
 from ..length_predictor import ConstantLengthPredictor
 from ..time_model import OnlineCalibration
+from .served_order import PromptStates, served_states
 
 FIXED = (0.0, 0.25, 0.5, 0.75, 0.95)
 K_SWEEP = (1.0, 2.0, 3.0, 5.0, 8.0)
@@ -35,6 +36,7 @@ class Methods:
     calibration: OnlineCalibration    # the profiled timing model, taught by the records as they come
     planners: dict[str, Estimator]    # PLANNERS' methods
     k_planner: Estimator              # the paper's planner and bound, for the k sweep
+    states: PromptStates | None       # the head's state of each prompt, when it reads the served prefill's (served_order.py)
 
     @property
     def time_model(self):
@@ -59,4 +61,4 @@ def build_methods(cfg: dict, loaded, say=print) -> Methods:
                 for m, fixes in PLANNERS.items()}
     k_planner = build_estimator({**rlp, **PLANNERS["timebill_paper"], "rlp_bound": "paper", "rlp_k": 5.0}, loaded,
                                 time_model=calibration)
-    return Methods(recorder, calibration, planners, k_planner)
+    return Methods(recorder, calibration, planners, k_planner, served_states(cfg, calibrated_rlp))

@@ -9,6 +9,7 @@ from ..engine import BudgetedEngine
 from ..length_control import system_prompt_of
 from ..request import Request
 from ..time_model import OnlineCalibration
+from .prefill_once import PrefillOnce
 
 
 # A record's field names are an on-disk format (docs/eval/records-*.jsonl), kept from before the
@@ -28,6 +29,9 @@ class Recorder:
     def __init__(self, engine: BudgetedEngine, path: pathlib.Path):
         self.engine = engine
         self.path = path
+        # Each prompt's prefill once for all its ratios, where the backend allows (prefill_once.py).
+        backend = getattr(engine, "backend", None)
+        self.prefills = PrefillOnce(backend, engine.estimator.press) if hasattr(backend, "carry_cache") else None
         self.records: dict[tuple[str, str], dict] = {}
         self.stale = 0  # records made by an engine that ended loops otherwise: generated again
         window = getattr(engine, "loop_window", None)  # None: only reading records, all are taken
@@ -49,16 +53,30 @@ class Recorder:
         """``variant`` names a prompt other than the task's own for this item (length control)."""
         key = (item_id, ratio_key(eviction_ratio) + variant)
         if key not in self.records:
-            r = self.engine.generate(Request(prompt, budget=3600.0, system_prompt=system, max_new_tokens=max_new,
-                                             policy="skip_next", fixed_eviction_ratio=float(ratio_key(eviction_ratio))))
+            req = Request(prompt, budget=3600.0, system_prompt=system, max_new_tokens=max_new, policy="skip_next",
+                          fixed_eviction_ratio=float(ratio_key(eviction_ratio)))
+            r, reused = self._generate(req)
             rec = {"item": item_id, RATIO_KEY: key[1], "variant": variant, RATIO: r.eviction_ratio, "text": r.text,
-                   "total": r.total_time, "prefill": r.prefill_time, "tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
+                   "total": r.total_time + reused, "prefill": r.prefill_time + reused, "prefill_reused": reused > 0,
+                   "tokens": r.generated_tokens, "prompt_tokens": r.prompt_tokens,
                    "stop": r.stop_reason, "cached": r.cached_tokens, "steps": [round(t, 6) for t in r.step_times],
                    "loop_window": self.engine.loop_window}
             with self.path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
             self.records[key] = rec
         return self.records[key]
+
+    def _generate(self, req: Request):
+        """The engine's run of ``req`` and the seconds of a kept prefill it did not spend again
+        (added to the record's times). Only the records share prefills: the engine's backend is
+        its own again afterwards, for the live check."""
+        if self.prefills is None:
+            return self.engine.generate(req), 0.0
+        own, self.engine.backend = self.engine.backend, self.prefills
+        try:
+            return self.engine.generate(req), self.prefills.reused_seconds
+        finally:
+            self.engine.backend = own
 
 
 def observe_record(calibration: OnlineCalibration, rec: dict) -> None:
@@ -74,9 +92,3 @@ def planned_record(recorder: Recorder, item_id: str, prompt: str, est, max_new: 
     words = est.request.answer_words
     return recorder.get(item_id, prompt, system_prompt_of(est.request), est.plan.eviction_ratio, max_new,
                         variant=f"/w{words}" if words else "")
-
-
-def timebill_time(estimate, rec: dict) -> float:
-    """A replayed TimeBill job's end-to-end time: its own measured length-prediction latency (both
-    predictions under length control; they run inside the budget) plus the recorded run of its plan."""
-    return estimate.predictor_latency + rec["total"]

@@ -6,16 +6,20 @@
 How it runs (and what is replayed):
 * Every job is generated to completion once per (prompt, eviction ratio) with the serving engine
   (greedy, chat template) and its real end-to-end time is recorded; the record is cached on disk
-  (resumable). Fixed-ratio methods are replayed from these records against every budget.
+  (resumable). A prompt's prefill is computed and timed once for all its ratios (the ratio only
+  changes what is evicted after it: timebill/evaluation/prefill_once.py). Fixed-ratio methods are
+  replayed from these records against every budget.
 * TimeBill plans its ratio live, per (prompt, budget), with the trained RLP (calibrated bound) and
   the machine's timing model corrected online, as served, by the recorded runs of the prompts
   before (the methods and how they are built: timebill/evaluation/methods.py, through
-  timebill/runtime.py as the nodes build theirs). The generation at the chosen ratio (and, under
-  length control, of the prompt with its word limit) is the record for it (recorded when first
-  needed), and the job's time is the predictors' measured latency plus the record's time. QASPER's goals, yes/no
-  questions, say `min_useful_tokens: 1`. A job whose plan says nothing useful fits is answered
-  INFEASIBLE, as served with the default `reject_infeasible: true`: not completed, scored as
-  empty, and it occupies no time.
+  timebill/runtime.py as the nodes build theirs). Each job is replayed in the order the engine
+  serves it (timebill/evaluation/served_order.py): with `predict_in_prefill: true` the length is
+  read from the prompt's own prefill, so no predictor pass enters the budget, and a word limit
+  asked for by length control costs the prefills the engine spends on it. The generation at the
+  chosen ratio (and, under length control, of the prompt with its word limit) is the record for it
+  (recorded when first needed). QASPER's goals, yes/no questions, say `min_useful_tokens: 1`. A job
+  whose plan says nothing useful fits is answered INFEASIBLE, as served with the default
+  `reject_infeasible: true`: not completed, scored as empty, and it occupies no time.
 * Kill: a job completes iff its time <= budget; a killed job scores as empty. Skip-Next: jobs are
   released one per period = budget; an overrunning job finishes (late: not completed, scores as
   empty) and the jobs released while it runs are skipped.
@@ -48,8 +52,9 @@ from .accuracy import none_durations_by_id, planner_accuracy, timing_of_records
 from .budgets import task_budgets
 from .checks import k_sweep, live_check
 from .methods import DEFAULT, FIXED, PLANNERS, Methods, build_methods
-from .records import RATIO, Recorder, observe_record, planned_record, ratio_key, timebill_time
+from .records import Recorder, observe_record, ratio_key
 from .report import plot, print_task
+from .served_order import replay_as_served
 from .tasks import PRESETS, TASKS, Task
 
 STRATEGIES = (("kill", schedule.kill), ("skip_next", schedule.skip_next))
@@ -115,10 +120,10 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
     timing = timing_of_records([recorder.records[(it.id, ratio_key(a))] for it in items for a in FIXED],
                                methods.time_model, task.max_new_tokens)
     # 4. the paper's k at one tight budget (the calibration as it stands after the last prompt's planning)
-    sweep = k_sweep(methods.k_planner, items, prompts, task, budgets[min(1, len(budgets) - 1)], recorder)
+    sweep = k_sweep(methods.k_planner, items, prompts, task, budgets[min(1, len(budgets) - 1)], recorder, methods.states)
     # 5. live check of the replay under real Kill
     confirm = live_check(methods.recorder, methods.planners[DEFAULT], items[: p["confirm"]], prompts, task,
-                         budgets, recorder)
+                         budgets, recorder, methods.states)
     return {**result, "live_check": confirm, "k_sweep": sweep, "timing": timing,
             "calibration": {"prefill_scale": methods.calibration.prefill_scale,
                             "decode_scale": methods.calibration.decode_scale},
@@ -137,8 +142,9 @@ def record_fixed(recorder: Recorder, items, prompts: dict, task: Task) -> None:
 
 
 def plan_timebill(methods: Methods, recorder: Recorder, items, prompts: dict, task: Task, budgets) -> dict:
-    """method -> budget -> its jobs, in item order. Before planning item i the calibration has seen
-    the recorded runs of the items before it, as a node has seen the jobs it served."""
+    """method -> budget -> its jobs, in item order, each planned and timed as the engine serves it
+    (served_order.py). Before planning item i the calibration has seen the recorded runs of the
+    items before it, as a node has seen the jobs it served."""
     from tqdm import tqdm
 
     planners = methods.planners
@@ -150,14 +156,8 @@ def plan_timebill(methods: Methods, recorder: Recorder, items, prompts: dict, ta
                 observe_record(methods.calibration, recorder.records[(items[i - 1].id, ratio_key(a))])
         for m, est in planners.items():
             for b in budgets:
-                e = est.estimate(task.request(prompts[it.id], b))
-                rec = planned_record(recorder, it.id, prompts[it.id], e, task.max_new_tokens)
-                tb_jobs[m][b].append({"item": it.id, "eviction_ratio": rec[RATIO], "total": timebill_time(e, rec),
-                                      "text": rec["text"], "predicted_total": e.plan.predicted_total,
-                                      "predicted_worst": e.plan.predicted_worst_case, "feasible": e.plan.feasible,
-                                      "infeasible": not e.plan.useful_fits, "tokens_that_fit": e.plan.tokens_that_fit,
-                                      "predicted_tokens": e.length.predicted_tokens, "bound": e.length.predicted_tokens_bound,
-                                      "tokens": rec["tokens"], "words": e.request.answer_words})
+                served = replay_as_served(est, recorder, methods.states, it.id, prompts[it.id], task.request(prompts[it.id], b))
+                tb_jobs[m][b].append(served.job(it.id))
                 progress.update(1)
     progress.close()
     return tb_jobs

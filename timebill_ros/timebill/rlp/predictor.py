@@ -73,9 +73,14 @@ class RLPPredictor:
     def expected_length(self, prompt_ids: Sequence[int]) -> int:
         return int(self.head.predict_lengths(self._features(prompt_ids))[0])
 
+    def state(self, prompt_ids: Sequence[int]):
+        """The prompt's pooled state after layer L, by a pass of its own over the first L layers:
+        what the served prefill hands ``from_state``."""
+        return self._features(prompt_ids)[0]
+
     def predict(self, prompt_ids: Sequence[int], max_new_tokens: int) -> LengthEstimate:
         """A pass of its own over the first L layers (what-if estimates, and prompts not yet prefilled)."""
-        return self.from_state(self._features(prompt_ids)[0], max_new_tokens)
+        return self.from_state(self.state(prompt_ids), max_new_tokens)
 
     def from_state(self, state, max_new_tokens: int) -> LengthEstimate:
         """The estimate from a prompt's pooled state after layer L (``deferred_press.pool``)."""
