@@ -171,6 +171,20 @@ def test_a_word_limit_chosen_after_the_prefill_runs_the_limited_prompt(tiny, tin
     assert r.prompt_tokens == len(tiny.encode_chat(LONG, instructed("", r.plan.answer_words))) != n
 
 
+def test_after_the_prefill_a_word_limit_is_asked_for_only_when_it_pays_for_a_prefill_of_its_own(tiny, tiny_rlp):
+    from timebill.estimator import Estimator
+    from timebill.request import Request
+
+    planner = Estimator(tiny, slow_time_model(step=0.01, prefill=0.2), tiny_rlp)
+    req = Request(LONG, budget=0.2 + 40 * 0.01, max_new_tokens=256)    # 40 of the 208 expected tokens fit
+    ids = planner.encode(req)
+    first = planner.estimate(req, 0.0, prompt_ids=ids, length=tiny_rlp.predict(ids, 256), control_length=False)
+    assert planner.limited_request(req, first) is not None
+    # After a 0.2 s prefill, another one for the limited prompt leaves room for 20 tokens: less than the limit's 26.
+    assert planner.limit_after_prefill(req, first, elapsed=0.2) is None
+    assert planner.limit_after_prefill(req, first, elapsed=0.0).answer_words == 20
+
+
 # --- the evaluation: records share a prompt's prefill, jobs replay the served order -------------
 
 def test_records_of_one_prompt_share_its_prefill_and_each_is_charged_its_time(embedded, fast_backend,

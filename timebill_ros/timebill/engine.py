@@ -194,24 +194,19 @@ class BudgetedEngine:
 
     def _run_predicting_in_prefill(self, req, ids, accepted_at, queue_wait, on_token, cancel, on_plan) -> Result:
         """Prefill, predict the length from the prefill's states, plan, evict, decode. When length
-        control asks for a word limit, the limited prompt is read by a prefill of its own (its
+        control asks for a word limit that can pay for a prefill of the limited prompt
+        (``Estimator.limit_after_prefill``), that prompt is read by a prefill of its own (its
         length predicted there too) and runs if ``Estimator.better`` prefers it; otherwise the
-        prompt as sent runs again with its own plan. A word limit thus costs a prefill here, where
-        the head's own pass would cost one pass over its first layers for each prompt."""
+        prompt as sent runs again with its own plan."""
         estimator = self.estimator
         first = self._prefill_and_plan(req, ids, accepted_at, queue_wait, on_token, cancel, on_plan, limit=True)
         if not isinstance(first, Estimate):
             return first  # the job ran (or was refused) on the prompt as sent
-        limited_req = estimator.limited_request(req, first)
-        try:
-            limited_ids = estimator.encode(limited_req)
-        except InvalidRequest:  # the instruction pushed the prompt past the context
-            limited_ids = None
-        if limited_ids is not None:
-            second = self._prefill_and_plan(limited_req, limited_ids, accepted_at, queue_wait, on_token, cancel, on_plan,
-                                            limit=False, prefer_over=first)
-            if not isinstance(second, Estimate):
-                return second
+        limited_req = estimator.limited_request(req, first)  # it fits the context: limit_after_prefill encoded it
+        second = self._prefill_and_plan(limited_req, estimator.encode(limited_req), accepted_at, queue_wait, on_token,
+                                        cancel, on_plan, limit=False, prefer_over=first)
+        if not isinstance(second, Estimate):
+            return second
         # The prompt as sent, with the length its own prefill predicted, planned for the time left.
         est = estimator.estimate(req, time.monotonic() - accepted_at, prompt_ids=ids, length=first.length,
                                  control_length=False)
@@ -237,7 +232,7 @@ class BudgetedEngine:
         def decide(state) -> Estimate | None:
             est = estimator.estimate(req, elapsed, prompt_ids=ids,
                                      length=estimator.length_predictor.from_state(state, max_new), control_length=False)
-            if (limit and estimator.limited_request(req, est) is not None) or \
+            if (limit and estimator.limit_after_prefill(req, est, time.monotonic() - accepted_at) is not None) or \
                     (prefer_over is not None and estimator.better(prefer_over, est) is prefer_over):
                 declined.append(est)
                 return None

@@ -6,13 +6,14 @@ predictor node), so both always give the same answer for the same request.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 
 from . import compute_thread
 from .answer_format import FormatLengths
 from .length_distribution import completion_odds
-from .length_control import DEFAULT_LENGTH_CONTROL, system_prompt_of, word_limit
+from .length_control import DEFAULT_LENGTH_CONTROL, TOKENS_PER_WORD, system_prompt_of, word_limit
 from .length_predictor import ConstantLengthPredictor, LengthEstimate, LengthPredictor
 from .planner import (DEFAULT_MAX_EVICTION_RATIO, DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER, Plan, check_planner_settings,
                       plan_eviction, tokens_that_fit)
@@ -153,6 +154,25 @@ class Estimator:
         """``req`` with the word limit length control asks for, or None (see ``_word_limit``)."""
         words = self._word_limit(req, est)
         return None if words is None else dataclasses.replace(req, answer_words=words)
+
+    def limit_after_prefill(self, req: Request, est: Estimate, elapsed: float) -> Request | None:
+        """The word limit to ask for once ``est`` has been planned from the prompt's own prefill
+        (``predict_in_prefill``), or None: run the prompt as sent on that prefill. The limited
+        prompt needs a prefill of its own after the ``elapsed`` seconds already gone, so the limit
+        is asked for only when, even with the answer kept to it (the most a limit can give), that
+        is more likely to complete than the prompt as sent. (On a 1,500-token context a second
+        prefill costs more than any limit saves: docs/RESULTS.md, issue 20.)"""
+        limited = self.limited_request(req, est)
+        if limited is None:
+            return None
+        try:
+            ids = self.encode(limited)
+        except InvalidRequest:  # the instruction pushed the prompt past the context
+            return None
+        kept = max(1, min(est.length.predicted_tokens, math.ceil(limited.answer_words * TOKENS_PER_WORD)))
+        best = self._plan(limited, elapsed, ids, LengthEstimate(kept, kept))
+        pays = best.plan.useful_fits and best.plan.completion_probability > est.plan.completion_probability
+        return limited if pays else None
 
     @staticmethod
     def better(est: Estimate, limited: Estimate) -> Estimate:

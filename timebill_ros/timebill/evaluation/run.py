@@ -6,9 +6,11 @@
 How it runs (and what is replayed):
 * Every job is generated to completion once per (prompt, eviction ratio) with the serving engine
   (greedy, chat template) and its real end-to-end time is recorded; the record is cached on disk
-  (resumable). A prompt's prefill is computed and timed once for all its ratios (the ratio only
-  changes what is evicted after it: timebill/evaluation/prefill_once.py). Fixed-ratio methods are
-  replayed from these records against every budget.
+  (resumable). No eviction is recorded first (its times choose the budgets), then prompt by
+  prompt its fixed ratios and TimeBill's plans, one after the other: a prompt's prefill is
+  computed and timed once for all its ratios (the ratio only changes what is evicted after it:
+  timebill/evaluation/prefill_once.py), and a drift in the machine's speed falls on all of a
+  prompt's methods alike. Fixed-ratio methods are replayed from these records against every budget.
 * TimeBill plans its ratio live, per (prompt, budget), with the trained RLP (calibrated bound) and
   the machine's timing model corrected online, as served, by the recorded runs of the prompts
   before (the methods and how they are built: timebill/evaluation/methods.py, through
@@ -91,12 +93,13 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
     items = task.load(p[task.name])
     recorder = Recorder(methods.recorder, records_path)
     prompts = {it.id: task.prompt(it, tokenizer) for it in items}
-    # 1. fixed ratios (and no eviction), recorded once each
-    record_fixed(recorder, items, prompts, task)
+    # 1. no eviction, whose times choose the budgets
+    record_no_eviction(recorder, items, prompts, task)
     none_durations = [recorder.records[(it.id, ratio_key(0.0))]["total"] for it in items]
     budgets = budgets_arg or task_budgets(task, none_durations, p["budgets"])
-    # 2. TimeBill: plan live per (item, budget), generate at that ratio (recorded once per ratio)
-    tb_jobs = plan_timebill(methods, recorder, items, prompts, task, budgets)
+    # 2. prompt by prompt, its fixed ratios, then TimeBill planned live per budget and generated at
+    # that ratio (each record made once)
+    tb_jobs = record_and_plan(methods, recorder, items, prompts, task, budgets)
     # 3. scores, fidelity, replay under both strategies
     by_id = {it.id: it for it in items}
 
@@ -130,27 +133,31 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
             "no_eviction_time_median": float(median(none_durations))}
 
 
-def record_fixed(recorder: Recorder, items, prompts: dict, task: Task) -> None:
+def record_no_eviction(recorder: Recorder, items, prompts: dict, task: Task) -> None:
     from tqdm import tqdm
 
-    progress = tqdm(total=len(items) * len(FIXED), desc=f"{task.name}: fixed ratios", dynamic_ncols=True)
-    for it in items:
-        for a in FIXED:
-            recorder.get(it.id, prompts[it.id], task.system, a, task.max_new_tokens)
-            progress.update(1)
-    progress.close()
+    for it in tqdm(items, desc=f"{task.name}: no eviction", dynamic_ncols=True):
+        recorder.get(it.id, prompts[it.id], task.system, 0.0, task.max_new_tokens)
 
 
-def plan_timebill(methods: Methods, recorder: Recorder, items, prompts: dict, task: Task, budgets) -> dict:
-    """method -> budget -> its jobs, in item order, each planned and timed as the engine serves it
-    (served_order.py). Before planning item i the calibration has seen the recorded runs of the
-    items before it, as a node has seen the jobs it served."""
+def record_and_plan(methods: Methods, recorder: Recorder, items, prompts: dict, task: Task, budgets) -> dict:
+    """Record each prompt's fixed ratios, then plan it: method -> budget -> its jobs, in item
+    order, each planned and timed as the engine serves it (served_order.py). A prompt's records
+    are made one after the other, so they share its prefill (prefill_once.py) and a drift in the
+    machine's speed (seen here: every step 1.4x slower for ten minutes) falls on all its methods
+    alike, as the comparison, paired by prompt, needs. Before planning item i the calibration has
+    seen the recorded runs of the items before it, as a node has seen the jobs it served."""
     from tqdm import tqdm
 
     planners = methods.planners
     tb_jobs = {m: {b: [] for b in budgets} for m in planners}
-    progress = tqdm(total=len(items) * len(budgets) * len(planners), desc=f"{task.name}: TimeBill", dynamic_ncols=True)
+    evicting = [a for a in FIXED if a > 0]
+    progress = tqdm(total=len(items) * (len(evicting) + len(budgets) * len(planners)),
+                    desc=f"{task.name}: fixed ratios and TimeBill", dynamic_ncols=True)
     for i, it in enumerate(items):
+        for a in evicting:
+            recorder.get(it.id, prompts[it.id], task.system, a, task.max_new_tokens)
+            progress.update(1)
         if i > 0:
             for a in FIXED:
                 observe_record(methods.calibration, recorder.records[(items[i - 1].id, ratio_key(a))])

@@ -23,7 +23,6 @@ from .. import compute_thread
 from ..estimator import Estimate, Estimator
 from ..length_control import system_prompt_of
 from ..length_predictor import LengthEstimate
-from ..request import InvalidRequest
 from .records import RATIO, Recorder, planned_record
 
 
@@ -84,26 +83,22 @@ def replay_as_served(estimator: Estimator, recorder: Recorder, states: PromptSta
     if not plan(req, 0.0, ids).plan.useful_fits:
         rec = record(first)
         return Replayed(first, rec, head + rec["total"], True)
-    limited = estimator.limited_request(req, first)
+    # the prompt as sent has been prefilled; a word limit now costs a prefill of its own
+    spent = head + recorder.get(item_id, prompt, system_prompt_of(req), 0.0, max_new)["prefill"]
+    limited = estimator.limit_after_prefill(req, first, spent)
     if limited is None:
         rec = record(first)
         return Replayed(first, rec, head + rec["total"], False)
-    # the prompt as sent, prefilled for nothing
-    spent = head + recorder.get(item_id, prompt, system_prompt_of(req), 0.0, max_new)["prefill"]
-    try:
-        limited_ids = estimator.encode(limited)
-    except InvalidRequest:  # the instruction pushed the prompt past the context
-        limited_ids = None
-    if limited_ids is not None:
-        if not plan(limited, spent, limited_ids).plan.useful_fits:
-            rec = record(first)
-            return Replayed(first, rec, spent + rec["total"], True)
-        limited_length, head = states.length(predictor, limited_ids, max_new)
-        second = plan(limited, spent, limited_ids, limited_length)
-        rec = record(second)
-        if estimator.better(first, second) is not first:
-            return Replayed(second, rec, spent + head + rec["total"], False)
-        spent += head + rec["prefill"]  # the limited prompt, prefilled for nothing
+    limited_ids = estimator.encode(limited)
+    if not plan(limited, spent, limited_ids).plan.useful_fits:
+        rec = record(first)
+        return Replayed(first, rec, spent + rec["total"], True)
+    limited_length, head = states.length(predictor, limited_ids, max_new)
+    second = plan(limited, spent, limited_ids, limited_length)
+    rec = record(second)
+    if estimator.better(first, second) is not first:
+        return Replayed(second, rec, spent + head + rec["total"], False)
+    spent += head + rec["prefill"]  # the limited prompt, prefilled for nothing
     again = plan(req, spent, ids, length)
     rec = record(again)
     return Replayed(again, rec, spent + rec["total"], not again.plan.useful_fits)
