@@ -138,3 +138,47 @@ def plot(report: dict, out: pathlib.Path, preset: str) -> None:
     fig.tight_layout()
     fig.savefig(out / f"k_sweep-{preset}.png", dpi=110)
     plt.close(fig)
+
+
+def plot_bar(report: dict, out: pathlib.Path, preset: str) -> None:
+    """The bar per cell: the default's difference from its baseline (the best fixed ratio under time
+    pressure, no eviction without) with the 95 % interval, completion rate and average score, per
+    data set and strategy; a cell that fails is drawn red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    tasks = [t for t in report["tasks"] if report["tasks"][t].get("bar")]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(11, 3.6 * len(tasks)), squeeze=False)
+    for ti, tname in enumerate(tasks):
+        for ci, (label, names) in enumerate((("completion rate", ("completion_rate_vs_best_fixed",)),
+                                             ("average score", ("avg_score_vs_best_fixed", "avg_score_vs_none")))):
+            ax = axes[ti][ci]
+            for si, (strategy, marker) in enumerate((("kill", "o"), ("skip_next", "s"))):
+                for c in report["tasks"][tname]["bar"]:
+                    check = next((c["checks"][n] for n in names if n in c["checks"]), None)
+                    if c["strategy"] != strategy or check is None:
+                        continue
+                    lo, hi = check["interval_95"]
+                    x = c["budget"] * (1 + 0.015 * (2 * si - 1))  # kill and skip_next side by side
+                    color = "tab:green" if c["passed"] else "tab:red"
+                    ax.errorbar([x], [check["difference"]], yerr=[[check["difference"] - lo], [hi - check["difference"]]],
+                                fmt=marker, color=color, ms=4, capsize=2)
+            ax.axhline(0, color="k", lw=0.8)
+            budgets = report["tasks"][tname]["budgets"]
+            if max(budgets) > 4 * min(budgets):  # 0.5-10 s: log, with the seconds written out
+                ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                ax.set_xticks(budgets)
+            ax.set_xlabel("time budget (s); o kill, s skip_next; red: the cell fails")
+            ax.set_title(f"{tname}: {report['default_method']} minus its baseline, {label}")
+            ax.grid(alpha=0.3)
+    fig.suptitle(f"The bar (issue 20), preset {preset}: differences and 95 % paired bootstrap intervals")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(out / f"bar-{preset}.png", dpi=110)
+    plt.close(fig)

@@ -6,8 +6,9 @@
 How it runs (and what is replayed):
 * Every job is generated to completion once per (prompt, eviction ratio) with the serving engine
   (greedy, chat template) and its real end-to-end time is recorded; the record is cached on disk
-  (resumable). No eviction is recorded first (its times choose the budgets), then prompt by
-  prompt its fixed ratios and TimeBill's plans, one after the other: a prompt's prefill is
+  (resumable). No eviction's times choose the budgets (a probe run per prompt not yet recorded),
+  then prompt by prompt its fixed ratios (no eviction included) and TimeBill's plans are recorded
+  one after the other: a prompt's prefill is
   computed and timed once for all its ratios (the ratio only changes what is evicted after it:
   timebill/evaluation/prefill_once.py), and a drift in the machine's speed falls on all of a
   prompt's methods alike. Fixed-ratio methods are replayed from these records against every budget.
@@ -55,7 +56,7 @@ from .budgets import task_budgets
 from .checks import k_sweep, live_check
 from .methods import DEFAULT, FIXED, PLANNERS, Methods, build_methods
 from .records import Recorder, observe_record, ratio_key
-from .report import plot, print_task
+from .report import plot, plot_bar, print_task
 from .served_order import replay_as_served
 from .tasks import PRESETS, TASKS, Task
 
@@ -82,6 +83,7 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
     print(f"\n=== the bar, every data set: {bar.summary([c for t in report['tasks'].values() for c in t['bar']])}\n"
           f"(written to {out / f'bar-{preset}.md'})")
     plot(report, out, preset)
+    plot_bar(report, out, preset)
     return report
 
 
@@ -93,9 +95,8 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
     items = task.load(p[task.name])
     recorder = Recorder(methods.recorder, records_path)
     prompts = {it.id: task.prompt(it, tokenizer) for it in items}
-    # 1. no eviction, whose times choose the budgets
-    record_no_eviction(recorder, items, prompts, task)
-    none_durations = [recorder.records[(it.id, ratio_key(0.0))]["total"] for it in items]
+    # 1. no eviction's times, which choose the budgets
+    none_durations = no_eviction_times(recorder, items, prompts, task)
     budgets = budgets_arg or task_budgets(task, none_durations, p["budgets"])
     # 2. prompt by prompt, its fixed ratios, then TimeBill planned live per budget and generated at
     # that ratio (each record made once)
@@ -133,11 +134,18 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
             "no_eviction_time_median": float(median(none_durations))}
 
 
-def record_no_eviction(recorder: Recorder, items, prompts: dict, task: Task) -> None:
+def no_eviction_times(recorder: Recorder, items, prompts: dict, task: Task) -> list[float]:
+    """Each prompt's time without eviction: its record where it has one, else a probe run (recorded
+    as the variant "/budgets"), so that the record proper is made beside the prompt's other
+    ratios (``record_and_plan``)."""
     from tqdm import tqdm
 
-    for it in tqdm(items, desc=f"{task.name}: no eviction", dynamic_ncols=True):
-        recorder.get(it.id, prompts[it.id], task.system, 0.0, task.max_new_tokens)
+    times = []
+    for it in tqdm(items, desc=f"{task.name}: no eviction (the budgets)", dynamic_ncols=True):
+        rec = recorder.records.get((it.id, ratio_key(0.0))) or \
+            recorder.get(it.id, prompts[it.id], task.system, 0.0, task.max_new_tokens, variant="/budgets")
+        times.append(rec["total"])
+    return times
 
 
 def record_and_plan(methods: Methods, recorder: Recorder, items, prompts: dict, task: Task, budgets) -> dict:
@@ -151,11 +159,10 @@ def record_and_plan(methods: Methods, recorder: Recorder, items, prompts: dict, 
 
     planners = methods.planners
     tb_jobs = {m: {b: [] for b in budgets} for m in planners}
-    evicting = [a for a in FIXED if a > 0]
-    progress = tqdm(total=len(items) * (len(evicting) + len(budgets) * len(planners)),
+    progress = tqdm(total=len(items) * (len(FIXED) + len(budgets) * len(planners)),
                     desc=f"{task.name}: fixed ratios and TimeBill", dynamic_ncols=True)
     for i, it in enumerate(items):
-        for a in evicting:
+        for a in FIXED:
             recorder.get(it.id, prompts[it.id], task.system, a, task.max_new_tokens)
             progress.update(1)
         if i > 0:
@@ -228,7 +235,15 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", default="narrativeqa,qasper,everyday")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--config")
+    ap.add_argument("--plot-only", metavar="RESULTS_JSON", help="draw the figures of a finished run's results-*.json "
+                    "again (into its folder) and exit")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        path = pathlib.Path(args.plot_only)
+        report = json.loads(path.read_text())
+        plot(report, path.parent, report["preset"])
+        plot_bar(report, path.parent, report["preset"])
+        return 0
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else None
     if budgets is not None and not all(math.isfinite(b) and b > 0 for b in budgets):
         print("budgets must be positive numbers of seconds", file=sys.stderr)
