@@ -59,7 +59,7 @@ PRESETS = {
     "full": {"narrativeqa": 40, "qasper": 30, "everyday": 30, "context_cap": 1536, "budgets": 7, "confirm": 6},
     # Issue 20: enough prompts to resolve a completion-rate difference of 0.1. QASPER's eval half
     # holds 133 yes/no questions, all of them; the others 150. About 4x the full preset's prompts:
-    # ~3 hours from an empty records cache on this 2-core machine (the full run took ~45 minutes),
-    # resumable (records-*.jsonl). Not yet run.
+    # ~1.5 hours from an empty records cache on this 2-core machine (a prompt's prefill shared by
+    # all its records), resumable (records-*.jsonl); the run of 2026-12-01: docs/RESULTS.md.
     "decide": {"narrativeqa": 150, "qasper": 133, "everyday": 150, "context_cap": 1536, "budgets": 7, "confirm": 6},
 }
