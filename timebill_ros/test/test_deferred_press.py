@@ -164,9 +164,11 @@ def test_a_word_limit_chosen_after_the_prefill_runs_the_limited_prompt(tiny, tin
     from timebill.length_control import instructed
     from timebill.request import Outcome, Request
 
-    engine = rlp_engine(tiny, slow_time_model(step=0.01), tiny_rlp)
+    # 35 of the 208 expected tokens fit: a 20-word limit (26 tokens) leaves 9 steps (0.45 s) for the
+    # real time of the first prefill, which the plan after it counts (limit_after_prefill)
+    engine = rlp_engine(tiny, slow_time_model(step=0.05), tiny_rlp)
     n = len(tiny.encode_chat(LONG))
-    r = engine.generate(Request(LONG, budget=0.01 + 30 * 0.01, max_new_tokens=256, policy="skip_next"))
+    r = engine.generate(Request(LONG, budget=0.01 + 35 * 0.05, max_new_tokens=256, policy="skip_next"))
     assert r.plan.answer_words > 0 and r.outcome is Outcome.COMPLETED
     assert r.prompt_tokens == len(tiny.encode_chat(LONG, instructed("", r.plan.answer_words))) != n
 
