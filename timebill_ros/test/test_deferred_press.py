@@ -184,7 +184,7 @@ def test_after_the_prefill_a_word_limit_is_asked_for_only_when_it_pays_for_a_pre
     assert planner.limited_request(req, first) is not None
     # After a 0.2 s prefill, another one for the limited prompt leaves room for 20 tokens: less than the limit's 26.
     assert planner.limit_after_prefill(req, first, elapsed=0.2) is None
-    assert planner.limit_after_prefill(req, first, elapsed=0.0).answer_words == 20
+    assert planner.limit_after_prefill(req, first, elapsed=0.0).request.answer_words == 20
 
 
 # --- the evaluation: records share a prompt's prefill, jobs replay the served order -------------

@@ -200,12 +200,12 @@ class BudgetedEngine:
         prompt as sent runs again with its own plan."""
         estimator = self.estimator
         first = self._prefill_and_plan(req, ids, accepted_at, queue_wait, on_token, cancel, on_plan, limit=True)
-        if not isinstance(first, Estimate):
+        if isinstance(first, Result):
             return first  # the job ran (or was refused) on the prompt as sent
-        limited_req = estimator.limited_request(req, first)  # it fits the context: limit_after_prefill encoded it
-        second = self._prefill_and_plan(limited_req, estimator.encode(limited_req), accepted_at, queue_wait, on_token,
+        first, limited = first  # limited: the limited request and its ids, as limit_after_prefill made them
+        second = self._prefill_and_plan(limited.request, limited.prompt_ids, accepted_at, queue_wait, on_token,
                                         cancel, on_plan, limit=False, prefer_over=first)
-        if not isinstance(second, Estimate):
+        if isinstance(second, Result):
             return second
         # The prompt as sent, with the length its own prefill predicted, planned for the time left.
         est = estimator.estimate(req, time.monotonic() - accepted_at, prompt_ids=ids, length=first.length,
@@ -217,8 +217,9 @@ class BudgetedEngine:
     def _prefill_and_plan(self, req, ids, accepted_at, queue_wait, on_token, cancel, on_plan, limit: bool,
                           prefer_over: Estimate | None = None):
         """Run ``req`` with the plan made from its own prefill; returns its Result, or, without
-        decoding, the Estimate made there when length control asks for a word limit (``limit``)
-        or ``Estimator.better`` prefers ``prefer_over`` to it."""
+        decoding, (the Estimate made there, the limited request's from ``limit_after_prefill`` or
+        None) when length control asks for a word limit (``limit``) or ``Estimator.better``
+        prefers ``prefer_over`` to it."""
         estimator = self.estimator
         max_new = estimator.max_new_tokens(req)
         elapsed = time.monotonic() - accepted_at  # queueing, and any prefill of another prompt before this one
@@ -227,14 +228,14 @@ class BudgetedEngine:
         # exactly that). The real plan is made once the prefill has read the prompt.
         before = estimator.estimate(req, elapsed, prompt_ids=ids, length=LengthEstimate(max_new, max_new),
                                     control_length=False)
-        declined: list[Estimate] = []
+        declined: list[tuple[Estimate, Estimate | None]] = []
 
         def decide(state) -> Estimate | None:
             est = estimator.estimate(req, elapsed, prompt_ids=ids,
                                      length=estimator.length_predictor.from_state(state, max_new), control_length=False)
-            if (limit and estimator.limit_after_prefill(req, est, time.monotonic() - accepted_at) is not None) or \
-                    (prefer_over is not None and estimator.better(prefer_over, est) is prefer_over):
-                declined.append(est)
+            limited = estimator.limit_after_prefill(req, est, time.monotonic() - accepted_at) if limit else None
+            if limited is not None or (prefer_over is not None and estimator.better(prefer_over, est) is prefer_over):
+                declined.append((est, limited))
                 return None
             if on_plan is not None:
                 on_plan(est)

@@ -155,13 +155,15 @@ class Estimator:
         words = self._word_limit(req, est)
         return None if words is None else dataclasses.replace(req, answer_words=words)
 
-    def limit_after_prefill(self, req: Request, est: Estimate, elapsed: float) -> Request | None:
+    def limit_after_prefill(self, req: Request, est: Estimate, elapsed: float) -> Estimate | None:
         """The word limit to ask for once ``est`` has been planned from the prompt's own prefill
-        (``predict_in_prefill``), or None: run the prompt as sent on that prefill. The limited
-        prompt needs a prefill of its own after the ``elapsed`` seconds already gone, so the limit
-        is asked for only when, even with the answer kept to it (the most a limit can give), that
-        is more likely to complete than the prompt as sent. (On a 1,500-token context a second
-        prefill costs more than any limit saves: docs/RESULTS.md, issue 20.)"""
+        (``predict_in_prefill``): the limited request's plan with the answer kept to the limit
+        (its ``request`` and ``prompt_ids`` are what to prefill next), or None: run the prompt as
+        sent on that prefill. The limited prompt needs a prefill of its own after the ``elapsed``
+        seconds already gone, so the limit is asked for only when, even with the answer kept to it
+        (the most a limit can give), that is more likely to complete than the prompt as sent. (On a
+        1,500-token context a second prefill costs more than any limit saves: docs/RESULTS.md,
+        issue 20.)"""
         limited = self.limited_request(req, est)
         if limited is None:
             return None
@@ -172,7 +174,7 @@ class Estimator:
         kept = max(1, min(est.length.predicted_tokens, math.ceil(limited.answer_words * TOKENS_PER_WORD)))
         best = self._plan(limited, elapsed, ids, LengthEstimate(kept, kept))
         pays = best.plan.useful_fits and best.plan.completion_probability > est.plan.completion_probability
-        return limited if pays else None
+        return best if pays else None
 
     @staticmethod
     def better(est: Estimate, limited: Estimate) -> Estimate:

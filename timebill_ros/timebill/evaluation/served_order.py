@@ -73,9 +73,9 @@ def replay_as_served(estimator: Estimator, recorder: Recorder, states: PromptSta
     def record(e: Estimate) -> dict:
         return planned_record(recorder, item_id, prompt, e, max_new)
 
-    def plan(r, elapsed, ids, length=None, control=False) -> Estimate:
+    def plan(r, elapsed, ids, length=None) -> Estimate:
         return estimator.estimate(r, elapsed, prompt_ids=ids, length=length or LengthEstimate(max_new, max_new),
-                                  control_length=control)
+                                  control_length=False)
 
     length, head = states.length(predictor, ids, max_new)
     first = plan(req, 0.0, ids, length)
@@ -89,7 +89,7 @@ def replay_as_served(estimator: Estimator, recorder: Recorder, states: PromptSta
     if limited is None:
         rec = record(first)
         return Replayed(first, rec, head + rec["total"], False)
-    limited_ids = estimator.encode(limited)
+    limited, limited_ids = limited.request, limited.prompt_ids
     if not plan(limited, spent, limited_ids).plan.useful_fits:
         rec = record(first)
         return Replayed(first, rec, spent + rec["total"], True)
