@@ -56,6 +56,22 @@ def test_tokens_stream_in_order_and_concatenate_to_the_result(served):
     assert r.prompt_tokens == len(served.model.encode_chat(PROMPT))
 
 
+
+def test_a_callback_that_reads_the_text_now_and_then_gets_the_text_of_the_tokens_between(served):
+    # Detokenizing is most of what a token costs a callback, so the text is made only when read:
+    # the generation node reads it when a feedback message leaves. What it reads adds up to the
+    # answer all the same.
+    pieces = []
+
+    def every_fifth(ev):
+        if ev.index % 5 == 4:
+            pieces.append(ev.text)
+            assert ev.text == pieces[-1]  # read again: the same text, not taken twice
+
+    r = engine_for(*served).generate(Request(PROMPT, budget=30, max_new_tokens=23), on_token=every_fifth)
+    assert r.generated_tokens == 23 and len(pieces) == 4
+    assert r.text.startswith("".join(pieces)) and len("".join(pieces)) > len(r.text) // 2
+
 def test_the_result_says_what_the_time_model_predicts_for_the_length_really_generated(tiny, tiny_time_model):
     # With the constant predictor's 40 tokens and a cap of 40, the answer is the predicted length:
     # the time model's figure for it is the plan's own prediction.

@@ -296,6 +296,26 @@ def test_a_restart_plans_from_the_speed_measured_while_serving(tmp_path):
     assert len(restarted.ratios()["decode"]) == 32
 
 
+
+def test_the_served_speed_is_written_at_most_every_period_and_the_rest_at_the_flush(tmp_path):
+    # A write is on the path of the goal whose result waits for it: not after every job.
+    from timebill.served_speed import Keeper, recall, served_path
+
+    serving = OnlineCalibration(TRUE)
+    path = served_path(tmp_path / "model.yaml")
+    keeper = Keeper(path, serving, warn=print, period=60.0)
+    _served(serving, decode_scale=1.5, prefill_scale=1.0, jobs=1)
+    keeper.keep()
+    first = path.read_text()
+    _served(serving, decode_scale=1.5, prefill_scale=1.0, jobs=3)
+    keeper.keep()
+    assert path.read_text() == first  # within the period: kept for later
+    keeper.flush()
+    assert path.read_text() != first
+    restarted = OnlineCalibration(TRUE)
+    recall(path, restarted)
+    assert len(restarted.ratios()["decode"]) == len(serving.ratios()["decode"])
+
 def test_a_served_speed_of_another_timing_model_or_a_damaged_file_is_not_used(tmp_path):
     from timebill.served_speed import recall, remember, served_path
 

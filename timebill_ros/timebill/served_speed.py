@@ -14,9 +14,11 @@ another press or thread count) is ignored, and so is a damaged one; both are onl
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import tempfile
+import time
 
 from .time_model import OnlineCalibration, TimeModel
 
@@ -70,14 +72,27 @@ def recall(path: str | os.PathLike, calibration: OnlineCalibration) -> str:
 
 
 class Keeper:
-    """Remembers the served speed after each served job. A file that cannot be written (e.g. a
-    read-only folder) costs a slower start next time, not a goal: it is said once, through ``warn``."""
+    """Remembers the served speed after served jobs: at most every ``period`` seconds, since a
+    write costs the goal whose result waits for it ~1-8 ms here, and the rest at ``flush`` (the
+    node's shutdown). A file that cannot be written (e.g. a read-only folder) costs a slower start
+    next time, not a goal: it is said once, through ``warn``."""
 
-    def __init__(self, path: str | os.PathLike, calibration: OnlineCalibration, warn):
-        self.path, self.calibration, self.warn = pathlib.Path(path), calibration, warn
+    def __init__(self, path: str | os.PathLike, calibration: OnlineCalibration, warn, period: float = 5.0):
+        self.path, self.calibration, self.warn, self.period = pathlib.Path(path), calibration, warn, period
         self.warned = False
+        self.written = -math.inf  # time.monotonic() of the last write
+        self.dirty = False
 
     def keep(self) -> None:
+        """A served job taught the calibration something: write it now, or at the next chance."""
+        self.dirty = True
+        if time.monotonic() - self.written >= self.period:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        self.dirty, self.written = False, time.monotonic()
         try:
             remember(self.path, self.calibration)
         except OSError as exc:

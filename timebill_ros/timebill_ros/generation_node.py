@@ -119,6 +119,8 @@ class GenerationNode(ManagedNode):
         return super().on_activate(state)
 
     def drop_model(self):
+        if self.served_speed is not None:
+            self.served_speed.flush()
         self.engine = self.admission = self.scheduler = self.served_speed = None
 
     def action_path(self) -> str:
@@ -138,6 +140,8 @@ class GenerationNode(ManagedNode):
         if stopped:
             self.get_logger().info(f"shut down; {stopped} goal(s) stopped")
         self.predictor.stop()
+        if self.served_speed is not None:
+            self.served_speed.flush()
         if self.action is not None:
             self.action.destroy()
             self.action = None

@@ -32,7 +32,9 @@ class Outlets:
     marker_pub: object
     marker_frame: str
     pacing: FeedbackPacing             # when a feedback message leaves
-    estimate_period: float             # seconds between a running goal's CompletionEstimates
+    # Seconds between a running goal's status updates: its re-estimate (CompletionEstimate) and its
+    # marker. Both cost the decoding loop more than a feedback message (~0.5 ms each here).
+    status_period: float
 
 
 @dataclass
@@ -51,8 +53,9 @@ class GoalState:
     pending_text: str = ""             # text not yet sent (coalesced: FeedbackPacing)
     sent_tokens: int = 0
     last_feedback: float = -math.inf   # time.monotonic() of the last feedback message
-    last_marker: float = 0.0
-    last_estimate: float = 0.0         # time.monotonic() of the last running CompletionEstimate
+    last_status: float = -math.inf     # time.monotonic() of the last status update (re-estimate, marker)
+    running: GoalEstimate | None = None  # the last re-estimate while it runs ...
+    running_at: float = 0.0            # ... made this many seconds after acceptance
     estimate: GoalEstimate | None = None
     plan: object = None                # the engine's Estimate once it planned the ratio (after queueing)
     planned: GoalEstimate | None = None  # the same as a goal is told, made once: re-estimated from at every feedback
@@ -132,22 +135,38 @@ class GoalState:
         self.marker()
 
     def on_token(self, ev):
+        """Runs in the decoding loop, between two steps: most tokens only count. The text is read
+        (detokenized) only when a feedback message or a status update needs it."""
         self.tokens = ev.index + 1
-        self.pending_text += ev.text
         now = time.monotonic()
-        if self.outlets.pacing.due(self.tokens - self.sent_tokens, now - self.last_feedback):
+        feedback = self.outlets.pacing.due(self.tokens - self.sent_tokens, now - self.last_feedback)
+        status = now - self.last_status >= self.outlets.status_period
+        if not (feedback or status):
+            return
+        self.pending_text += ev.text
+        if status:
+            self.last_status = now
+            self.update_status(ev.elapsed)
+        if feedback:
             self.send_feedback(ev.elapsed)
-        if now - self.last_marker >= 0.1:
-            self.last_marker = now
-            self.marker()
+
+    def update_status(self, elapsed: float):
+        """Re-estimate the goal from its plan and tokens so far (``elapsed`` s after acceptance),
+        publish that as its CompletionEstimate, and redraw its marker."""
+        if self.planned is not None:
+            self.running, self.running_at = self.running_estimate(elapsed), elapsed
+            if self.estimate is not None:
+                self.publish_estimate(self.running, elapsed=elapsed, tokens=self.tokens)
+        self.marker()
 
     def send_feedback(self, elapsed: float):
+        """A feedback message with the pending text and the last re-estimate (its time left
+        counted down to ``elapsed`` s after acceptance)."""
         left, prob, eviction_ratio, fit, words = 0.0, 0.0, 0.0, 0, 0
-        if self.planned is not None:
-            now = self.running_estimate(elapsed)
-            left, prob = now.predicted_total, now.completion_probability
+        if self.running is not None:
+            now = self.running
+            left, prob = max(now.predicted_total - (elapsed - self.running_at), 0.0), now.completion_probability
             eviction_ratio, fit, words = now.eviction_ratio, now.tokens_that_fit, now.answer_words
-            self._publish_running(now, elapsed)
         fb = BudgetedQuery.Feedback(text=self.pending_text, tokens_generated=self.tokens, elapsed=duration(elapsed),
                                     predicted_remaining=duration(left), eviction_ratio=eviction_ratio,
                                     tokens_that_fit=fit, answer_word_limit=words, completion_probability=prob)
@@ -166,16 +185,6 @@ class GoalState:
         est = self.estimator
         return self.planned.running(est.time_model, self.tokens, elapsed, self.budget,
                                     est.max_new_tokens(self.plan.request))
-
-    def _publish_running(self, now: GoalEstimate, elapsed: float):
-        """The goal's CompletionEstimate re-estimated from its plan and the tokens so far (``now``,
-        the feedback's figures too), at most every ``estimate_update_period`` (here, where the plan
-        and the tokens are: see predictor_node)."""
-        t = time.monotonic()
-        if self.estimate is None or t - self.last_estimate < self.outlets.estimate_period:
-            return
-        self.last_estimate = t
-        self.publish_estimate(now, elapsed=elapsed, tokens=self.tokens)
 
     def flush(self, final_text: str):
         """Send what the result text has beyond the streamed text, so the stream adds up to it."""
