@@ -1,7 +1,7 @@
 """Tokens through the nodes against the bare engine, same prompts, one run.
 
 1. The bare engine in this process (`build_engine`, the default configuration): each prompt
-   --repeats times, 128 new tokens, no eviction, length control off; the median decoding step
+   --repeats times, up to 128 new tokens, no eviction, length control off; the median decoding step
    (`Result.step_times`), the engine's own total (prefill + decoding), and its own work around
    them (`generate()`'s wall time minus that total: planning, sampling, detokenising, loop
    checks), which a served goal does too.
@@ -12,7 +12,9 @@
    queueing, feedback and the result's way back. What the nodes add is that overhead minus the
    bare engine's own work around the steps (`node_overhead_ms`), the figure issue 18 bounds.
 
-Prompts: a short question and a ~1,000-token text. Run on a quiet machine; ratios are what to read.
+The two sides run interleaved, goal by goal (bare, then served, for each prompt and repeat), so
+the machine's drifts in speed hit both alike. Prompts: a short question and a ~1,000-token text.
+Run on a quiet machine; ratios are what to read.
 
     source scripts/env.sh
     python benchmarks/served_vs_bare_bench.py --repeats 5      # ~3 minutes
@@ -34,39 +36,58 @@ LONG = " ".join(["The robot moved from the kitchen to the hallway and checked th
 NEW_TOKENS = 128
 
 
-def bare(repeats: int) -> dict:
+def bare_engine():
     from timebill.config import load_config
-    from timebill.request import Request
     from timebill.runtime import build_engine
 
-    engine = build_engine(load_config(), progress=False)
-    out = {}
-    for name, prompt in (("short", SHORT), ("long", LONG)):
-        steps, totals, arounds, prompt_tokens = [], [], [], 0
-        for _ in range(repeats):
-            t0 = time.monotonic()
-            r = engine.generate(Request(prompt=prompt, budget=60.0, max_new_tokens=NEW_TOKENS, policy="kill",
-                                        length_control=False, max_eviction_ratio=0.0))
-            wall = time.monotonic() - t0
-            steps.append(statistics.median(r.step_times))
-            totals.append(r.prefill_time + r.decode_time)
-            arounds.append(wall - totals[-1])
-            prompt_tokens = r.prompt_tokens
-        out[name] = {"prompt_tokens": prompt_tokens, "step_ms": 1e3 * statistics.median(steps),
-                     "engine_total_s": statistics.median(totals), "around_steps_ms": 1e3 * statistics.median(arounds)}
-        print(f"bare   {name:5s}: {prompt_tokens} prompt tokens, step {out[name]['step_ms']:.2f} ms "
-              f"(runs: {', '.join(f'{1e3 * s:.2f}' for s in steps)}), the engine's own work around the steps "
-              f"{out[name]['around_steps_ms']:.1f} ms", flush=True)
-    return out
+    return build_engine(load_config(), progress=False)
 
 
-def served(repeats: int, domain: int, params: list[str], extra: list[str] = ()) -> dict:
+def bare_once(engine, prompt: str) -> dict:
+    """One goal on the bare engine: its median step, its own total and its work around the steps."""
+    from timebill.request import Request
+
+    t0 = time.monotonic()
+    r = engine.generate(Request(prompt=prompt, budget=60.0, max_new_tokens=NEW_TOKENS, policy="kill",
+                                length_control=False, max_eviction_ratio=0.0))
+    wall = time.monotonic() - t0
+    total = r.prefill_time + r.decode_time
+    return {"prompt_tokens": r.prompt_tokens, "step": statistics.median(r.step_times), "around": wall - total}
+
+
+def served_once(client, reports, arrived, prompt: str) -> dict:
+    """One goal through the nodes: its median step (JobReport), its overhead (client send to result
+    received, minus the engine's own prefill + decoding) and where that goes."""
+    from timebill_ros.convert import goal_key, seconds
+
+    t0 = time.monotonic()
+    h = client.query(prompt, 60.0, policy="kill", max_new_tokens=NEW_TOKENS, length_control=False,
+                     max_eviction_ratio=0.0)
+    r = h.result(timeout=120)
+    took = time.monotonic() - t0
+    key = goal_key(h.goal_id)
+    with arrived:
+        arrived.wait_for(lambda: key in reports, timeout=10)
+    rep = reports[key]
+    engine = seconds(rep.measured_prefill) + seconds(rep.measured_decode)
+    total, wait = seconds(rep.measured_total), seconds(rep.queue_wait)
+    # where it goes: the goal's and result's way (client <-> node), acceptance to the job's start
+    # (the estimate, tokenizing), and the node's work around the model's steps
+    return {"prompt_tokens": r.prompt_tokens, "step": statistics.median(rep.decode_step_times),
+            "overhead": took - engine, "transport": took - total, "estimate_wait": wait,
+            "around": total - wait - engine}
+
+
+def run(repeats: int, domain: int, params: list[str], extra: list[str] = ()) -> tuple[dict, dict]:
+    """Both, interleaved goal by goal (bare, then served, per prompt and repeat): the machine's speed
+    drifts by tens of percent for minutes here, and interleaving puts both sides in the same drift."""
     from rclpy.qos import QoSProfile
     from timebill_msgs.msg import JobReport
 
     from bringup_session import bringup_session
-    from timebill_ros.convert import goal_key, seconds
+    from timebill_ros.convert import goal_key
 
+    engine = bare_engine()
     reports: dict[bytes, object] = {}
     arrived = threading.Condition()
 
@@ -75,44 +96,39 @@ def served(repeats: int, domain: int, params: list[str], extra: list[str] = ()) 
             reports[goal_key(m.goal_id)] = m
             arrived.notify_all()
 
-    out = {}
+    runs = {(side, name): [] for side in ("bare", "served") for name in ("short", "long")}
     with bringup_session(domain, [*extra, *[a for p in params for a in ("--param", p)]]) as (client, log):
         client.node.create_subscription(JobReport, "/timebill/job_reports", on_report, QoSProfile(depth=100))
         if not client.wait_until_ready(timeout=600, estimator="--no-predictor" not in extra):
             raise SystemExit(f"the nodes did not come up; log: {log}")
-        client.ask("Hello!", 10.0, policy="kill", timeout=60)  # warm: the first goal of a start is not typical
-        for name, prompt in (("short", SHORT), ("long", LONG)):
-            steps, overheads, prompt_tokens, parts = [], [], 0, []
-            for _ in range(repeats):
-                t0 = time.monotonic()
-                h = client.query(prompt, 60.0, policy="kill", max_new_tokens=NEW_TOKENS, length_control=False,
-                                 max_eviction_ratio=0.0)
-                r = h.result(timeout=120)
-                took = time.monotonic() - t0
-                key = goal_key(h.goal_id)
-                with arrived:
-                    arrived.wait_for(lambda: key in reports, timeout=10)
-                rep = reports[key]
-                steps.append(statistics.median(rep.decode_step_times))
-                engine = seconds(rep.measured_prefill) + seconds(rep.measured_decode)
-                overheads.append(took - engine)
-                total, wait = seconds(rep.measured_total), seconds(rep.queue_wait)
-                # where it goes: the goal's and result's way (client <-> node), acceptance to the
-                # plan (the predictor's estimate), and the node's work around the model's steps
-                parts.append((took - total, wait, total - wait - engine))
-                prompt_tokens = r.prompt_tokens
-            out[name] = {"prompt_tokens": prompt_tokens, "step_ms": 1e3 * statistics.median(steps),
-                         "overhead_ms": 1e3 * statistics.median(overheads),
-                         "transport_ms": 1e3 * statistics.median(p[0] for p in parts),
-                         "estimate_wait_ms": 1e3 * statistics.median(p[1] for p in parts),
-                         "around_steps_ms": 1e3 * statistics.median(p[2] for p in parts)}
-            print(f"served {name:5s}: {prompt_tokens} prompt tokens, step {out[name]['step_ms']:.2f} ms "
-                  f"(runs: {', '.join(f'{1e3 * s:.2f}' for s in steps)}), goal overhead "
-                  f"{out[name]['overhead_ms']:.1f} ms (runs: {', '.join(f'{1e3 * s:.1f}' for s in overheads)}): "
-                  f"transport {out[name]['transport_ms']:.1f}, waiting for the estimate "
-                  f"{out[name]['estimate_wait_ms']:.1f}, around the model's steps {out[name]['around_steps_ms']:.1f}",
-                  flush=True)
-    return out
+        # warm: the first goal of a start is not typical
+        client.ask("Hello!", 10.0, policy="kill", timeout=60)
+        bare_once(engine, "Hello!")
+        for i in range(repeats):
+            for name, prompt in (("short", SHORT), ("long", LONG)):
+                runs["bare", name].append(bare_once(engine, prompt))
+                runs["served", name].append(served_once(client, reports, arrived, prompt))
+                b, s = runs["bare", name][-1], runs["served", name][-1]
+                print(f"run {i + 1}/{repeats} {name:5s}: step bare {1e3 * b['step']:.2f} ms, served "
+                      f"{1e3 * s['step']:.2f} ms; goal overhead {1e3 * s['overhead']:.1f} ms (transport "
+                      f"{1e3 * s['transport']:.1f}, waiting for the estimate {1e3 * s['estimate_wait']:.1f}, around "
+                      f"the model's steps {1e3 * s['around']:.1f}); the bare engine's own work around its steps "
+                      f"{1e3 * b['around']:.1f} ms", flush=True)
+
+    def med(side, name, key):
+        return 1e3 * statistics.median(r[key] for r in runs[side, name])
+
+    b, s = {}, {}
+    for name in ("short", "long"):
+        b[name] = {"prompt_tokens": runs["bare", name][0]["prompt_tokens"], "step_ms": med("bare", name, "step"),
+                   "around_steps_ms": med("bare", name, "around")}
+        s[name] = {"prompt_tokens": runs["served", name][0]["prompt_tokens"], "step_ms": med("served", name, "step"),
+                   "overhead_ms": med("served", name, "overhead"), "transport_ms": med("served", name, "transport"),
+                   "estimate_wait_ms": med("served", name, "estimate_wait"),
+                   "around_steps_ms": med("served", name, "around"),
+                   # per run, so the ratio's spread shows too
+                   "step_ratios": [sv["step"] / bv["step"] for sv, bv in zip(runs["served", name], runs["bare", name])]}
+    return b, s
 
 
 def main() -> int:
@@ -123,8 +139,7 @@ def main() -> int:
     ap.add_argument("--no-predictor", action="store_true", help="bringup without the predictor node")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args()
-    b = bare(args.repeats)
-    s = served(args.repeats, args.domain, args.param, ["--no-predictor"] if args.no_predictor else [])
+    b, s = run(args.repeats, args.domain, args.param, ["--no-predictor"] if args.no_predictor else [])
     for name in ("short", "long"):
         s[name]["node_overhead_ms"] = s[name]["overhead_ms"] - b[name]["around_steps_ms"]
     print(f"\n| prompt | prompt tokens | bare step (ms) | served step (ms) | served / bare | goal overhead (ms) | "
