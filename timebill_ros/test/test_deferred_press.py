@@ -182,9 +182,12 @@ def test_after_the_prefill_a_word_limit_is_asked_for_only_when_it_pays_for_a_pre
     ids = planner.encode(req)
     first = planner.estimate(req, 0.0, prompt_ids=ids, length=tiny_rlp.predict(ids, 256), control_length=False)
     assert planner.limited_request(req, first) is not None
-    # After a 0.2 s prefill, another one for the limited prompt leaves room for 20 tokens: less than the limit's 26.
-    assert planner.limit_after_prefill(req, first, elapsed=0.2) is None
     assert planner.limit_after_prefill(req, first, elapsed=0.0).request.answer_words == 20
+    # After a 0.2 s prefill, another one for the limited prompt leaves room for 20 tokens: less than
+    # the 20-word limit's 26, so the limit is chosen again for that room.
+    assert planner.limit_after_prefill(req, first, elapsed=0.2).request.answer_words == 10
+    # After 0.35 s there is room for 5 tokens: not even the shortest limit's answer fits.
+    assert planner.limit_after_prefill(req, first, elapsed=0.35) is None
 
 
 # --- the evaluation: records share a prompt's prefill, jobs replay the served order -------------

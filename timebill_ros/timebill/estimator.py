@@ -161,20 +161,36 @@ class Estimator:
         (its ``request`` and ``prompt_ids`` are what to prefill next), or None: run the prompt as
         sent on that prefill. The limited prompt needs a prefill of its own after the ``elapsed``
         seconds already gone, so the limit is asked for only when, even with the answer kept to it
-        (the most a limit can give), that is more likely to complete than the prompt as sent. (On a
-        1,500-token context a second prefill costs more than any limit saves: docs/RESULTS.md,
-        issue 20.)"""
+        (the most a limit can give), that is more likely to complete than the prompt as sent; when
+        the limit chosen for the time after the first prefill does not, a shorter one chosen for
+        the time after the second is tried. (On a 1,500-token context a second prefill costs more
+        than any limit saves: docs/RESULTS.md, issue 20.)"""
         limited = self.limited_request(req, est)
         if limited is None:
             return None
+        best = self._kept_to_limit(limited, est, elapsed)
+        if best is not None and not self._pays(best, est):
+            # The limit was chosen for the time the first prefill left; the limited prompt's own
+            # prefill takes about as long again: a shorter limit may fit what is left after it.
+            words = word_limit(best.plan.tokens_that_fit, est.length.predicted_tokens)
+            if words is not None and words < limited.answer_words:
+                best = self._kept_to_limit(dataclasses.replace(req, answer_words=words), est, elapsed)
+        return best if best is not None and self._pays(best, est) else None
+
+    def _kept_to_limit(self, limited: Request, est: Estimate, elapsed: float) -> Estimate | None:
+        """The plan of ``limited`` (a word limit asked for after ``est``'s prefill) prefilled after
+        ``elapsed`` seconds, with the answer kept to its limit; None when the instruction pushes the
+        prompt past the context."""
         try:
             ids = self.encode(limited)
-        except InvalidRequest:  # the instruction pushed the prompt past the context
+        except InvalidRequest:
             return None
         kept = max(1, min(est.length.predicted_tokens, math.ceil(limited.answer_words * TOKENS_PER_WORD)))
-        best = self._plan(limited, elapsed, ids, LengthEstimate(kept, kept))
-        pays = best.plan.useful_fits and best.plan.completion_probability > est.plan.completion_probability
-        return best if pays else None
+        return self._plan(limited, elapsed, ids, LengthEstimate(kept, kept))
+
+    @staticmethod
+    def _pays(limited: Estimate, est: Estimate) -> bool:
+        return limited.plan.useful_fits and limited.plan.completion_probability > est.plan.completion_probability
 
     @staticmethod
     def better(est: Estimate, limited: Estimate) -> Estimate:

@@ -33,7 +33,8 @@ class Outlets:
     marker_frame: str
     pacing: FeedbackPacing             # when a feedback message leaves
     # Seconds between a running goal's status updates: its re-estimate (CompletionEstimate) and its
-    # marker. Both cost the decoding loop more than a feedback message (~0.5 ms each here).
+    # marker. An update costs the decoding loop ~0.9 ms here, a feedback message ~0.35 ms
+    # (benchmarks/node_cost_bench.py): the re-estimate is not made for every message.
     status_period: float
 
 
@@ -58,7 +59,7 @@ class GoalState:
     running_at: float = 0.0            # ... made this many seconds after acceptance
     estimate: GoalEstimate | None = None
     plan: object = None                # the engine's Estimate once it planned the ratio (after queueing)
-    planned: GoalEstimate | None = None  # the same as a goal is told, made once: re-estimated from at every feedback
+    planned: GoalEstimate | None = None  # the same as a goal is told, made once: re-estimated from at every status update
 
     @property
     def sid(self) -> str:
