@@ -2,7 +2,8 @@
 
 A publisher process streams N feedback messages (one per "token", paced like a fast model) on a
 private domain; this process subscribes with the same QoS as TimeBillClient (depth 1000) and
-each executor in turn, and prints what arrived, what was lost and how far behind it ended.
+each executor in turn, and prints what arrived, what was lost, how far behind it ended and the CPU
+this process spent per message taken (what each message costs a client on the same cores).
 
     source scripts/env.sh
     python benchmarks/feedback_bench.py            # ~1 minute
@@ -61,12 +62,14 @@ def receive(executor_kind: str, n: int, period: float, domain: int) -> dict:
     ex = (SingleThreadedExecutor(context=ctx) if executor_kind == "single"
           else MultiThreadedExecutor(num_threads=2, context=ctx))
     ex.add_node(node)
+    cpu0 = time.process_time()  # this process only: what taking the messages costs a client
     spin = threading.Thread(target=ex.spin, daemon=True)
     spin.start()
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     pub = subprocess.run([sys.executable, __file__, "--publish", str(n), "--period", str(period)],
                          env=env, capture_output=True, text=True, timeout=120)
     sent_s = float(pub.stdout.strip().splitlines()[-1])
+    cpu = time.process_time() - cpu0
     ex.shutdown()
     spin.join(5)
     node.destroy_node()
@@ -74,7 +77,7 @@ def receive(executor_kind: str, n: int, period: float, domain: int) -> dict:
     ids = [i for _, i in got]
     span = got[-1][0] - got[0][0] if len(got) > 1 else float("nan")
     return {"received": len(got), "lost": n - len(set(ids)), "send_s": sent_s, "receive_s": span,
-            "rate": len(got) / span if span > 0 else float("nan")}
+            "rate": len(got) / span if span > 0 else float("nan"), "cpu_ms": 1e3 * cpu / max(len(got), 1)}
 
 
 def main() -> None:
@@ -90,12 +93,12 @@ def main() -> None:
     domain = 90 + os.getpid() % 10
     print(f"{args.messages} feedback messages, one every {args.period * 1e3:.1f} ms (+ publish cost), "
           f"{args.repeats} runs per executor, medians")
-    print(f"{'executor':<10} {'sent/s':>8} {'taken/s':>8} {'lost':>6} {'behind s':>9}")
+    print(f"{'executor':<10} {'sent/s':>8} {'taken/s':>8} {'lost':>6} {'behind s':>9} {'CPU ms/msg':>10}")
     for kind in ("single", "multi"):
         runs = [receive(kind, args.messages, args.period, domain) for _ in range(args.repeats)]
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         print(f"{kind:<10} {args.messages / med['send_s']:8.0f} {med['rate']:8.0f} {med['lost']:6.0f} "
-              f"{med['receive_s'] - med['send_s']:9.3f}", flush=True)
+              f"{med['receive_s'] - med['send_s']:9.3f} {med['cpu_ms']:10.3f}", flush=True)
 
 
 if __name__ == "__main__":
