@@ -69,17 +69,6 @@ def test_calibration_follows_a_uniformly_slower_machine():
     assert cal.errors()["decode_step_mape_pct"] < 20
 
 
-
-def test_calibration_counts_the_periodic_spikes_of_a_served_job_as_time_the_job_takes():
-    # Served, every fifth token also sends a feedback message: a median step would not see it,
-    # and planned from the median the job's answer would run past the time it was given.
-    cal = OnlineCalibration(TRUE, window=8)
-    for _ in range(5):
-        steps = [TRUE.decode_step(300 + i) * (3.0 if i % 5 == 4 else 1.0) for i in range(40)]
-        cal.observe(600, TRUE.prefill(600), 300, steps)
-    assert cal.decode_scale == pytest.approx(1.4, rel=0.01)
-    assert cal.model.decode(301, 41) == pytest.approx(sum(steps), rel=0.01)  # the same 40 steps
-
 def test_the_prefill_scale_follows_the_prompts_length():
     cal = OnlineCalibration(TRUE, window=32)
     for _ in range(6):  # short prompts prefill at the profile's speed, long ones 1.6x slower

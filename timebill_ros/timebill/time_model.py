@@ -234,8 +234,8 @@ def quantile(xs, q: float) -> float:
 class OnlineCalibration:
     """Follows the machine's real speed from served jobs, with bounded memory.
 
-    Each served job gives measured/predicted ratios for its prefill and for its decoding (the
-    job's whole decoding time over the profile's for the same steps). The correction applied to the profiled model is the
+    Each served job gives measured/predicted ratios for its prefill and for its decoding steps
+    (the per-job median over its steps). The correction applied to the profiled model is the
     median of the last ``window`` jobs' ratios, so a single outlier job moves nothing. The recent
     absolute percentage errors of the *uncorrected-at-the-time* predictions are kept so the
     current error is observable.
@@ -300,23 +300,18 @@ class OnlineCalibration:
             if base > 0:
                 self._prefill_ratios.append(prefill_s / base)
                 self._prefill_lengths.append(int(prompt_tokens))
-        spent, profiled, errors = 0.0, 0.0, []
+        ratios, errors = [], []
         for i, t in enumerate(step_times):
             if not (t > 0 and math.isfinite(t)):
                 continue
             base = self.base.decode_step(cached_first + i)
             now = self._current.decode_step(cached_first + i)
             if base > 0:
-                spent, profiled = spent + t, profiled + base
+                ratios.append(t / base)
             if now > 0:
                 errors.append(abs(t - now) / t)
-        if profiled > 0:
-            # The job's whole decoding time over the profile's, not its median step: a served job's
-            # tokens carry the node's periodic work (a feedback message every few tokens, a status
-            # update every 0.25 s) as spikes that a median skips and the job's time does not. (The
-            # median across jobs, decode_scale, still keeps one stalled job from moving the plan.)
-            self._decode_ratios.append(spent / profiled)
-        if errors:
+        if ratios:
+            self._decode_ratios.append(median(ratios))
             self._decode_errors.append(median(errors))
         self._current = self._served(self.prefill_scale, self.decode_scale)
 
