@@ -115,7 +115,7 @@ def drive(repeats: int, domain: int) -> list[dict]:
     import rclpy
 
     sys.path.insert(0, str(HERE))
-    from served_vs_bare_bench import LONG, NEW_TOKENS, SHORT
+    from served_vs_bare_bench import LONG, SHORT, send
     from timebill_ros.client import TimeBillClient
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
@@ -135,8 +135,7 @@ def drive(repeats: int, domain: int) -> list[dict]:
             for i in range(repeats):
                 for name, prompt in (("short", SHORT), ("long", LONG)):
                     t0 = time.monotonic()
-                    client.query(prompt, 60.0, policy="kill", max_new_tokens=NEW_TOKENS, length_control=False,
-                                 max_eviction_ratio=0.0).result(timeout=120)
+                    send(client, prompt).result(timeout=120)
                     sent.append((name, t0, time.monotonic()))
                     print(f"goal {len(sent)}/{2 * repeats} ({name}) answered", flush=True)
     finally:

@@ -55,14 +55,20 @@ def bare_once(engine, prompt: str) -> dict:
     return {"prompt_tokens": r.prompt_tokens, "step": statistics.median(r.step_times), "around": wall - total}
 
 
+def send(client, prompt: str):
+    """The benchmarks' served goal (what `bare_once` runs on the bare engine): a 60 s Kill budget,
+    up to NEW_TOKENS new tokens, no eviction, length control off. Its QueryHandle."""
+    return client.query(prompt, 60.0, policy="kill", max_new_tokens=NEW_TOKENS, length_control=False,
+                        max_eviction_ratio=0.0)
+
+
 def served_once(client, reports, arrived, prompt: str) -> dict:
     """One goal through the nodes: its median step (JobReport), its overhead (client send to result
     received, minus the engine's own prefill + decoding) and where that goes."""
     from timebill_ros.convert import goal_key, seconds
 
     t0 = time.monotonic()
-    h = client.query(prompt, 60.0, policy="kill", max_new_tokens=NEW_TOKENS, length_control=False,
-                     max_eviction_ratio=0.0)
+    h = send(client, prompt)
     r = h.result(timeout=120)
     took = time.monotonic() - t0
     key = goal_key(h.goal_id)

@@ -168,14 +168,16 @@ class Estimator:
         limited = self.limited_request(req, est)
         if limited is None:
             return None
-        best = self._kept_to_limit(limited, est, elapsed)
-        if best is not None and not self._pays(best, est):
-            # The limit was chosen for the time the first prefill left; the limited prompt's own
-            # prefill takes about as long again: a shorter limit may fit what is left after it.
-            words = word_limit(best.plan.tokens_that_fit, est.length.predicted_tokens)
-            if words is not None and words < limited.answer_words:
-                best = self._kept_to_limit(dataclasses.replace(req, answer_words=words), est, elapsed)
-        return best if best is not None and self._pays(best, est) else None
+        first = self._kept_to_limit(limited, est, elapsed)
+        if first is None or self._pays(first, est):
+            return first
+        # The limit was chosen for the time the first prefill left; the limited prompt's own
+        # prefill takes about as long again: a shorter limit may fit what is left after it.
+        words = word_limit(first.plan.tokens_that_fit, est.length.predicted_tokens)
+        if words is None or words >= limited.answer_words:
+            return None
+        shorter = self._kept_to_limit(dataclasses.replace(req, answer_words=words), est, elapsed)
+        return shorter if shorter is not None and self._pays(shorter, est) else None
 
     def _kept_to_limit(self, limited: Request, est: Estimate, elapsed: float) -> Estimate | None:
         """The plan of ``limited`` (a word limit asked for after ``est``'s prefill) prefilled after

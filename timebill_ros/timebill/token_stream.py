@@ -21,17 +21,17 @@ class TokenEvent:
 
     __slots__ = ("index", "token_id", "elapsed", "_read", "_text")
 
-    def __init__(self, index: int, token_id: int, elapsed: float, text: str | None = None,
-                 read: Callable[[], str] | None = None):
+    def __init__(self, index: int, token_id: int, elapsed: float, read: Callable[[], str]):
         self.index = index          # 0-based index of this token in the answer
         self.token_id = token_id
         self.elapsed = elapsed      # seconds since the job was accepted
-        self._text, self._read = text, read
+        self._read = read           # the stream's text since its last read
+        self._text: str | None = None
 
     @property
     def text(self) -> str:
         if self._text is None:
-            self._text = self._read() if self._read is not None else ""
+            self._text = self._read()
         return self._text
 
     def __repr__(self) -> str:
@@ -89,7 +89,7 @@ class TokenStream:
             return True
         self.ids.append(token_id)
         if self.on_token is not None:
-            self.on_token(TokenEvent(len(self.ids) - 1, token_id, self.times[-1], read=self._delta))
+            self.on_token(TokenEvent(len(self.ids) - 1, token_id, self.times[-1], self._delta))
         return False
 
     def _delta(self) -> str:
