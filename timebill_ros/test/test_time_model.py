@@ -69,6 +69,34 @@ def test_calibration_follows_a_uniformly_slower_machine():
     assert cal.errors()["decode_step_mape_pct"] < 20
 
 
+def test_calibration_counts_the_periodic_spikes_of_a_served_job_as_time_the_job_takes():
+    # Served, every fifth token also sends a feedback message: a median token would not see it,
+    # and planned from the median the job's answer would run past the time it was given.
+    cal = OnlineCalibration(TRUE, window=8)
+    for _ in range(5):
+        steps = [TRUE.decode_step(300 + i) * (3.0 if i % 5 == 4 else 1.0) for i in range(40)]
+        cal.observe(600, TRUE.prefill(600), 300, steps)
+    assert cal.decode_scale == pytest.approx(1.4, rel=0.01)
+    assert cal.model.decode(301, 41) == pytest.approx(sum(steps), rel=0.01)  # the same 40 steps
+
+
+def test_stalls_inside_jobs_move_the_plan_but_do_not_spread_the_speeds_it_is_judged_at():
+    # The equally likely speeds (model_at) come from the jobs' median tokens: stalls of different
+    # sizes inside otherwise equal jobs would widen them and blur the completion probability.
+    cal = OnlineCalibration(TRUE, window=32)
+    for stall in range(10):
+        steps = [TRUE.decode_step(300 + i) for i in range(40)]
+        steps[20] += stall * 0.05 * sum(steps)
+        cal.observe(600, TRUE.prefill(600), 300, steps)
+    assert cal.decode_scale > 1.1
+    assert cal.model_at(0.9).decode_step(400) == pytest.approx(cal.model_at(0.1).decode_step(400))
+    assert cal.model_at(0.9).decode_step(400) == pytest.approx(cal.model.decode_step(400))
+    # jobs whose tokens themselves ran at different speeds do spread, around the same scale
+    for speed in (1.0, 1.2, 1.4, 1.6, 1.8) * 4:
+        cal.observe(600, TRUE.prefill(600), 300, [speed * TRUE.decode_step(300 + i) for i in range(40)])
+    assert cal.model_at(0.1).decode_step(400) < cal.model.decode_step(400) < cal.model_at(0.9).decode_step(400)
+
+
 def test_the_prefill_scale_follows_the_prompts_length():
     cal = OnlineCalibration(TRUE, window=32)
     for _ in range(6):  # short prompts prefill at the profile's speed, long ones 1.6x slower
@@ -283,6 +311,7 @@ def test_a_restart_plans_from_the_speed_measured_while_serving(tmp_path):
     assert "1.80x the profiled decoding time" in said and "1.20x its prefill time" in said
     assert restarted.model.decode_step(300) == pytest.approx(serving.model.decode_step(300))
     assert restarted.model.prefill(500) == pytest.approx(serving.model.prefill(500))
+    assert restarted.ratios() == serving.ratios()  # the scale's and the spread's ratios both
     # the prefill's dependence on the prompt's length is remembered too
     for _ in range(4):
         serving.observe(1500, 2.0 * TRUE.prefill(1500), 1500, [TRUE.decode_step(1500)])
@@ -333,7 +362,7 @@ def test_a_served_speed_of_another_timing_model_or_a_damaged_file_is_not_used(tm
         assert "unreadable" in recall(path, cal) and cal.decode_scale == 1.0
     cal = OnlineCalibration(TRUE)
     cal.seed([float("nan"), -1.0, 1.5], [float("inf"), 0.0, "x", 2.0])    # only sane ratios are taken
-    assert cal.ratios() == {"prefill": [1.5], "decode": [2.0], "prefill_tokens": [0]}
+    assert cal.ratios() == {"prefill": [1.5], "decode": [2.0], "prefill_tokens": [0], "decode_total": []}
 
 
 def test_only_a_node_starts_from_the_served_speed(tmp_path, tiny):

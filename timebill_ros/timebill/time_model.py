@@ -234,18 +234,26 @@ def quantile(xs, q: float) -> float:
 class OnlineCalibration:
     """Follows the machine's real speed from served jobs, with bounded memory.
 
-    Each served job gives measured/predicted ratios for its prefill and for its decoding steps
-    (the per-job median over its steps). The correction applied to the profiled model is the
-    median of the last ``window`` jobs' ratios, so a single outlier job moves nothing. The recent
-    absolute percentage errors of the *uncorrected-at-the-time* predictions are kept so the
-    current error is observable.
+    Each served job gives measured/predicted ratios for its prefill and for its decoding. The
+    correction applied to the profiled model is the median of the last ``window`` jobs' ratios, so
+    a single outlier job moves nothing. The recent absolute percentage errors of the
+    *uncorrected-at-the-time* predictions are kept so the current error is observable.
+
+    A job's decoding gives two ratios. Its whole decoding time over the profile's sets the scale
+    (the point the plan is made at): a served job's tokens carry the node's periodic work (a
+    feedback message every few tokens, a status update every 0.25 s) as spikes that the median
+    token skips, and planned from the median the time model was 4 % optimistic through the nodes
+    (docs/RLP.md). Its median token sets how the recent jobs' speeds spread (``model_at``, the
+    planner's equally likely speeds): the whole times carry every stall inside a job, and taken as
+    the spread too they widened it (calibration error 0.020 -> 0.050 through the nodes).
     """
 
     def __init__(self, base: TimeModel, window: int = 32):
         self.base = base
         self._prefill_ratios: deque[float] = deque(maxlen=window)
         self._prefill_lengths: deque[int] = deque(maxlen=window)  # 0 for a ratio seeded without its length
-        self._decode_ratios: deque[float] = deque(maxlen=window)
+        self._decode_ratios: deque[float] = deque(maxlen=window)   # each job's median token: the spread
+        self._decode_totals: deque[float] = deque(maxlen=window)   # each job's whole decoding time: the scale
         self._prefill_errors: deque[float] = deque(maxlen=window)
         self._decode_errors: deque[float] = deque(maxlen=window)
         self._current = base
@@ -282,6 +290,8 @@ class OnlineCalibration:
     @property
     def decode_scale(self) -> float:
         with self._lock:
+            if self._decode_totals:
+                return median(self._decode_totals)
             return median(self._decode_ratios) if self._decode_ratios else 1.0
 
     def observe(self, prompt_tokens: int, prefill_s: float, cached_first: int, step_times: list[float]) -> None:
@@ -300,7 +310,7 @@ class OnlineCalibration:
             if base > 0:
                 self._prefill_ratios.append(prefill_s / base)
                 self._prefill_lengths.append(int(prompt_tokens))
-        ratios, errors = [], []
+        ratios, errors, spent, profiled = [], [], 0.0, 0.0
         for i, t in enumerate(step_times):
             if not (t > 0 and math.isfinite(t)):
                 continue
@@ -308,10 +318,12 @@ class OnlineCalibration:
             now = self._current.decode_step(cached_first + i)
             if base > 0:
                 ratios.append(t / base)
+                spent, profiled = spent + t, profiled + base
             if now > 0:
                 errors.append(abs(t - now) / t)
         if ratios:
             self._decode_ratios.append(median(ratios))
+            self._decode_totals.append(spent / profiled)
             self._decode_errors.append(median(errors))
         self._current = self._served(self.prefill_scale, self.decode_scale)
 
@@ -330,13 +342,15 @@ class OnlineCalibration:
         the prompt length of each prefill ratio (0: seeded without one)."""
         with self._lock:
             return {"prefill": list(self._prefill_ratios), "decode": list(self._decode_ratios),
-                    "prefill_tokens": list(self._prefill_lengths)}
+                    "prefill_tokens": list(self._prefill_lengths), "decode_total": list(self._decode_totals)}
 
-    def seed(self, prefill: list[float], decode: list[float], prefill_tokens: list[int] | None = None) -> None:
+    def seed(self, prefill: list[float], decode: list[float], prefill_tokens: list[int] | None = None,
+             decode_total: list[float] | None = None) -> None:
         """Take ratios measured earlier against this same profiled model as if their jobs had just
         run (the newest ``window`` of them); non-finite or non-positive ones are skipped.
         ``prefill_tokens``: each prefill ratio's prompt length (without them, or where one is not
-        a positive count, the ratio sets only the scale of all lengths)."""
+        a positive count, the ratio sets only the scale of all lengths). ``decode_total``: the
+        jobs' whole-decoding ratios (without them the median tokens' set the scale too)."""
         def sane(x):
             return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
@@ -348,6 +362,7 @@ class OnlineCalibration:
                     self._prefill_ratios.append(float(ratio))
                     self._prefill_lengths.append(int(n) if isinstance(n, int) and n > 0 else 0)
             self._decode_ratios.extend(float(x) for x in decode if sane(x))
+            self._decode_totals.extend(float(x) for x in decode_total or [] if sane(x))
             self._current = self._served(self.prefill_scale, self.decode_scale)
 
     def model_at(self, q: float) -> TimeModel:
@@ -362,7 +377,10 @@ class OnlineCalibration:
             raise ValueError(f"the quantile must be in (0, 1), got {q}")
 
         def scale(ratios, median_scale):
-            return quantile(ratios, q) if len(ratios) >= MIN_JOBS_FOR_QUANTILE else median_scale
+            # the spread of ``ratios`` around the scale planned at
+            if len(ratios) < MIN_JOBS_FOR_QUANTILE:
+                return median_scale
+            return quantile(ratios, q) * median_scale / median(ratios)
 
         if q == 0.5:
             return self._current
