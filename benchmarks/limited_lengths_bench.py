@@ -50,9 +50,10 @@ def main() -> int:
     x = features_for(loaded, recs, [head.cfg.layers], head.cfg.max_input_tokens,
                      pathlib.Path(a.work) if a.work else DEFAULT_WORK)[head.cfg.layers]
     predicted = head.predict_lengths(x)
+    limits = [int(r["id"].split("/")[1]) for r in recs]  # ids are limited/<words>/<request id>
     rows = []
-    for words in sorted({int(r["id"].split("/")[1]) for r in recs}):
-        sel = [(int(p), int(r["length"])) for p, r in zip(predicted, recs) if int(r["id"].split("/")[1]) == words]
+    for words in sorted(set(limits)):
+        sel = [(int(p), int(r["length"])) for p, r, w in zip(predicted, recs, limits) if w == words]
         rows.append({"words": words, "prompts": len(sel),
                      "median_predicted": statistics.median(p for p, _ in sel),
                      "median_real": statistics.median(y for _, y in sel),

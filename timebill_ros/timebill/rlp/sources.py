@@ -93,17 +93,22 @@ ASK_TEMPLATES = {
 ASK_WORDS = {"words": (10, 20, 50, 100, 150, 200), "essay": (300, 500, 800)}
 
 
+def _stable_hash(key: str) -> int:
+    """A hash of ``key`` that is the same in every process and run (Python's ``hash`` of a str is not)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+
+
 def ask_prompts() -> list[Prompt]:
     """Every PIQA / NQ-open question (train-side sources, like ``brief``) asked one way each: a
     kind, template and length chosen by a hash of the question's id, so the set is fixed."""
-    import hashlib
-
     from ..evaluation import datasets
 
     kinds = sorted(ASK_TEMPLATES)
     out = []
     for it in datasets.requests("piqa") + datasets.requests("nq_open"):
-        h = int.from_bytes(hashlib.sha256(f"asks:{it.id}".encode()).digest()[:8], "big")
+        h = _stable_hash(f"asks:{it.id}")
         kind = kinds[h % len(kinds)]
         templates = ASK_TEMPLATES[kind]
         template = templates[(h // 16) % len(templates)]
@@ -121,8 +126,6 @@ def limited_prompts() -> list[Prompt]:
     been shown: it over-predicted 53-63 % of 992 such prompts, by limit (docs/RLP.md).
     A variant is kept only where its own split is its request's, so no request of the test split
     has a variant among the training prompts."""
-    import hashlib
-
     from ..evaluation import datasets
     from ..length_control import WORD_LIMITS, instructed
     from .data import split_of
@@ -132,7 +135,7 @@ def limited_prompts() -> list[Prompt]:
     requests += [(f"sharegpt/{p.id}", p.text) for p in first_turn_prompts()]
     out = []
     for rid, text in requests:
-        h = int.from_bytes(hashlib.sha256(f"limited:{rid}".encode()).digest()[:8], "big")
+        h = _stable_hash(f"limited:{rid}")
         if rid.startswith("sharegpt/") and (h // 64) % 4:
             continue  # a quarter of ShareGPT's many first turns: robots mostly ask short questions
         words = WORD_LIMITS[h % len(WORD_LIMITS)]
