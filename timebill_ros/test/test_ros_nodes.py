@@ -544,7 +544,11 @@ def test_the_readmes_behaviour_tree_condition_answers_yes_or_no_within_its_budge
 
 def test_a_budget_too_short_for_the_expected_answer_asks_for_fewer_words(system):
     # Issue 11, part 4. The tiny system predicts 400 tokens (constant_expected_tokens); at a budget
-    # that holds about half of them the prompt is planned, and run, with "Answer in at most W words.".
+    # that holds about a quarter of them the prompt is planned, and run, with "Answer in at most W words.".
+    # Not half: the constant predictor does not read the limit, so the limited prompt (a few tokens
+    # longer) is chosen only while the prompt as sent has no better odds. At half, the fastest of
+    # the recent jobs' speeds on a loaded machine can fit the whole answer and give the prompt as
+    # sent a chance its limited version lacks (clean-clone CI twice saw such a goal run unlimited).
     from timebill.length_control import WORD_LIMITS
     from timebill_ros.convert import seconds
 
@@ -552,10 +556,11 @@ def test_a_budget_too_short_for_the_expected_answer_asks_for_fewer_words(system)
     plain = system.client.estimate(prompt, budget=60.0, max_new_tokens=LONG)
     assert plain.answer_word_limit == 0 and plain.predicted_tokens == 400
     per_token = (seconds(plain.predicted_total) - seconds(plain.predicted_prefill)) / plain.predicted_tokens
-    budget = seconds(plain.predicted_prefill) + 200 * per_token
+    budget = seconds(plain.predicted_prefill) + 100 * per_token
     limited = system.client.estimate(prompt, budget=budget, max_new_tokens=LONG)
     assert limited.valid, limited.message
-    assert limited.answer_word_limit in WORD_LIMITS and limited.prompt_tokens > plain.prompt_tokens
+    assert limited.answer_word_limit in WORD_LIMITS and limited.prompt_tokens > plain.prompt_tokens, \
+        (plain.completion_probability, limited.completion_probability, limited.message)
     # The limited prompt comes tokenized, so the generation node runs those ids as they are.
     assert len(limited.limited_prompt_ids) == limited.prompt_tokens and not plain.limited_prompt_ids
     off = system.client.estimate(prompt, budget=budget, max_new_tokens=LONG, length_control=False)
@@ -563,7 +568,7 @@ def test_a_budget_too_short_for_the_expected_answer_asks_for_fewer_words(system)
     # A goal: the node runs the limited prompt, and the stream, the result and the report say so.
     h = system.send(prompt, budget, max_new_tokens=LONG, policy="kill")
     r = _result(h)
-    assert r.answer_word_limit in WORD_LIMITS, r.message
+    assert r.answer_word_limit in WORD_LIMITS, (r.message, r.completion_probability)
     assert r.prompt_tokens > plain.prompt_tokens
     assert h.fbs and all(fb.answer_word_limit == r.answer_word_limit for fb in h.fbs)
     wait_for(lambda: system.heard.of(system.heard.reports, h.goal_id), 5, what="a report")
