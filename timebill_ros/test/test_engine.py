@@ -230,7 +230,8 @@ def test_a_worst_case_quantile_outside_its_range_is_refused_at_construction(tiny
 
 
 def test_a_timing_margin_plans_the_worst_case_with_the_slow_tail_of_served_jobs(tiny):
-    from timebill.time_model import OnlineCalibration, TimeModel
+    from timebill.calibration import OnlineCalibration
+    from timebill.time_model import TimeModel
 
     tm = TimeModel(a=0.0, b=1e-4, c=0.0, p=1e-6, q=0.01)
     cal = OnlineCalibration(tm)

@@ -53,7 +53,8 @@ def test_budgets_span_the_no_eviction_times():
 
 def test_recorded_runs_teach_the_online_calibration_like_served_jobs():
     from timebill.evaluation.records import observe_record
-    from timebill.time_model import OnlineCalibration, TimeModel
+    from timebill.calibration import OnlineCalibration
+    from timebill.time_model import TimeModel
 
     tm = TimeModel(a=0.0, b=0.001, c=0.0, p=0.0, q=0.05)
     calibration = OnlineCalibration(tm)
@@ -186,7 +187,7 @@ def test_estimators_built_as_served_can_share_one_calibration_and_one_length_pre
     calibration and ask one RLP (timebill/evaluation/methods.py)."""
     from timebill.length_predictor import ConstantLengthPredictor
     from timebill.runtime import build_estimator
-    from timebill.time_model import OnlineCalibration
+    from timebill.calibration import OnlineCalibration
 
     calibration, predictor = OnlineCalibration(tiny_time_model), ConstantLengthPredictor(expected=7)
     cfg = {"max_eviction_ratio": 0.8, "planner": "paper", "length_control": False}

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from timebill.profiler import fit, fit_decode, fit_prefill, fit_warning
-from timebill.time_model import MIN_JOBS_FOR_QUANTILE, OnlineCalibration, TimeModel, kept_positions, quantile
+from timebill.calibration import MIN_JOBS_FOR_QUANTILE, OnlineCalibration, quantile
+from timebill.time_model import TimeModel, kept_positions
 
 TRUE = TimeModel(a=3e-7, b=1.2e-3, c=0.03, p=5e-6, q=0.04)
 
@@ -274,7 +275,7 @@ def test_eviction_costs_its_profiled_overhead_only_when_a_press_evicts(tmp_path)
 
 
 def test_an_evicted_jobs_prefill_teaches_the_calibration_net_of_the_eviction_overhead():
-    from timebill.time_model import OnlineCalibration
+    from timebill.calibration import OnlineCalibration
 
     tm = TimeModel(a=0.0, b=1e-3, c=0.0, p=0.0, q=0.01, r=0.0, s=0.1)
     cal = OnlineCalibration(tm)
@@ -362,7 +363,18 @@ def test_a_served_speed_of_another_timing_model_or_a_damaged_file_is_not_used(tm
         assert "unreadable" in recall(path, cal) and cal.decode_scale == 1.0
     cal = OnlineCalibration(TRUE)
     cal.seed([float("nan"), -1.0, 1.5], [float("inf"), 0.0, "x", 2.0])    # only sane ratios are taken
-    assert cal.ratios() == {"prefill": [1.5], "decode": [2.0], "prefill_tokens": [0], "decode_total": []}
+    assert cal.ratios() == {"prefill": [1.5], "decode": [2.0], "prefill_tokens": [0], "decode_total": [2.0]}
+
+
+def test_a_served_speed_file_from_before_whole_decoding_times_plans_from_its_median_tokens():
+    # Such a file's median tokens stand in for the whole times: the first job after the restart is
+    # one of the window, not the scale alone.
+    cal = OnlineCalibration(TRUE)
+    cal.seed([1.0] * 8, [1.5] * 8)
+    assert cal.decode_scale == 1.5
+    _served(cal, decode_scale=3.0, prefill_scale=1.0, jobs=1)
+    assert cal.decode_scale == 1.5
+    assert len(cal.ratios()["decode_total"]) == len(cal.ratios()["decode"]) == 9
 
 
 def test_only_a_node_starts_from_the_served_speed(tmp_path, tiny):

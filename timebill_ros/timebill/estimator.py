@@ -19,7 +19,8 @@ from .planner import (DEFAULT_MAX_EVICTION_RATIO, DEFAULT_MIN_USEFUL_TOKENS, DEF
                       plan_eviction, tokens_that_fit)
 from .presses import DEFAULT_PRESS, press_applies, press_class
 from .request import InvalidRequest, Request, check_request
-from .time_model import OnlineCalibration, TimeModel
+from .calibration import OnlineCalibration
+from .time_model import TimeModel
 
 
 SPEED_QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)  # equally likely speeds the completion probability averages over

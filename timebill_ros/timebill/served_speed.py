@@ -20,7 +20,8 @@ import pathlib
 import tempfile
 import time
 
-from .time_model import OnlineCalibration, TimeModel
+from .calibration import OnlineCalibration
+from .time_model import TimeModel
 
 SUFFIX = ".served.json"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..engine import BudgetedEngine
 from ..estimator import Estimator
 from ..length_predictor import ConstantLengthPredictor
-from ..time_model import OnlineCalibration
+from ..calibration import OnlineCalibration
 from .served_order import PromptStates, served_states
 
 FIXED = (0.0, 0.25, 0.5, 0.75, 0.95)

@@ -8,7 +8,7 @@ import pathlib
 from ..engine import BudgetedEngine
 from ..length_control import system_prompt_of
 from ..request import Request
-from ..time_model import OnlineCalibration
+from ..calibration import OnlineCalibration
 from .prefill_once import PrefillOnce
 
 
