@@ -84,3 +84,43 @@ def test_the_estimator_plans_with_the_odds(tiny):
     tight = est.estimate(Request(prompt="Is the door open?", budget=TM.end_to_end(n, 8) + 0.001, max_new_tokens=64,
                                  length_control=False, min_useful_tokens=1)).plan
     assert tight.tokens_that_fit == 8 and tight.completion_probability == 0.0
+
+
+# Three in ten answers stop within 16 tokens; the rest loop on to 368-384.
+STOPS_OR_LOOPS = LengthDistribution.of([16, 368, 384], [0.3, 0.0, 0.7])
+
+
+def test_the_point_of_least_relative_error_weighs_each_length_by_its_time():
+    def e2e(n):
+        return 0.1 + 0.01 * n
+
+    # weights 0.3 / e2e(8.5) and 0.7 / e2e(376.5): the short answers hold most of them
+    assert STOPS_OR_LOOPS.least_relative_error(e2e) == 9
+    assert STOPS_OR_LOOPS.median() > 368
+    # with every length taking the same time it is the median
+    assert D.least_relative_error(lambda n: 1.0) == D.median() == 16
+
+
+def test_the_estimate_names_the_point_of_least_relative_error_only_where_the_median_fits(tiny):
+    """Where the median answer fits, the point a planner is told is the length whose time is off by
+    least, relative to the real time; where it does not, the median, so that "fits" keeps its meaning."""
+    from timebill.estimator import Estimator
+    from timebill.length_predictor import LengthEstimate
+    from timebill.request import Request
+
+    class StopsOrLoops:
+        name = "stops-or-loops"
+
+        def predict(self, prompt_ids, max_new_tokens):
+            return LengthEstimate(STOPS_OR_LOOPS.median(), 384, STOPS_OR_LOOPS)
+
+    est = Estimator(tiny, TM, StopsOrLoops())
+    req = Request(prompt="Is the door open?", budget=60.0, max_new_tokens=384, length_control=False)
+    n = len(est.encode(req))
+    roomy = est.estimate(req).plan
+    assert roomy.predicted_tokens < 16 and roomy.completion_probability == 1.0
+    assert roomy.predicted_total == pytest.approx(TM.end_to_end(n, roomy.predicted_tokens), abs=0.01)
+    # 100 tokens fit: the short answers complete, the loops do not; the median does not fit
+    tight = est.estimate(Request(**{**req.__dict__, "budget": TM.end_to_end(n, 100)})).plan
+    assert tight.predicted_tokens == STOPS_OR_LOOPS.median() and tight.predicted_total > tight.budget
+    assert tight.completion_probability == pytest.approx(0.3)

@@ -93,6 +93,23 @@ class LengthDistribution:
         n = self.quantile(0.5)
         return self.ends[-1] if len(self.ends) > 1 and n > self.ends[-2] else n
 
+    def least_relative_error(self, seconds) -> int:
+        """The length whose time has the least expected relative error |estimate - real| / real,
+        ``seconds(n)`` being the end-to-end time of an answer of n tokens: the median of the
+        distribution weighted by 1 / seconds (a median minimises the absolute error; dividing by
+        the real time weighs each length by how much an error costs it, relative to its time).
+        Below the median where lengths spread: an answer that stops early is off by more,
+        relative to its time, than one that runs long."""
+        weights = [p / seconds(max(1.0, (self._start(i) + 1 + e) / 2)) if p > 0 else 0.0
+                   for i, (e, p) in enumerate(zip(self.ends, self.probs))]
+        half, acc = sum(weights) / 2, 0.0
+        for i, w in enumerate(weights):
+            if w > 0 and acc + w >= half:
+                start = self._start(i)
+                return max(1, min(self.ends[i], start + math.ceil((half - acc) / w * (self.ends[i] - start))))
+            acc += w
+        return self.ends[-1]
+
     def mean(self) -> float:
         return sum(p * (self._start(i) + e + 1) / 2 for i, (e, p) in enumerate(zip(self.ends, self.probs)))
 
