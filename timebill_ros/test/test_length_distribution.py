@@ -97,8 +97,9 @@ def test_the_point_of_least_relative_error_weighs_each_length_by_its_time():
     # weights 0.3 / e2e(8.5) and 0.7 / e2e(376.5): the short answers hold most of them
     assert STOPS_OR_LOOPS.least_relative_error(e2e) == 9
     assert STOPS_OR_LOOPS.median() > 368
-    # with every length taking the same time it is the median
+    # with every length taking the same time it is the median; with times that cannot weigh, too
     assert D.least_relative_error(lambda n: 1.0) == D.median() == 16
+    assert STOPS_OR_LOOPS.least_relative_error(lambda n: 0.0) == STOPS_OR_LOOPS.median()
 
 
 def test_the_estimate_names_the_point_of_least_relative_error_only_where_the_median_fits(tiny):

@@ -100,8 +100,10 @@ class LengthDistribution:
         the real time weighs each length by how much an error costs it, relative to its time).
         Below the median where lengths spread: an answer that stops early is off by more,
         relative to its time, than one that runs long."""
-        weights = [p / seconds(max(1.0, (self._start(i) + 1 + e) / 2)) if p > 0 else 0.0
-                   for i, (e, p) in enumerate(zip(self.ends, self.probs))]
+        times = [seconds(max(1.0, (self._start(i) + 1 + e) / 2)) for i, e in enumerate(self.ends)]
+        if not all(t > 0 and math.isfinite(t) for t in times):  # a timing model that cannot weigh: the plain median
+            return self.median()
+        weights = [p / t for p, t in zip(self.probs, times)]
         half, acc = sum(weights) / 2, 0.0
         for i, w in enumerate(weights):
             if w > 0 and acc + w >= half:
