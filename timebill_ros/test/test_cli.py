@@ -59,3 +59,26 @@ def test_the_cli_reads_the_ceiling_and_the_fixed_ratio_under_either_name(monkeyp
         cli.main(["generate", "--help"])
     shown = capsys.readouterr().out
     assert "--max-eviction-ratio" in shown and "--fixed-eviction-ratio" in shown and "alpha" not in shown
+
+
+def test_a_profile_from_an_earlier_version_is_refitted_from_its_points_without_measuring(tmp_path, capsys):
+    import dataclasses
+
+    import timebill.cli as cli
+    from timebill.profiler import fit, fit_prefill
+    from timebill.time_model import TimeModel
+
+    pre = [(32, 0.162), (64, 0.213), (128, 0.329), (256, 0.527), (512, 1.024), (1024, 1.924), (2048, 5.377)]
+    measured = fit(pre, [(n, 0.009 + 7e-6 * n) for n, _ in pre])
+    old = dataclasses.replace(measured, a=7.8e-7, b=8e-4, c=0.25, machine="the old box", date="2026-12-01T04:56:28Z")
+    path = old.save(tmp_path / "old.yaml")
+    assert cli.main(["profile", "--refit", str(path)]) == 0
+    assert "refitted from its measured points" in capsys.readouterr().out
+    new = TimeModel.load(path)
+    assert (new.a, new.b, new.c) == pytest.approx(fit_prefill(*zip(*pre)))
+    assert (new.machine, new.date) == ("the old box", "2026-12-01T04:56:28Z")   # when and where it was measured
+    bare = dataclasses.replace(old, fit={})
+    assert cli.main(["profile", "--refit", str(bare.save(tmp_path / "bare.yaml"))]) == 1
+    assert "keeps no measured points" in capsys.readouterr().err
+    assert cli.main(["profile", "--refit", str(tmp_path / "none.yaml")]) == 1
+    assert "none.yaml" in capsys.readouterr().err

@@ -133,9 +133,20 @@ def format_result(result, req) -> str:
 def cmd_profile(args) -> int:
     from .backends import make_backend
     from .models import ModelLoadError
-    from .profiler import DEFAULT_LENGTHS, fit_warning, profile, summary
+    from .profiler import DEFAULT_LENGTHS, fit_warning, profile, refit, summary
     from .runtime import configured_press, configured_threads, load_configured_model, time_model_path
+    from .time_model import TimeModel
 
+    if args.refit:
+        try:
+            tm = refit(TimeModel.load(args.refit))
+        except (ValueError, OSError) as exc:  # TimeModelError is a ValueError
+            _say(f"error: cannot refit {args.refit}: {exc}")
+            return 1
+        path = tm.save(args.out or args.refit)
+        print(f"timing model refitted from its measured points, written to {path}")
+        print(summary(tm))
+        return 0
     cfg = _config(args)
     try:
         loaded = load_configured_model(cfg)
@@ -199,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="where to write it (default: this machine's file in the cache)")
     p.add_argument("--max-tokens", type=int, default=2048, help="longest prompt to profile")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--refit", metavar="FILE", help="fit a timing model again from the points it keeps, measuring "
+                                                   "nothing (a file profiled by an earlier version); written back "
+                                                   "unless --out")
     _common(p)
     p.set_defaults(func=cmd_profile)
 

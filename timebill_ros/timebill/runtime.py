@@ -13,7 +13,7 @@ from .length_control import DEFAULT_LENGTH_CONTROL
 from .length_predictor import ConstantLengthPredictor
 from .models import EMBEDDED, LoadedModel, default_cache_dir, load_model
 from .planner import DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER
-from .profiler import DEFAULT_LENGTHS, backend_of, fit_warning, profile, summary
+from .profiler import DEFAULT_LENGTHS, FITTED_FOR, backend_of, fit_warning, profile, refit, summary
 from .served_speed import recall, served_path
 from .testing import TEST_TINY, tiny_test_model
 from .time_model import TimeModel, TimeModelError, default_time_model_path
@@ -90,6 +90,10 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
             log.warning("%s; moved it to %s and profiling again", exc, aside)
         else:
             if named or tm.fit.get("eviction_press") == configured_press(cfg):
+                if not named and tm.fit.get("fitted_for") != FITTED_FOR and (tm.fit.get("points") or {}).get("prefill"):
+                    tm = refit(tm)  # measured points, fitted by an earlier version for absolute error
+                    tm.save(path)
+                    say(f"timing model {path}: fitted again from its measured points for {FITTED_FOR}")
                 say(f"timing model: {path}")
                 return tm
             # Sound, only out of date: its eviction overhead is for another press, or it predates
