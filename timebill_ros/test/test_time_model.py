@@ -254,6 +254,10 @@ def test_a_cached_timing_model_fitted_by_an_earlier_version_is_fitted_again_from
     assert tm == refit(earlier) and tm.fit["fitted_for"] == FITTED_FOR and TimeModel.load(path) == tm
     assert abs(tm.prefill(32) - 0.162) < 0.01 < abs(earlier.prefill(32) - 0.162)
     assert any("fitted again from its measured points" in m for m in said)
+    # one that keeps no points is used as it was fitted
+    pointless = dataclasses.replace(earlier, fit={k: v for k, v in earlier.fit.items() if k != "points"})
+    pointless.save(path)
+    assert load_or_profile_time_model(cfg, tiny, progress=False, say=said.append) == pointless
     # a file the user named is theirs: used as it is
     named = earlier.save(tmp_path / "mine.yaml")
     assert load_or_profile_time_model({**cfg, "time_model": str(named)}, tiny, progress=False, say=said.append) == earlier

@@ -65,6 +65,20 @@ def served_speed_path(cfg: dict, loaded) -> pathlib.Path:
     return served_path(time_model_path(cfg, loaded))
 
 
+def _refitted(tm: TimeModel, path: pathlib.Path, say) -> TimeModel:
+    """A cached timing model an earlier version fitted for absolute error, fitted again from its
+    measured points and saved; as it was when it keeps no points or the new fit is unusable."""
+    try:
+        new = refit(tm)
+    except ValueError:
+        return tm
+    if new.problems():
+        return tm
+    new.save(path)
+    say(f"timing model {path}: fitted again from its measured points for {FITTED_FOR}")
+    return new
+
+
 def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log.info, backend=None) -> TimeModel:
     """The timing model: the file the configuration names, else this machine's cached one, profiled
     once when it is missing. A cached file that cannot be used is set aside and re-profiled; a file
@@ -90,10 +104,8 @@ def load_or_profile_time_model(cfg: dict, loaded, progress: bool = True, say=log
             log.warning("%s; moved it to %s and profiling again", exc, aside)
         else:
             if named or tm.fit.get("eviction_press") == configured_press(cfg):
-                if not named and tm.fit.get("fitted_for") != FITTED_FOR and (tm.fit.get("points") or {}).get("prefill"):
-                    tm = refit(tm)  # measured points, fitted by an earlier version for absolute error
-                    tm.save(path)
-                    say(f"timing model {path}: fitted again from its measured points for {FITTED_FOR}")
+                if not named and tm.fit.get("fitted_for") != FITTED_FOR:
+                    tm = _refitted(tm, path, say)
                 say(f"timing model: {path}")
                 return tm
             # Sound, only out of date: its eviction overhead is for another press, or it predates
