@@ -23,19 +23,17 @@ import argparse
 import pathlib
 import statistics
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", default="test", choices=("train", "val", "test"))
     ap.add_argument("--budgets", default="1,3")
-    ap.add_argument("--work", default=str(REPO / "runs" / "rlp"), help="the prompts' features are cached here")
+    ap.add_argument("--work", default=None, help="the prompts' features are cached here (default: runs/rlp, as `rlp train`)")
     args = ap.parse_args()
 
     from timebill.config import load_config
     from timebill.length_distribution import LengthDistribution
-    from timebill.rlp.cli import DEFAULT_LABELS
+    from timebill.rlp.cli import DEFAULT_LABELS, DEFAULT_WORK
     from timebill.rlp.features import features_for
     from timebill.rlp.labelled import labelled, split_indices
     from timebill.rlp.model import LengthHead
@@ -50,7 +48,7 @@ def main() -> int:
     recs = labelled(DEFAULT_LABELS)
     recs = [recs[i] for i in split_indices(recs)[args.split] if not recs[i]["id"].startswith("limited/")]
     L, cap = head.cfg.layers, head.cfg.max_tokens
-    feats = features_for(loaded, recs, [L], head.cfg.max_input_tokens, pathlib.Path(args.work))[L]
+    feats = features_for(loaded, recs, [L], head.cfg.max_input_tokens, pathlib.Path(args.work) if args.work else DEFAULT_WORK)[L]
     ends, probs = head.distribution(feats)
     print(f"{len(recs)} {args.split} prompts of {DEFAULT_LABELS.name}; head {default_head_path().name} (cap {cap}); "
           f"timing model {time_model_path(cfg, loaded).name}")

@@ -103,14 +103,7 @@ class LengthDistribution:
         times = [seconds(max(1.0, (self._start(i) + 1 + e) / 2)) for i, e in enumerate(self.ends)]
         if not all(t > 0 and math.isfinite(t) for t in times):  # a timing model that cannot weigh: the plain median
             return self.median()
-        weights = [p / t for p, t in zip(self.probs, times)]
-        half, acc = sum(weights) / 2, 0.0
-        for i, w in enumerate(weights):
-            if w > 0 and acc + w >= half:
-                start = self._start(i)
-                return max(1, min(self.ends[i], start + math.ceil((half - acc) / w * (self.ends[i] - start))))
-            acc += w
-        return self.ends[-1]
+        return LengthDistribution.of(self.ends, [p / t for p, t in zip(self.probs, times)]).quantile(0.5)
 
     def mean(self) -> float:
         return sum(p * (self._start(i) + e + 1) / 2 for i, (e, p) in enumerate(zip(self.ends, self.probs)))
