@@ -123,11 +123,13 @@ def test_the_engine_predicts_from_its_own_prefill_and_no_predictor_time_enters_t
     for prompt, expected in ((SHORT, 16), (LONG, 208)):
         a = own_pass.generate(Request(prompt, budget=30, max_new_tokens=256, length_control=False), on_plan=own_plans.append)
         b = in_prefill.generate(Request(prompt, budget=30, max_new_tokens=256, length_control=False), on_plan=plans.append)
-        # The same distribution, the same head's point where it does not fit; the point of least
-        # relative error told where it does (estimator._reported_point) differs by a token at most,
-        # as the own pass's time enters its weights.
+        # The same distribution, so the same median. Both answers fit, so each names the point of
+        # least relative error (estimator._reported_point) at or below that median; the two points
+        # may differ, as the own pass's time (whatever the machine's load made it) enters its weights.
         assert own_plans[-1].length.distribution.probs == pytest.approx(plans[-1].length.distribution.probs, abs=1e-4)
-        assert abs(a.plan.predicted_tokens - b.plan.predicted_tokens) <= 1 and b.plan.predicted_tokens <= expected
+        median = plans[-1].length.dist().capped(256).median()
+        assert own_plans[-1].length.dist().capped(256).median() == median
+        assert a.plan.predicted_tokens <= median and b.plan.predicted_tokens <= min(median, expected)
         assert a.predictor_time > 0 and a.plan.predictor_time > 0
         assert b.predictor_time == 0 and b.plan.predictor_time == 0
         assert plans[-1].plan is b.plan  # the plan is published once it is made
