@@ -136,6 +136,23 @@ def test_the_engine_predicts_from_its_own_prefill_and_no_predictor_time_enters_t
         assert b.plan.completion_probability == pytest.approx(a.plan.completion_probability, abs=0.05)
 
 
+def test_a_plan_made_inside_the_prefill_times_that_prefill_as_it_ran(tiny, tiny_time_model, tiny_rlp):
+    from timebill.request import Request
+
+    req = Request(LONG, budget=30, max_new_tokens=16, length_control=False)
+    inside = rlp_engine(tiny, tiny_time_model, tiny_rlp).generate(req)
+    assert 0 < inside.forward_time <= inside.prefill_time
+    # nothing served yet, so no share of the prefill after the plan is known: the forward pass is the prefill
+    assert inside.plan.predicted_prefill == pytest.approx(inside.forward_time)
+    ran = tiny_time_model.with_prefill(inside.prompt_tokens, inside.forward_time)
+    assert inside.time_given_length == pytest.approx(
+        inside.planned_at + ran.end_to_end(inside.prompt_tokens, inside.timed_tokens, inside.eviction_ratio))
+    # planned before its prefill (its own predictor pass), a job can only model it
+    before = rlp_engine(tiny, tiny_time_model, tiny_rlp, in_prefill=False).generate(req)
+    assert before.forward_time == 0
+    assert before.plan.predicted_prefill == pytest.approx(tiny_time_model.prefill(before.prompt_tokens))
+
+
 def test_the_ratio_planned_after_the_prefill_is_the_one_applied(tiny, tiny_rlp):
     # A timing model where the cache length matters, and a budget the 208 predicted tokens fit
     # only with eviction.

@@ -114,6 +114,30 @@ def test_the_prefill_scale_follows_the_prompts_length():
     assert cal.for_refusals.prefill(760) == pytest.approx(1.6 * TRUE.prefill(760))
 
 
+def test_a_prefill_that_has_run_is_timed_as_it_ran_at_every_speed_and_the_rest_modelled():
+    cal = OnlineCalibration(TRUE, window=32)
+    for _ in range(6):  # recent 40-token prompts prefilled 1.6x slower than the profile
+        cal.observe(40, 1.6 * TRUE.prefill(40), 40, [TRUE.decode_step(40 + i) for i in range(10)])
+    for tm in (TRUE, cal.model, cal.model_at(0.9), cal.for_refusals):
+        ran = tm.with_prefill(40, 0.123)
+        assert ran.prefill(40) == 0.123  # not scaled by the length's factor: it is what it took
+        assert ran.end_to_end(40, 10) == pytest.approx(0.123 + tm.decode(40, 10))
+        assert ran.prefill(41) == tm.prefill(41) and ran.decode_step(50) == tm.decode_step(50)
+    assert cal.model.prefill(40) == pytest.approx(1.6 * TRUE.prefill(40))  # the calibration's own model is unchanged
+
+
+def test_a_prefill_planned_inside_it_adds_the_recent_jobs_share_after_the_plan():
+    cal = OnlineCalibration(TRUE, window=32)
+    assert cal.whole_prefill(0.2) == 0.2  # nothing served yet: the forward pass is all there is
+    for share in (0.04, 0.05, 0.03):  # evicting and carrying the cache after the plan
+        cal.observe(40, 0.2, 40, [TRUE.decode_step(40)], forward_s=0.2 * (1 - share))
+    cal.observe(40, 0.2, 40, [TRUE.decode_step(40)])  # a job planned before its prefill tells nothing
+    assert cal.whole_prefill(0.192) == pytest.approx(0.2)
+    for _ in range(10):  # stalls after the plan are not a share to plan with
+        cal.observe(40, 1.0, 40, [TRUE.decode_step(40)], forward_s=0.1)
+    assert cal.whole_prefill(0.1) == pytest.approx(0.1 / (1 - OnlineCalibration.MAX_TAIL_SHARE))
+
+
 def test_one_outlier_job_moves_nothing_and_memory_is_bounded():
     cal = OnlineCalibration(TRUE, window=8)
     for _ in range(6):

@@ -37,8 +37,8 @@ class ServedTimeModel(TimeModel):
         near = [ratio for m, ratio in self.similar if n / SIMILAR_LENGTH <= m <= n * SIMILAR_LENGTH]
         return median(near) / self.reference if len(near) >= MIN_SIMILAR_JOBS and self.reference > 0 else 1.0
 
-    def prefill(self, prompt_tokens: int) -> float:
-        return super().prefill(prompt_tokens) * self._length_factor(prompt_tokens)
+    def modelled_prefill(self, prompt_tokens: int) -> float:
+        return super().modelled_prefill(prompt_tokens) * self._length_factor(prompt_tokens)
 
     def evict_overhead(self, prompt_tokens: int, eviction_ratio: float) -> float:
         return super().evict_overhead(prompt_tokens, eviction_ratio) * self._length_factor(prompt_tokens)
@@ -78,6 +78,7 @@ class OnlineCalibration:
         self._decode_totals: deque[float] = deque(maxlen=window)   # each job's whole decoding time: the scale
         self._prefill_errors: deque[float] = deque(maxlen=window)
         self._decode_errors: deque[float] = deque(maxlen=window)
+        self._tail_shares: deque[float] = deque(maxlen=window)  # of a prefill planned inside: see whole_prefill
         self._current = base
         # Jobs are observed on the engine's thread while diagnostics and the served-speed file
         # read the windows from others: iterating a deque that is appended to meanwhile raises.
@@ -116,10 +117,26 @@ class OnlineCalibration:
                 return median(self._decode_totals)
             return median(self._decode_ratios) if self._decode_ratios else 1.0
 
-    def observe(self, prompt_tokens: int, prefill_s: float, cached_first: int, step_times: list[float]) -> None:
-        """Add one served job: its measured prefill, and step i's time with cached_first + i positions."""
+    def observe(self, prompt_tokens: int, prefill_s: float, cached_first: int, step_times: list[float],
+                forward_s: float = 0.0) -> None:
+        """Add one served job: its measured prefill, and step i's time with cached_first + i positions.
+        ``forward_s`` > 0: the job was planned inside its prefill, that many seconds in."""
         with self._lock:
+            if 0 < forward_s <= prefill_s:
+                self._tail_shares.append(1.0 - forward_s / prefill_s)
             self._observe(prompt_tokens, prefill_s, cached_first, step_times)
+
+    # A prefill's part after the plan made inside it is the eviction and the cache carried into
+    # llama.cpp: 4 % of a 40-token prefill here, 1-5 % of a 1,000-token one. More than this is a
+    # stall, not a share to plan with.
+    MAX_TAIL_SHARE = 0.5
+
+    def whole_prefill(self, forward_s: float) -> float:
+        """The seconds of a prefill planned inside it, ``forward_s`` seconds in: the part after the
+        plan (evicting, carrying the cache) as the recent jobs' median share of their prefill."""
+        with self._lock:
+            share = min(median(self._tail_shares), self.MAX_TAIL_SHARE) if self._tail_shares else 0.0
+        return forward_s / (1.0 - share)
 
     def _observe(self, prompt_tokens: int, prefill_s: float, cached_first: int, step_times: list[float]) -> None:
         if prompt_tokens > 0 and prefill_s > 0 and math.isfinite(prefill_s):

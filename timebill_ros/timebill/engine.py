@@ -50,6 +50,7 @@ class Result:
     # decode at the ratio used): the time estimate's own error, apart from the length's.
     time_given_length: float = 0.0
     planned_at: float = 0.0     # seconds from acceptance when the plan was made (queueing, any earlier prefill)
+    forward_time: float = 0.0   # seconds into the prefill when the plan was made inside it (0: made before it)
     # An answer format's answer that decoding stopped before it was whole (the deadline, a cancel,
     # the token cap): ``text`` ends with the shortest ending the format allows, appended.
     closed_early: bool = False
@@ -140,7 +141,7 @@ class BudgetedEngine:
             result = compute_thread.run(job)
         if self.learn_online and result.generated_tokens:
             self.estimator.calibration.observe(result.prompt_tokens, result.prefill_time, result.cached_tokens,
-                                               result.token_intervals)
+                                               result.token_intervals, result.forward_time)
             if req.answer_format is not None and result.stop_reason in ("eos", "format"):
                 self.estimator.format_lengths.observe(req.answer_format, result.timed_tokens)
         return result
@@ -230,9 +231,11 @@ class BudgetedEngine:
                                     control_length=False)
         declined: list[tuple[Estimate, Estimate | None]] = []
 
-        def decide(state) -> Estimate | None:
+        def decide(state, forward: float) -> Estimate | None:
+            # ``forward`` seconds of this prefill have run: the plan times it rather than models it
             est = estimator.estimate(req, elapsed, prompt_ids=ids,
-                                     length=estimator.length_predictor.from_state(state, max_new), control_length=False)
+                                     length=estimator.length_predictor.from_state(state, max_new), control_length=False,
+                                     prefill_seconds=estimator.calibration.whole_prefill(forward))
             limited = estimator.limit_after_prefill(req, est, time.monotonic() - accepted_at) if limit else None
             if limited is not None or (prefer_over is not None and estimator.better(prefer_over, est) is prefer_over):
                 declined.append((est, limited))
@@ -259,8 +262,12 @@ class BudgetedEngine:
         if decide is None:
             press = make_press(self.estimator.press, est.plan.eviction_ratio, len(job.ids))
         else:
+            def planned_inside(state) -> float:
+                job.forward_time = time.monotonic() - t0
+                return job.replan(decide(state, job.forward_time))
+
             press = DeferredPress(self.estimator.press, len(job.ids), self.estimator.length_predictor.state_layer,
-                                  lambda state: job.replan(decide(state)))
+                                  planned_inside)
         logits, cached = self.backend.prefill(job.ids, press)
         prefill_time = time.monotonic() - t0
         if job.declined:
@@ -280,7 +287,7 @@ class BudgetedEngine:
         result = job.finish(outcome, message, stop, text=text, closed_early=bool(closing), cached_tokens=cached,
                             generated_tokens=len(stream.ids), prefill_time=prefill_time, decode_time=sum(step_times),
                             step_times=step_times, token_times=stream.times)
-        result.time_given_length = result.planned_at + est.plan.predictor_time + self.estimator.time_model.end_to_end(
+        result.time_given_length = result.planned_at + est.plan.predictor_time + est.time_model.end_to_end(
             len(est.prompt_ids), result.timed_tokens, est.plan.eviction_ratio)
         if outcome is Outcome.COMPLETED and not result.deadline_met:
             result.message = (f"completed {result.total_time - float(req.budget):.3f} s after the deadline "
@@ -356,6 +363,7 @@ class _Job:
     queue_wait: float
     max_new: int
     declined: bool = False  # the plan made from the prefill declined to run this prompt
+    forward_time: float = 0.0  # seconds into the prefill when the plan was made inside it
 
     def __post_init__(self):
         self.plan = self.est.plan
@@ -378,7 +386,8 @@ class _Job:
             outcome=outcome, text=text, message=message, deadline_met=now <= self.deadline,
             prompt_tokens=len(self.ids), eviction_ratio=self.plan.eviction_ratio, plan=self.plan,
             predictor_time=self.est.predictor_latency, planned_at=self.est.planned_at,
-            queue_wait=self.queue_wait, total_time=now - self.accepted_at, stop_reason=stop, **kw,
+            queue_wait=self.queue_wait, total_time=now - self.accepted_at, stop_reason=stop,
+            forward_time=self.forward_time, **kw,
         )
 
 

@@ -33,6 +33,7 @@ class Estimate:
     plan: Plan
     predictor_latency: float  # measured seconds of this estimate's length predictions
     request: Request          # the request as it is to run: with the word limit length control chose, if any
+    time_model: TimeModel | None = None  # what the plan's times come from (with the prefill, where it has run)
 
     @property
     def planned_at(self) -> float:
@@ -122,18 +123,21 @@ class Estimator:
         return ids
 
     def estimate(self, req: Request, already_elapsed: float = 0.0, prompt_ids: list | None = None,
-                 length: LengthEstimate | None = None, control_length: bool = True) -> Estimate:
+                 length: LengthEstimate | None = None, control_length: bool = True,
+                 prefill_seconds: float | None = None) -> Estimate:
         """Plan ``req`` with ``already_elapsed`` seconds of its budget gone (e.g. queueing).
 
         ``prompt_ids``: ``req`` already tokenized by ``encode``. ``length``: a prediction already
         made for these ids (e.g. by the predictor node when the goal was accepted); it is then not
-        predicted again inside the budget. When the budget holds fewer tokens than the expected
+        predicted again inside the budget. ``prefill_seconds``: what this prompt's prefill takes,
+        where it is being planned inside it (``BudgetedEngine``, ``predict_in_prefill``); the plan
+        times it so instead of modelling it. When the budget holds fewer tokens than the expected
         answer and length control is on, the request is planned again with a word limit
         (``timebill.length_control``): the Estimate then carries the limited request, its ids and
         its second prediction, and both predictions' time. ``control_length=False`` plans ``req``
         as it is (a verdict that must not run the predictor).
         """
-        est = self._plan(req, already_elapsed, prompt_ids, length)
+        est = self._plan(req, already_elapsed, prompt_ids, length, prefill_seconds)
         limited = self.limited_request(req, est) if control_length else None
         if limited is None:
             return est
@@ -233,8 +237,15 @@ class Estimator:
         return (dataclasses.replace(length, predicted_tokens=point),
                 dataclasses.replace(plan, predicted_tokens=point, predicted_total=end_to_end(point)))
 
-    def _plan(self, req: Request, already_elapsed: float, prompt_ids: list | None, length: LengthEstimate | None) -> Estimate:
+    def _plan(self, req: Request, already_elapsed: float, prompt_ids: list | None, length: LengthEstimate | None,
+              prefill_seconds: float | None = None) -> Estimate:
         ids = prompt_ids if prompt_ids is not None else self.encode(req)
+
+        def timed(tm: TimeModel) -> TimeModel:
+            # every speed the plan weighs has this prefill as it ran, where it has
+            return tm if prefill_seconds is None else tm.with_prefill(len(ids), prefill_seconds)
+
+        tm = timed(self.time_model)
         max_new = self.max_new_tokens(req)
         fmt = req.answer_format
         latency = 0.0  # a length made elsewhere costs this job's budget nothing here
@@ -253,23 +264,23 @@ class Estimator:
                                 predicted_tokens_bound=max(1, min(length.predicted_tokens_bound, max_new)),
                                 distribution=length.distribution)
         plan = plan_eviction(
-            self.time_model, len(ids), length.predicted_tokens, length.predicted_tokens_bound, float(req.budget) - already_elapsed,
+            tm, len(ids), length.predicted_tokens, length.predicted_tokens_bound, float(req.budget) - already_elapsed,
             max_eviction_ratio=self.max_eviction_ratio_for(req), predictor_time=latency,
             press_applies=press_applies(len(ids)), fixed_eviction_ratio=req.fixed_eviction_ratio,
-            worst_tm=self.calibration.model_at(self.worst_case_quantile),
+            worst_tm=timed(self.calibration.model_at(self.worst_case_quantile)),
             planner=self.planner, min_useful_tokens=int(req.min_useful_tokens) or (
                 fmt.min_tokens(self.loaded, max_new) if fmt is not None else self.min_useful_tokens),
-            max_new_tokens=max_new, verdict_tm=self.calibration.for_refusals,
+            max_new_tokens=max_new, verdict_tm=timed(self.calibration.for_refusals),
         )
         # The speed is uncertain too: the tokens that fit at five quantiles of the recent jobs'
         # measured/predicted speed (all the median until the calibration has seen enough jobs).
-        fits = [tokens_that_fit(self.calibration.model_at(q), len(ids), plan.eviction_ratio, plan.budget, latency, max_new)
+        fits = [tokens_that_fit(timed(self.calibration.model_at(q)), len(ids), plan.eviction_ratio, plan.budget, latency, max_new)
                 if q != 0.5 else plan.tokens_that_fit for q in SPEED_QUANTILES]
         def end_to_end(n):
-            return latency + self.time_model.end_to_end(len(ids), n, plan.eviction_ratio)
+            return latency + tm.end_to_end(len(ids), n, plan.eviction_ratio)
 
         odds = completion_odds(end_to_end, length.dist(), fits, max_new)
         length, plan = self._reported_point(length, plan, end_to_end, max_new)
         plan = dataclasses.replace(plan, answer_words=int(req.answer_words or 0), completion_probability=odds.probability,
                                    expected_time=odds.expected_time, p90_time=odds.p90_time)
-        return Estimate(prompt_ids=ids, length=length, plan=plan, predictor_latency=latency, request=req)
+        return Estimate(prompt_ids=ids, length=length, plan=plan, predictor_latency=latency, request=req, time_model=tm)

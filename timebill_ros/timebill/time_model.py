@@ -10,6 +10,7 @@ the jobs it serves.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import os
@@ -44,10 +45,25 @@ class TimeModel:
     date: str = ""
     threads: int = 0
     fit: dict = field(default_factory=dict)
+    # (prompt tokens, seconds) of a prefill that has already run: a job planned inside its own
+    # prefill (``Estimator.estimate(prefill_seconds=...)``) times it instead of modelling it.
+    prefill_known: tuple = ()
 
     def prefill(self, prompt_tokens: int) -> float:
+        if self.prefill_known and self.prefill_known[0] == int(prompt_tokens):
+            return self.prefill_known[1]
+        return self.modelled_prefill(prompt_tokens)
+
+    def modelled_prefill(self, prompt_tokens: int) -> float:
         n = float(prompt_tokens)
         return max(0.0, self.a * n * n + self.b * n + self.c)
+
+    def with_prefill(self, prompt_tokens: int, seconds: float) -> "TimeModel":
+        """This model for a job whose prefill of ``prompt_tokens`` took ``seconds``: its end-to-end
+        times then hold the prefill as it ran, the rest modelled. (Through the nodes, a short
+        prompt's modelled prefill was off by a third or more for single goals on this shared
+        machine: docs/BENCHMARKS.md, "The prefill as it ran".)"""
+        return dataclasses.replace(self, prefill_known=(int(prompt_tokens), float(seconds)))
 
     def evict_overhead(self, prompt_tokens: int, eviction_ratio: float) -> float:
         """Extra prefill seconds when ``eviction_ratio`` > 0 (the press scores and cuts the cache)."""
