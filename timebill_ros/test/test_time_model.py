@@ -126,16 +126,18 @@ def test_a_prefill_that_has_run_is_timed_as_it_ran_at_every_speed_and_the_rest_m
     assert cal.model.prefill(40) == pytest.approx(1.6 * TRUE.prefill(40))  # the calibration's own model is unchanged
 
 
-def test_a_prefill_planned_inside_it_adds_the_recent_jobs_share_after_the_plan():
+def test_a_prefill_planned_inside_it_adds_what_followed_the_plan_in_the_recent_jobs_nearest_in_length():
     cal = OnlineCalibration(TRUE, window=32)
-    assert cal.whole_prefill(0.2) == 0.2  # nothing served yet: the forward pass is all there is
-    for share in (0.04, 0.05, 0.03):  # evicting and carrying the cache after the plan
-        cal.observe(40, 0.2, 40, [TRUE.decode_step(40)], forward_s=0.2 * (1 - share))
-    cal.observe(40, 0.2, 40, [TRUE.decode_step(40)])  # a job planned before its prefill tells nothing
-    assert cal.whole_prefill(0.192) == pytest.approx(0.2)
-    for _ in range(10):  # stalls after the plan are not a share to plan with
-        cal.observe(40, 1.0, 40, [TRUE.decode_step(40)], forward_s=0.1)
-    assert cal.whole_prefill(0.1) == pytest.approx(0.1 / (1 - OnlineCalibration.MAX_TAIL_SHARE))
+    assert cal.whole_prefill(40, 0.2) == 0.2  # nothing served yet: the forward pass is all there is
+    for tail in (0.011, 0.012, 0.013):  # the plan, evicting and carrying the cache after it
+        cal.observe(40, 0.2 + tail, 40, [TRUE.decode_step(40)], forward_s=0.2)
+    for tail in (0.044, 0.040, 0.046):
+        cal.observe(980, 2.3 + tail, 980, [TRUE.decode_step(980)], forward_s=2.3)
+    cal.observe(40, 0.5, 40, [TRUE.decode_step(40)])  # a job planned before its prefill tells nothing
+    assert cal.whole_prefill(38, 0.19) == pytest.approx(0.19 + 0.012)
+    assert cal.whole_prefill(1000, 2.2) == pytest.approx(2.2 + 0.044)
+    cal.observe(40, 1.2, 40, [TRUE.decode_step(40)], forward_s=0.2)  # one stall after the plan
+    assert cal.whole_prefill(40, 0.19) == pytest.approx(0.19 + 0.013)  # the newest three: a median leaves it out
 
 
 def test_one_outlier_job_moves_nothing_and_memory_is_bounded():

@@ -78,7 +78,7 @@ class OnlineCalibration:
         self._decode_totals: deque[float] = deque(maxlen=window)   # each job's whole decoding time: the scale
         self._prefill_errors: deque[float] = deque(maxlen=window)
         self._decode_errors: deque[float] = deque(maxlen=window)
-        self._tail_shares: deque[float] = deque(maxlen=window)  # of a prefill planned inside: see whole_prefill
+        self._tails: deque[tuple[int, float]] = deque(maxlen=window)  # (prompt tokens, seconds): see whole_prefill
         self._current = base
         # Jobs are observed on the engine's thread while diagnostics and the served-speed file
         # read the windows from others: iterating a deque that is appended to meanwhile raises.
@@ -122,21 +122,23 @@ class OnlineCalibration:
         """Add one served job: its measured prefill, and step i's time with cached_first + i positions.
         ``forward_s`` > 0: the job was planned inside its prefill, that many seconds in."""
         with self._lock:
-            if 0 < forward_s <= prefill_s:
-                self._tail_shares.append(1.0 - forward_s / prefill_s)
+            if 0 < forward_s <= prefill_s and prompt_tokens > 0:
+                self._tails.append((int(prompt_tokens), prefill_s - forward_s))
             self._observe(prompt_tokens, prefill_s, cached_first, step_times)
 
-    # A prefill's part after the plan made inside it is the eviction and the cache carried into
-    # llama.cpp: 4 % of a 40-token prefill here, 1-5 % of a 1,000-token one. More than this is a
-    # stall, not a share to plan with.
-    MAX_TAIL_SHARE = 0.5
+    # Recent jobs whose part of the prefill after the plan times that part for a prompt: the nearest
+    # in length (it grows with the cache carried: 11-13 ms at 40 tokens, 44 ms at 983 here,
+    # benchmarks/prefill_split_bench.py), and a median, so that one stall moves nothing.
+    NEAREST_TAILS = 3
 
-    def whole_prefill(self, forward_s: float) -> float:
-        """The seconds of a prefill planned inside it, ``forward_s`` seconds in: the part after the
-        plan (evicting, carrying the cache) as the recent jobs' median share of their prefill."""
+    def whole_prefill(self, prompt_tokens: int, forward_s: float) -> float:
+        """The seconds of a prefill of ``prompt_tokens`` planned inside it, ``forward_s`` seconds
+        in: the part after the plan (the plan, evicting, carrying the cache into llama.cpp) as it
+        took in the recent jobs nearest in prompt length; none before a job has been served."""
         with self._lock:
-            share = min(median(self._tail_shares), self.MAX_TAIL_SHARE) if self._tail_shares else 0.0
-        return forward_s / (1.0 - share)
+            newest_first = list(reversed(self._tails))
+        near = sorted(newest_first, key=lambda t: abs(t[0] - prompt_tokens))[:self.NEAREST_TAILS]  # stable: newest among equals
+        return forward_s + (median(t for _, t in near) if near else 0.0)
 
     def _observe(self, prompt_tokens: int, prefill_s: float, cached_first: int, step_times: list[float]) -> None:
         if prompt_tokens > 0 and prefill_s > 0 and math.isfinite(prefill_s):

@@ -235,7 +235,7 @@ class BudgetedEngine:
             # ``forward`` seconds of this prefill have run: the plan times it rather than models it
             est = estimator.estimate(req, elapsed, prompt_ids=ids,
                                      length=estimator.length_predictor.from_state(state, max_new), control_length=False,
-                                     prefill_seconds=estimator.calibration.whole_prefill(forward))
+                                     prefill_seconds=estimator.calibration.whole_prefill(len(ids), forward))
             limited = estimator.limit_after_prefill(req, est, time.monotonic() - accepted_at) if limit else None
             if limited is not None or (prefer_over is not None and estimator.better(prefer_over, est) is prefer_over):
                 declined.append((est, limited))

@@ -1,0 +1,51 @@
+"""Where the time model's error through the nodes comes from, read from estimate_bench.py's JSON.
+
+For each run given (the `estimate_bench.json` of `benchmarks/estimate_bench.py`, goals in the order
+they were sent): the completed goals' prefill as planned against as measured (mean and largest
+error, goals more than 30 % off), and how well the recent jobs' speed predicts the next job's:
+each job's seconds per decoding step (its measured decoding over its steps, jobs of 6 tokens or
+more) against the median of the k jobs before it, mean error for several k (the calibration plans
+from such a median; if a short window followed the machine better, it would show here).
+
+    python benchmarks/served_time_report.py docs/bench/estimate_bench_s17_prefill_*.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+
+WINDOWS = (1, 2, 4, 8, 16, 32)
+SKIP_FIRST = 8  # the first jobs of a run have no window to speak of
+
+
+def prefill_errors(goals: list[dict]) -> list[float]:
+    return [abs(g["predicted_prefill"] - g["measured_prefill"]) / g["measured_prefill"]
+            for g in goals if g["outcome"] == "COMPLETED" and g["measured_prefill"] > 0]
+
+
+def window_errors(goals: list[dict]) -> dict[int, float]:
+    step = [g["measured_decode"] / (g["generated_tokens"] - 1) for g in goals
+            if g["generated_tokens"] >= 6 and g["measured_decode"] > 0]
+    return {k: statistics.mean(abs(statistics.median(step[max(0, i - k):i]) - step[i]) / step[i]
+                               for i in range(SKIP_FIRST, len(step))) for k in WINDOWS}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=pathlib.Path, help="estimate_bench.json files")
+    args = ap.parse_args()
+    print("| run | prefill as planned: mean error (max) | goals > 30 % off | next job's step from the median of the last k: "
+          + ", ".join(f"k={k}" for k in WINDOWS) + " |")
+    print("|---|---|---|---|")
+    for path in args.runs:
+        goals = json.loads(path.read_text())["goals"]
+        pe, we = prefill_errors(goals), window_errors(goals)
+        print(f"| {path.name} | {100 * statistics.mean(pe):.1f} % ({100 * max(pe):.0f} %) | {sum(e > 0.3 for e in pe)} | "
+              + ", ".join(f"{100 * we[k]:.1f} %" for k in WINDOWS) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
