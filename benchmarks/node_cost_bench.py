@@ -34,14 +34,14 @@ CONFIG = HERE.parent / "timebill_ros" / "config" / "timebill.yaml"
 MARK = "NODE-COST "
 PARTS = [("sample", "sampling"), ("loop", "loop guard"), ("delta", "detokenizing"), ("feedback", "feedback messages"),
          ("status", "status updates"), ("take", "whole per-token path")]
-PHASES = ["accepted", "executing", "tokenized", "job started", "generated", "answered", "returned"]
+PHASES = ["accepted", "executing", "tokenized", "job started", "job ended", "generated", "answered", "returned"]
 
 
 def serve(node_args: list[str]) -> int:
     """The generation node with timers around its parts; one JSON line per goal on stdout."""
     import threading
 
-    from timebill import token_stream
+    from timebill import engine, token_stream
     from timebill.engine import BudgetedEngine
     from timebill.estimator import Estimator
     from timebill_ros import goal_stream
@@ -88,6 +88,7 @@ def serve(node_args: list[str]) -> int:
     marked(GenerationNode, "_execute", "executing")
     marked(Estimator, "encode", "tokenized", after=True)
     marked(BudgetedEngine, "generate", "job started")
+    marked(engine._Job, "finish", "job ended", after=True)   # where the job report's measured_total ends
     marked(BudgetedEngine, "generate", "generated", after=True)
     marked(goal_stream.GoalState, "answer", "answered", after=True)
     lock = threading.Lock()
@@ -182,7 +183,7 @@ def main() -> int:
         def gap(r, a=a, b=b):
             p = r["phases"]
             return p[b] - (p[a] if a != "goal taken" else 0.0)
-        if b == "generated":
+        if b == "job ended":
             print(f"| (the job: prefill, decoding) | {med('short', gap):.0f} | {med('long', gap):.0f} |")
             continue
         print(f"| {a} -> {b} | {med('short', gap):.1f} | {med('long', gap):.1f} |")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-import time
 
 from action_msgs.msg import GoalStatus
 
@@ -37,6 +36,7 @@ class QueryHandle:
         self._on_token = on_token
         self._on_feedback = on_feedback
         self._lock = threading.Lock()
+        self._streamed = threading.Condition(self._lock)  # notified as feedback brings tokens
         self._chunks: list[str] = []
         self._tokens = 0
         self.goal_handle = None
@@ -100,6 +100,7 @@ class QueryHandle:
             self._chunks.append(fb.text)
             self._tokens = fb.tokens_generated
             self.feedback = fb
+            self._streamed.notify_all()
         # A caller's callback that raises must not end the spin thread (every later query would
         # hang): log it with its traceback and go on.
         if self._on_token is not None and fb.text:
@@ -158,10 +159,9 @@ class QueryHandle:
             # Feedback and result travel on different channels: give the last feedback time to land,
             # so `text` is the whole stream when the future completes (up to 5 s: on a loaded
             # machine a client can be seconds behind a fast model). Not on the spin thread, which
-            # is the one that delivers that feedback.
-            end = time.monotonic() + 5.0
-            while self._tokens < result.generated_tokens and time.monotonic() < end:
-                time.sleep(0.005)
+            # is the one that delivers that feedback. Woken by that feedback, not polled.
+            with self._lock:
+                self._streamed.wait_for(lambda: self._tokens >= result.generated_tokens, timeout=5.0)
             _settle(self.future, result)
             self._client._forget(self)
 
