@@ -76,7 +76,12 @@ def test_a_goal_caught_in_a_loop_completes_early_without_the_repeat(embedded, fa
     assert r.generated_tokens < looping.generated_tokens
     # the same answer up to the loop and what was streamed, its repeated span once
     assert looping.text.startswith(r.text) and r.text == "".join(streamed)
-    assert r.text.count("A robotic arm can pick up a cup") < looping.text.count("A robotic arm can pick up a cup")
+    # The repeated item is the looping answer's most frequent line; its words depend on the CPU's
+    # llama.cpp kernels (an AMX Xeon and an AMD EPYC decode different greedy paths), so read it.
+    lines = [x for x in looping.text.splitlines() if x.strip()]
+    item = max(set(lines), key=lines.count)
+    assert lines.count(item) >= 3
+    assert r.text.count(item) < looping.text.count(item)
 
 
 def test_answers_kept_to_a_format_are_not_watched(embedded, fast_backend, embedded_fast_time_model):
