@@ -390,6 +390,12 @@ def test_a_restart_plans_from_the_speed_measured_while_serving(tmp_path):
     again = OnlineCalibration(TRUE)
     recall(path, again)
     assert again.model.prefill(1400) == pytest.approx(serving.model.prefill(1400)) == pytest.approx(2.0 * TRUE.prefill(1400))
+    # and what followed the plan in prefills planned inside them
+    serving.observe(40, 0.212, 40, [TRUE.decode_step(40)], forward_s=0.2)
+    remember(path, serving)
+    third = OnlineCalibration(TRUE)
+    recall(path, third)
+    assert third.whole_prefill(40, 0.19) == pytest.approx(serving.whole_prefill(40, 0.19)) == pytest.approx(0.202)
     # It goes on learning from there, in the same bounded window.
     _served(restarted, decode_scale=1.0, prefill_scale=1.0, jobs=40)
     assert restarted.decode_scale == pytest.approx(1.0)
@@ -432,8 +438,10 @@ def test_a_served_speed_of_another_timing_model_or_a_damaged_file_is_not_used(tm
         cal = OnlineCalibration(TRUE)
         assert "unreadable" in recall(path, cal) and cal.decode_scale == 1.0
     cal = OnlineCalibration(TRUE)
-    cal.seed([float("nan"), -1.0, 1.5], [float("inf"), 0.0, "x", 2.0])    # only sane ratios are taken
-    assert cal.ratios() == {"prefill": [1.5], "decode": [2.0], "prefill_tokens": [0], "decode_total": [2.0]}
+    cal.seed([float("nan"), -1.0, 1.5], [float("inf"), 0.0, "x", 2.0],    # only sane ratios are taken
+             prefill_tail=[[40, 0.012], [0, 0.01], [40, -1.0], "x", [40.5, 0.01], [980, 0.044]])
+    assert cal.ratios() == {"prefill": [1.5], "decode": [2.0], "prefill_tokens": [0], "decode_total": [2.0],
+                            "prefill_tail": [[40, 0.012], [980, 0.044]]}
 
 
 def test_a_served_speed_file_from_before_whole_decoding_times_plans_from_its_median_tokens():

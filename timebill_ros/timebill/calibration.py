@@ -183,16 +183,19 @@ class OnlineCalibration:
         the prompt length of each prefill ratio (0: seeded without one)."""
         with self._lock:
             return {"prefill": list(self._prefill_ratios), "decode": list(self._decode_ratios),
-                    "prefill_tokens": list(self._prefill_lengths), "decode_total": list(self._decode_totals)}
+                    "prefill_tokens": list(self._prefill_lengths), "decode_total": list(self._decode_totals),
+                    "prefill_tail": [list(t) for t in self._tails]}
 
     def seed(self, prefill: list[float], decode: list[float], prefill_tokens: list[int] | None = None,
-             decode_total: list[float] | None = None) -> None:
+             decode_total: list[float] | None = None, prefill_tail: list | None = None) -> None:
         """Take ratios measured earlier against this same profiled model as if their jobs had just
         run (the newest ``window`` of them); non-finite or non-positive ones are skipped.
         ``prefill_tokens``: each prefill ratio's prompt length (without them, or where one is not
         a positive count, the ratio sets only the scale of all lengths). ``decode_total``: the
         jobs' whole-decoding ratios; a file written before they were kept has none, and its median
-        tokens stand in for them, so that the first new job does not set the scale alone."""
+        tokens stand in for them, so that the first new job does not set the scale alone.
+        ``prefill_tail``: [prompt tokens, seconds] of what followed the plan in prefills planned
+        inside them (``whole_prefill``)."""
         def sane(x):
             return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
@@ -205,6 +208,9 @@ class OnlineCalibration:
                     self._prefill_lengths.append(int(n) if isinstance(n, int) and n > 0 else 0)
             self._decode_ratios.extend(float(x) for x in decode if sane(x))
             self._decode_totals.extend(float(x) for x in (decode if decode_total is None else decode_total) if sane(x))
+            for t in prefill_tail or []:
+                if isinstance(t, (list, tuple)) and len(t) == 2 and isinstance(t[0], int) and t[0] > 0 and sane(t[1]):
+                    self._tails.append((t[0], float(t[1])))
             self._current = self._served(self.prefill_scale, self.decode_scale)
 
     def model_at(self, q: float) -> TimeModel:

@@ -64,7 +64,8 @@ def recall(path: str | os.PathLike, calibration: OnlineCalibration) -> str:
             raise ValueError("not a served-speed file")
         if data["timing_model"] != _identity(calibration.base):
             return f"served speed {path.name}: measured against another timing model, not used"
-        calibration.seed(data["prefill"], data["decode"], data.get("prefill_tokens"), data.get("decode_total"))  # older files lack the last two
+        calibration.seed(data["prefill"], data["decode"], data.get("prefill_tokens"), data.get("decode_total"),
+                         data.get("prefill_tail"))  # older files lack the last three
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"served speed {path}: unreadable ({type(exc).__name__}: {exc}), not used; it is rewritten after the next job"
     jobs = len(calibration.ratios()["decode"])
