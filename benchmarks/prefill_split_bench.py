@@ -3,8 +3,9 @@
 A goal whose length is read from its own prefill is planned once the prefill's forward pass has run
 (`Result.forward_time`); what follows (the plan itself, the eviction, the cache carried into
 llama.cpp) is the rest of `Result.prefill_time`. The plan times the forward pass as it ran and adds
-the recent jobs' median share of that rest (`OnlineCalibration.whole_prefill`): this prints both
-parts per prompt length, to show whether a share of the prefill describes the rest.
+that rest as it took in the recent jobs nearest in prompt length (`OnlineCalibration.whole_prefill`):
+this prints both parts per prompt length, to show how the rest grows with the length (and why a
+share of the prefill does not describe it).
 
     source scripts/env.sh
     python benchmarks/prefill_split_bench.py --repeats 3      # about a minute

@@ -33,7 +33,7 @@ class Estimate:
     plan: Plan
     predictor_latency: float  # measured seconds of this estimate's length predictions
     request: Request          # the request as it is to run: with the word limit length control chose, if any
-    time_model: TimeModel | None = None  # what the plan's times come from (with the prefill, where it has run)
+    time_model: TimeModel     # what the plan's times come from (with the prefill, where it has run)
 
     @property
     def planned_at(self) -> float:
