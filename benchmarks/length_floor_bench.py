@@ -95,6 +95,26 @@ def best_lengths(runs) -> dict:
     return {"length": min(lengths, key=length_error), "e2e": min(lengths, key=e2e_error)}
 
 
+def interval(completed: list[dict], key: str, draws: int = 2000) -> list[float]:
+    """A 90 % bootstrap interval of the mean end-to-end error, drawing requests (all four ways of
+    writing one together: they are not independent)."""
+    import random
+
+    by_request: dict[str, list[float]] = {}
+    for r in completed:
+        by_request.setdefault(r["id"], []).append(abs(r[key + "_e2e"] - r["total"]) / r["total"])
+    groups = list(by_request.values())
+    if not groups:
+        return []
+    rng = random.Random(0)
+    means = []
+    for _ in range(draws):
+        pick = [e for _ in groups for e in rng.choice(groups)]
+        means.append(100 * sum(pick) / len(pick))
+    means.sort()
+    return [round(means[int(0.05 * draws)], 1), round(means[int(0.95 * draws) - 1], 1)]
+
+
 def summarise(rows: list[dict], constant: int) -> dict:
     """The floor (each variant from the median of the others) against the shipped head and the constant."""
     def mean(xs):
@@ -109,6 +129,8 @@ def summarise(rows: list[dict], constant: int) -> dict:
                                                                   for r in completed]), 1),
                      "e2e_error_completed_median_pct": round(100 * statistics.median(
                          abs(r[key + "_e2e"] - r["total"]) / r["total"] for r in completed), 1) if completed else None}
+    for name, key in PREDICTORS:
+        out[name]["e2e_error_completed_pct_90_interval"] = interval(completed, key)
     for name, _ in PREDICTORS[:-1]:
         out[name]["length_mae_of_constant"] = round(out[name]["length_mae"] / out["constant"]["length_mae"], 2)
     out["time_model_given_length_pct"] = round(100 * mean([abs(r["time_given_length"] - r["total"]) / r["total"]
@@ -130,10 +152,15 @@ def main() -> int:
     ap.add_argument("--sources", default="sharegpt,narrativeqa,qasper,everyday,piqa,nq_open,brief,asks")
     ap.add_argument("--out", default=None, help="write the answers and the summary here (JSON)")
     ap.add_argument("--plot", default=None, help="draw the lengths and the errors here (PNG)")
-    ap.add_argument("--summarise", default=None, metavar="JSON", help="only summarise (and plot) an earlier run's file")
+    ap.add_argument("--summarise", default=None, metavar="JSON",
+                    help="only summarise (and plot) an earlier run's file again (rewrites its summary)")
     args = ap.parse_args()
-    if args.summarise:
-        data = json.loads(pathlib.Path(args.summarise).read_text())
+    if args.summarise:  # recomputed from the answers as recorded, written back with the run's command and duration
+        path = pathlib.Path(args.summarise)
+        data = json.loads(path.read_text())
+        data["summary"] = {**summarise(data["answers"], data["summary"]["constant_prediction"]),
+                           **{k: data["summary"][k] for k in ("duration_s", "command")}}
+        path.write_text(json.dumps(data, indent=1))
         report(data["summary"])
         if args.plot:
             plot(args.plot, data["answers"], data["summary"])
@@ -178,12 +205,13 @@ def main() -> int:
 
 def report(summary: dict) -> None:
     print(json.dumps(summary, indent=1))
-    print("\n| predictor | length MAE (tokens) | of the constant's | end-to-end error, completed: mean / median |")
+    print("\n| predictor | length MAE (tokens) | of the constant's | end-to-end error, completed: mean (90 % interval) / median |")
     print("|---|---|---|---|")
     for name, _ in PREDICTORS:
         s = summary[name]
         print(f"| {name} | {s['length_mae']} | {s.get('length_mae_of_constant', 1.0)}x | "
-              f"{s['e2e_error_completed_pct']} % / {s['e2e_error_completed_median_pct']} % |")
+              f"{s['e2e_error_completed_pct']} % ({s['e2e_error_completed_pct_90_interval'][0]}-"
+              f"{s['e2e_error_completed_pct_90_interval'][1]} %) / {s['e2e_error_completed_median_pct']} % |")
 
 
 def plot(path, rows: list[dict], summary: dict) -> None:
