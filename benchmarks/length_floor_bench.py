@@ -35,6 +35,7 @@ the errors of the four predictors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import statistics
@@ -43,6 +44,8 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+BUDGET = 60.0  # seconds: every answer completes, so its whole length is seen
 
 VARIANTS = {
     "as written": lambda t: t,
@@ -57,12 +60,12 @@ PREDICTORS = [("best length per request, knowing all four answers (a bound)", "b
               ("constant", "constant_tokens")]
 
 
-def run_one(engine, text: str, system: str) -> dict:
+def bare_run(engine, text: str, system: str) -> dict:
     """One answer on the bare engine, what its plan said, and the time the plan's model gives any
     length (``at``: answer tokens -> end-to-end seconds, everything else as planned)."""
     from timebill.request import Request
 
-    req = Request(prompt=text, budget=60.0, system_prompt=system, policy="kill", length_control=False,
+    req = Request(prompt=text, budget=BUDGET, system_prompt=system, policy="kill", length_control=False,
                   max_eviction_ratio=0.0)
     plans = []
     r = engine.generate(req, on_plan=plans.append)
@@ -77,6 +80,31 @@ def run_one(engine, text: str, system: str) -> dict:
     return {"prompt_tokens": r.prompt_tokens, "length": r.generated_tokens, "outcome": r.outcome.name,
             "stop": r.stop_reason, "total": r.total_time, "time_given_length": r.time_given_length,
             "predicted_tokens": est.plan.predicted_tokens, "predicted_total": est.plan.predicted_total, "at": at}
+
+
+def node_run(client, reports: list, text: str, system: str) -> dict:
+    """One goal through the nodes, sent as a planner sends it (the node's defaults, a BUDGET s Kill
+    budget), with what its estimate and job report said. ``at``: the plan's time of any length, read
+    as the time the model gave the real length plus the plan's decoding time per token for the
+    difference (the job report carries the model's time of the real length only)."""
+    from estimate_bench import next_report
+    from timebill_ros.convert import OUTCOME_NAMES, seconds
+
+    seen = len(reports)
+    r = client.ask(text, BUDGET, system_prompt=system, policy="kill", timeout=BUDGET + 60)
+    rep = next_report(reports, seen)
+    if rep is None:
+        raise SystemExit("no job report came for a goal: is the generation node publishing /timebill/job_reports?")
+    given = seconds(rep.predicted_total_given_length)
+    predicted, prefill = seconds(r.predicted_time), seconds(rep.predicted_prefill)
+    per_token = (predicted - prefill) / max(r.predicted_tokens, 1)
+
+    def at(n: int) -> float:
+        return given + (n - r.generated_tokens) * per_token
+
+    return {"prompt_tokens": r.prompt_tokens, "length": r.generated_tokens, "outcome": OUTCOME_NAMES[r.outcome],
+            "stop": "loop" if "stopped a loop" in r.message else "", "total": seconds(rep.measured_total),
+            "time_given_length": given, "predicted_tokens": r.predicted_tokens, "predicted_total": predicted, "at": at}
 
 
 def best_lengths(runs) -> dict:
@@ -150,6 +178,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-source", type=int, default=8)
     ap.add_argument("--sources", default="sharegpt,narrativeqa,qasper,everyday,piqa,nq_open,brief,asks")
+    ap.add_argument("--nodes", action="store_true", help="send the goals through `timebill_ros bringup` (default: the bare engine)")
+    ap.add_argument("--domain", type=int, default=74, help="ROS domain of the bringup (--nodes)")
     ap.add_argument("--out", default=None, help="write the answers and the summary here (JSON)")
     ap.add_argument("--plot", default=None, help="draw the lengths and the errors here (PNG)")
     ap.add_argument("--summarise", default=None, metavar="JSON",
@@ -159,7 +189,7 @@ def main() -> int:
         path = pathlib.Path(args.summarise)
         data = json.loads(path.read_text())
         data["summary"] = {**summarise(data["answers"], data["summary"]["constant_prediction"]),
-                           **{k: data["summary"][k] for k in ("duration_s", "command")}}
+                           **{k: data["summary"][k] for k in ("where", "duration_s", "command") if k in data["summary"]}}
         path.write_text(json.dumps(data, indent=1))
         report(data["summary"])
         if args.plot:
@@ -167,19 +197,55 @@ def main() -> int:
         return 0
 
     from estimate_bench import constant_prediction, held_out_prompts
+
+    prompts = held_out_prompts(args.per_source, args.sources.split(","))
+    constant = constant_prediction()
+    with runner(args.nodes, args.domain) as run:
+        print(f"{len(prompts)} held-out prompts x {len(VARIANTS)} ways of writing them, "
+              f"{'through the nodes' if args.nodes else 'on the bare engine'}", flush=True)
+        rows, t0 = measure(run, prompts, constant)
+    summary = summarise(rows, constant)
+    summary["where"] = "through the nodes" if args.nodes else "the bare engine"
+    summary["duration_s"] = round(time.monotonic() - t0, 1)
+    summary["command"] = "python benchmarks/length_floor_bench.py " + " ".join(sys.argv[1:])
+    report(summary)
+    if args.out:
+        pathlib.Path(args.out).write_text(json.dumps({"summary": summary, "answers": rows}, indent=1))
+        print(f"wrote {args.out}")
+    if args.plot:
+        plot(args.plot, rows, summary)
+    return 0
+
+
+@contextlib.contextmanager
+def runner(nodes: bool, domain: int):
+    """A function (text, system prompt) -> one answer's record: through `timebill_ros bringup` on the
+    default configuration from a `TimeBillClient`, or on the bare engine of the same configuration."""
+    if nodes:
+        from bringup_session import ready_session
+        from estimate_bench import watch_reports
+
+        with ready_session(domain) as (client, _log):
+            reports = watch_reports(client)
+            client.ask("Hello!", 10.0, policy="kill", timeout=60)  # the first goal of a start is not typical
+            yield lambda text, system: node_run(client, reports, text, system)
+        return
     from timebill.config import load_config
     from timebill.request import Request
     from timebill.runtime import build_engine
 
-    prompts = held_out_prompts(args.per_source, args.sources.split(","))
-    constant = constant_prediction()
     engine = build_engine(load_config(), progress=False)
     engine.warm_up()
     engine.generate(Request(prompt="Hello!", budget=10.0))  # the first job of a start is not typical
-    print(f"{len(prompts)} held-out prompts x {len(VARIANTS)} ways of writing them, on the bare engine", flush=True)
+    yield lambda text, system: bare_run(engine, text, system)
+
+
+def measure(run, prompts, constant: int) -> tuple[list[dict], float]:
+    """Every prompt written each way, one after the other; each answer with the lengths the
+    predictors give it and the time its plan gives those lengths."""
     rows, t0 = [], time.monotonic()
     for i, p in enumerate(prompts, 1):
-        runs = [(name, run_one(engine, change(p.text), p.system)) for name, change in VARIANTS.items()]
+        runs = [(name, run(change(p.text), p.system)) for name, change in VARIANTS.items()]
         lengths = [r["length"] for _, r in runs]
         best = best_lengths(runs)
         for j, (name, r) in enumerate(runs):
@@ -191,16 +257,7 @@ def main() -> int:
                          "best_tokens_e2e": at(best["e2e"])})
         print(f"[{i}/{len(prompts)}] {p.id[:44]:44s} lengths {lengths}, head predicted "
               f"{[r['predicted_tokens'] for _, r in runs]} ({time.monotonic() - t0:.0f} s)", flush=True)
-    summary = summarise(rows, constant)
-    summary["duration_s"] = round(time.monotonic() - t0, 1)
-    summary["command"] = "python benchmarks/length_floor_bench.py " + " ".join(sys.argv[1:])
-    report(summary)
-    if args.out:
-        pathlib.Path(args.out).write_text(json.dumps({"summary": summary, "answers": rows}, indent=1))
-        print(f"wrote {args.out}")
-    if args.plot:
-        plot(args.plot, rows, summary)
-    return 0
+    return rows, t0
 
 
 def report(summary: dict) -> None:

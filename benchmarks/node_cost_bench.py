@@ -11,8 +11,9 @@ in a child process with timers around its parts, sends the same two goals as ser
   feedback messages, status updates (re-estimate, CompletionEstimate, marker), and the whole
   per-token path (`TokenStream.take`);
 - around the goal (ms from the node taking the goal request): acceptance, the executor starting
-  the goal, tokenizing, the job starting, the answer made (`GoalState.answer`), the result handed
-  to rclpy; and on the client, send -> goal request taken and result made -> result received.
+  the goal, tokenizing, the job starting, the answer made (`GoalState.answer`), its terminal status
+  set, the result handed to rclpy (after the report, log line and served speed); and on the client,
+  send -> goal request taken and result made -> result received.
 
     source scripts/env.sh
     python benchmarks/node_cost_bench.py --repeats 5     # ~2 minutes; run alone on the machine
@@ -34,7 +35,8 @@ CONFIG = HERE.parent / "timebill_ros" / "config" / "timebill.yaml"
 MARK = "NODE-COST "
 PARTS = [("sample", "sampling"), ("loop", "loop guard"), ("delta", "detokenizing"), ("feedback", "feedback messages"),
          ("status", "status updates"), ("take", "whole per-token path")]
-PHASES = ["accepted", "executing", "tokenized", "job started", "job ended", "generated", "answered", "returned"]
+PHASES = ["accepted", "executing", "tokenized", "job started", "job ended", "generated", "answered", "status set",
+          "returned"]
 
 
 def serve(node_args: list[str]) -> int:
@@ -91,6 +93,7 @@ def serve(node_args: list[str]) -> int:
     marked(engine._Job, "finish", "job ended", after=True)   # where the job report's measured_total ends
     marked(BudgetedEngine, "generate", "generated", after=True)
     marked(goal_stream.GoalState, "answer", "answered", after=True)
+    marked(goal_stream.GoalState, "set_status", "status set", after=True)  # the goal's terminal state, before its report
     lock = threading.Lock()
     execute = GenerationNode._execute
 
