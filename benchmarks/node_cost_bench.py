@@ -12,7 +12,7 @@ in a child process with timers around its parts, sends the same two goals as ser
   per-token path (`TokenStream.take`);
 - around the goal (ms from the node taking the goal request): acceptance, the executor starting
   the goal, tokenizing, the job starting, the answer made (`GoalState.answer`), its terminal status
-  set, the result handed to rclpy (after the report, log line and served speed); and on the client,
+  set, the result handed to rclpy; and on the client,
   send -> goal request taken and result made -> result received.
 
     source scripts/env.sh

@@ -30,6 +30,7 @@ from timebill.jobs import Job, QueueFull, Scheduler
 from timebill.request import InvalidRequest, Outcome
 
 from .admission import Admission
+from .after_result import AfterResult
 from .common import calibration_values, declare_config, load_while_reporting, run_node
 from .convert import to_request, unrun_result
 from .goal_stream import GoalBook, GoalState, Outlets
@@ -74,6 +75,7 @@ class GenerationNode(ManagedNode):
         self.goals = GoalBook()
         self.closing = False
         self.tally = GoalTally(c["diagnostics_window"])
+        self.after_result = AfterResult(self.get_logger().error)
         # From construction, so /diagnostics also says "loading", "failed" or "inactive".
         self.create_timer(float(c["diagnostics_period"]), self._publish_diagnostics, callback_group=self.group)
 
@@ -137,6 +139,8 @@ class GenerationNode(ManagedNode):
         left = self.goals.wait_answered(timeout)
         if left:
             self.get_logger().warning(f"{left} goal(s) not answered within {timeout:.1f} s of shutdown")
+        if not self.after_result.drain(timeout):
+            self.get_logger().warning(f"the last goals' reports were not all published within {timeout:.1f} s of shutdown")
         if stopped:
             self.get_logger().info(f"shut down; {stopped} goal(s) stopped")
         self.predictor.stop()
@@ -189,11 +193,17 @@ class GenerationNode(ManagedNode):
             self.goals.remove(handle.goal_id)
             if g.reservation is not None:
                 g.reservation.release()  # a goal answered before it reached the scheduler
-        g.close(res, core)
-        if core is not None and core.generated_tokens and self.served_speed is not None:
-            self.served_speed.keep()  # only a job that generated taught the calibration anything
+        g.set_status(res)
         self.tally.finish(res)
+        self.after_result.later(lambda speed=self.served_speed: self._close(g, res, core, speed))
         return res
+
+    @staticmethod
+    def _close(g: GoalState, res, core, served_speed):
+        """What a goal's end owes that its client does not wait for (``after_result``)."""
+        g.report(res, core)
+        if core is not None and core.generated_tokens and served_speed is not None:
+            served_speed.keep()  # only a job that generated taught the calibration anything
 
     # --- one goal ---------------------------------------------------------------------------------
     def _serve(self, handle, g: GoalState):

@@ -207,7 +207,7 @@ class GoalState:
 
     def answer(self, core, note: str = ""):
         """The action result of the job's core result, with ``note`` added; the stream is flushed
-        and the marker shows the outcome."""
+        first, so that it adds up to the result's text when the result arrives."""
         self.flush(core.text)
         res = result_msg(core, self.estimate)
         if self.shutting_down and core.outcome is Outcome.CANCELED:
@@ -215,21 +215,12 @@ class GoalState:
         if note:
             res.message = f"{res.message}; {note}" if res.message else note
         self.state = "done"
-        self.marker(final=res)
         return res
 
     def canceled_unrun(self):
         """The action result of a goal canceled before its job ran (while it was being estimated)."""
         why = "canceled: the node is shutting down" if self.shutting_down else "canceled while being estimated"
         return unrun_result(Outcome.CANCELED, why, self.since())
-
-    def close(self, res, core):
-        """The goal's end, once answered ``res``: its final status, its JobReport and log line."""
-        self.set_status(res)
-        try:
-            self.report(res, core)
-        except Exception as exc:
-            self.outlets.node.get_logger().error(f"could not publish the job report: {exc}")
 
     def set_status(self, res):
         """The goal handle's final status for the action result ``res``."""
@@ -244,9 +235,11 @@ class GoalState:
             self.outlets.node.get_logger().debug(f"could not set the goal status: {exc}")
 
     def report(self, res, core):
-        """Publish the goal's JobReport and log its outcome (``core``: the engine's result, None
-        when the goal was answered before it reached the scheduler)."""
+        """The goal's end as the rest of the system sees it, once answered ``res``: its marker shows
+        the outcome, its JobReport is published and its outcome logged (``core``: the engine's
+        result, None when the goal was answered before it reached the scheduler)."""
         node = self.outlets.node
+        self.marker(final=res)
         self.outlets.report_pub.publish(job_report(self.handle.goal_id, res, self.budget,
                                                    node.get_clock().now().nanoseconds, core=core, v=self.estimate,
                                                    waited=self.since()))
