@@ -12,8 +12,8 @@ in a child process with timers around its parts, sends the same two goals as ser
   per-token path (`TokenStream.take`);
 - around the goal (ms from the node taking the goal request): acceptance, the executor starting
   the goal, tokenizing, the job starting, the answer made (`GoalState.answer`), its terminal status
-  set, the result handed to rclpy; and on the client,
-  send -> goal request taken and result made -> result received.
+  set, the result handed to rclpy; and on the client, send -> goal request taken and result made
+  -> result received.
 
     source scripts/env.sh
     python benchmarks/node_cost_bench.py --repeats 5     # ~2 minutes; run alone on the machine
