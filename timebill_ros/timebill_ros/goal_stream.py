@@ -75,8 +75,11 @@ class GoalState:
     # --- estimates --------------------------------------------------------------------------------
     def publish_estimate(self, view: GoalEstimate, made_at: float | None = None, elapsed: float | None = None,
                          tokens: int = 0):
-        """``view`` as this goal's CompletionEstimate. Its times count from ``made_at`` seconds after
-        acceptance (default: now); ``elapsed``: seconds since acceptance (default: now)."""
+        """``view`` as this goal's CompletionEstimate, if anyone listens. Its times count from
+        ``made_at`` seconds after acceptance (default: now); ``elapsed``: seconds since acceptance
+        (default: now)."""
+        if not listened(self.outlets.estimate_pub):
+            return
         now = self.outlets.node.get_clock().now().nanoseconds
         accepted = now - int((self.since() if elapsed is None else elapsed) * 1e9)
         stamp = now if made_at is None else accepted + int(made_at * 1e9)
@@ -197,6 +200,9 @@ class GoalState:
             self.send_feedback(self.since())
 
     def marker(self, final=None):
+        """The goal's rviz marker, if anyone listens."""
+        if not listened(self.outlets.marker_pub):
+            return
         node = self.outlets.node
         m = answer_marker(self.outlets.marker_frame, node.get_clock().now().to_msg(), self.state, self.since(),
                           self.budget, self.tokens, self.estimate, self.text[-240:], final)
@@ -246,6 +252,18 @@ class GoalState:
         node.get_logger().info(f"goal {self.sid}: {OUTCOME_NAMES.get(res.outcome, '?')} ({res.generated_tokens} tokens, "
                                f"{seconds(res.elapsed):.3f} s of {self.budget:.3f} s)"
                                + (f": {res.message}" if res.message else ""))
+
+
+def listened(publisher) -> bool:
+    """Whether any subscriber is matched to ``publisher``. Status a running goal publishes every
+    ``status_period`` (its CompletionEstimate, its marker) is made and sent only then: each costs the
+    decoding loop ~0.3 ms even with nobody listening (benchmarks/node_cost_bench.py, "status
+    updates"). Messages are volatile, so a subscriber that comes later misses nothing it could
+    have had."""
+    try:
+        return publisher.get_subscription_count() > 0
+    except Exception:  # the context may be gone at shutdown
+        return False
 
 
 def estimate_line(v: GoalEstimate) -> str:
