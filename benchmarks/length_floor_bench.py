@@ -123,6 +123,11 @@ def best_lengths(runs) -> dict:
     return {"length": min(lengths, key=length_error), "e2e": min(lengths, key=e2e_error)}
 
 
+def e2e_error(row: dict, key: str) -> float:
+    """|the time planned at predictor ``key``'s length - the real time| / the real time."""
+    return abs(row[key + "_e2e"] - row["total"]) / row["total"]
+
+
 def interval(completed: list[dict], key: str, draws: int = 2000) -> list[float]:
     """A 90 % bootstrap interval of the mean end-to-end error, drawing requests (all four ways of
     writing one together: they are not independent)."""
@@ -130,7 +135,7 @@ def interval(completed: list[dict], key: str, draws: int = 2000) -> list[float]:
 
     by_request: dict[str, list[float]] = {}
     for r in completed:
-        by_request.setdefault(r["id"], []).append(abs(r[key + "_e2e"] - r["total"]) / r["total"])
+        by_request.setdefault(r["id"], []).append(e2e_error(r, key))
     groups = list(by_request.values())
     if not groups:
         return []
@@ -152,11 +157,9 @@ def summarise(rows: list[dict], constant: int) -> dict:
     out = {"answers": len(rows), "completed": len(completed), "constant_prediction": constant}
     for name, key in PREDICTORS:
         mae = mean([abs(r[key] - r["length"]) for r in rows])
-        out[name] = {"length_mae": round(mae, 1),
-                     "e2e_error_completed_pct": round(100 * mean([abs(r[key + "_e2e"] - r["total"]) / r["total"]
-                                                                  for r in completed]), 1),
-                     "e2e_error_completed_median_pct": round(100 * statistics.median(
-                         abs(r[key + "_e2e"] - r["total"]) / r["total"] for r in completed), 1) if completed else None}
+        errors = [e2e_error(r, key) for r in completed]
+        out[name] = {"length_mae": round(mae, 1), "e2e_error_completed_pct": round(100 * mean(errors), 1),
+                     "e2e_error_completed_median_pct": round(100 * statistics.median(errors), 1) if errors else None}
     for name, key in PREDICTORS:
         out[name]["e2e_error_completed_pct_90_interval"] = interval(completed, key)
     for name, _ in PREDICTORS[:-1]:
@@ -203,7 +206,8 @@ def main() -> int:
     with runner(args.nodes, args.domain) as run:
         print(f"{len(prompts)} held-out prompts x {len(VARIANTS)} ways of writing them, "
               f"{'through the nodes' if args.nodes else 'on the bare engine'}", flush=True)
-        rows, t0 = measure(run, prompts, constant)
+        t0 = time.monotonic()
+        rows = measure(run, prompts, constant)
     summary = summarise(rows, constant)
     summary["where"] = "through the nodes" if args.nodes else "the bare engine"
     summary["duration_s"] = round(time.monotonic() - t0, 1)
@@ -240,7 +244,7 @@ def runner(nodes: bool, domain: int):
     yield lambda text, system: bare_run(engine, text, system)
 
 
-def measure(run, prompts, constant: int) -> tuple[list[dict], float]:
+def measure(run, prompts, constant: int) -> list[dict]:
     """Every prompt written each way, one after the other; each answer with the lengths the
     predictors give it and the time its plan gives those lengths."""
     rows, t0 = [], time.monotonic()
@@ -257,7 +261,7 @@ def measure(run, prompts, constant: int) -> tuple[list[dict], float]:
                          "best_tokens_e2e": at(best["e2e"])})
         print(f"[{i}/{len(prompts)}] {p.id[:44]:44s} lengths {lengths}, head predicted "
               f"{[r['predicted_tokens'] for _, r in runs]} ({time.monotonic() - t0:.0f} s)", flush=True)
-    return rows, t0
+    return rows
 
 
 def report(summary: dict) -> None:
