@@ -6,7 +6,15 @@ process under each OMP_WAIT_POLICY (unset, ACTIVE, PASSIVE), since the policy is
 libgomp loads, and how much CPU the process burns in 2 idle seconds afterwards (spinning
 threads). ``timebill`` leaves the policy to the user (timebill/__init__.py says why).
 
+With ``--spin``, the same question for how long idle workers spin (``GOMP_SPINCOUNT``, also read
+when libgomp loads): in a fresh process per value, the engine of the default configuration
+answers the short prompt of served_vs_bare_bench.py (128 tokens, no eviction) --repeats times; per
+value, the median decoding step and the CPU milliseconds the process's other threads (the OpenMP
+workers) burn in the 30 ms after each job has returned, while its caller would be sending the
+result.
+
   python benchmarks/omp_wait_bench.py [--threads 2]
+  python benchmarks/omp_wait_bench.py --spin [--repeats 5]
 """
 from __future__ import annotations
 
@@ -39,11 +47,48 @@ idle = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 print(f"  CPU seconds used in 2 s idle afterwards: {idle:.2f}", flush=True)
 """
 
+SPIN_CHILD = r"""
+import os, resource, statistics, sys, time
+sys.path.insert(0, sys.argv[2])
+import served_vs_bare_bench as svb
+engine = svb.bare_engine()
+svb.bare_once(engine, svb.SHORT)  # warm
+steps, burnt = [], []
+for _ in range(int(sys.argv[1])):
+    steps.append(svb.bare_once(engine, svb.SHORT)["step"])
+    cpu0, own0 = resource.getrusage(resource.RUSAGE_SELF), time.thread_time()
+    time.sleep(0.03)
+    cpu1, own1 = resource.getrusage(resource.RUSAGE_SELF), time.thread_time()
+    burnt.append(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime - (own1 - own0))
+print(f"{os.environ.get('GOMP_SPINCOUNT', '(unset)'):>10} | {1e3 * statistics.median(steps):.2f} "
+      f"| {1e3 * statistics.median(burnt):.1f} |", flush=True)
+"""
+SPINCOUNTS = ("", "300000", "100000", "30000", "10000", "1000")
+
+
+def spin_sweep(repeats: int) -> None:
+    """Part 2 (``--spin``): each GOMP_SPINCOUNT value in a fresh process, in two rounds so that a
+    drift of the machine's speed shows as a difference between the rounds."""
+    print("| GOMP_SPINCOUNT | median decoding step (ms) | CPU burnt in the 30 ms after a job (ms) |\n|---|---|---|",
+          flush=True)
+    for _ in range(2):
+        for count in SPINCOUNTS:
+            env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+            if count:
+                env["GOMP_SPINCOUNT"] = count
+            subprocess.run([sys.executable, "-c", SPIN_CHILD, str(repeats), os.path.dirname(os.path.abspath(__file__))],
+                           env=env, check=True, stderr=subprocess.DEVNULL)
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--spin", action="store_true", help="sweep GOMP_SPINCOUNT instead (see above)")
+    ap.add_argument("--repeats", type=int, default=5, help="jobs per value with --spin")
     args = ap.parse_args(argv)
+    if args.spin:
+        spin_sweep(args.repeats)
+        return 0
     for policy in ("", "ACTIVE", "PASSIVE"):  # "": unset, libgomp's default
         print(f"OMP_WAIT_POLICY={policy or '(unset)'}, {args.threads} threads", flush=True)
         env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
