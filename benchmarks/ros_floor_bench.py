@@ -16,6 +16,7 @@ domain, with the client in another process as a planner's would be:
 
     source scripts/env.sh
     python benchmarks/ros_floor_bench.py --out docs/bench/ros_floor.json     # ~1 minute; run alone
+    python benchmarks/ros_floor_bench.py --timebill-client   # part 2 also from timebill's own client
 """
 from __future__ import annotations
 
@@ -79,14 +80,26 @@ def publish_cost(messages: int) -> dict:
         node.destroy_node()
 
 
-def client(goals: int) -> None:
+def client(goals: int, kind: str = "plain") -> None:
     """The client process for parts 2 and 3: one goal at a time, each send -> result received
-    printed in seconds, one per line."""
+    printed in seconds, one per line. ``kind``: "plain" (rclpy's ActionClient, spun by the caller)
+    or "timebill" (``TimeBillClient``, as the benchmarks and planners use it)."""
     import rclpy
     from rclpy.action import ActionClient
     from timebill_msgs.action import BudgetedQuery
 
     rclpy.init()
+    if kind == "timebill":
+        from timebill_ros.client import TimeBillClient
+
+        with TimeBillClient(namespace="", action_name=ACTION) as tb:
+            tb.wait_until_ready(timeout=60)
+            for _ in range(goals + 2):  # the first two warm up
+                t0 = time.monotonic()
+                tb.query("x", 60.0).result(timeout=60)
+                print(f"{time.monotonic() - t0:.6f}", flush=True)
+        rclpy.try_shutdown()
+        return
     node = rclpy.create_node("ros_floor_client")
     ac = ActionClient(node, BudgetedQuery, ACTION, feedback_sub_qos_profile=_qos())
     ac.wait_for_server()
@@ -101,7 +114,7 @@ def client(goals: int) -> None:
     rclpy.shutdown()
 
 
-def round_trip(executor_kind: str, goals: int, feedback: int, period: float) -> dict:
+def round_trip(executor_kind: str, goals: int, feedback: int, period: float, client_kind: str = "plain") -> dict:
     """Parts 2 and 3: an action server in this process, the client in another."""
     import rclpy
     from rclpy.action import ActionServer
@@ -130,7 +143,7 @@ def round_trip(executor_kind: str, goals: int, feedback: int, period: float) -> 
     spinner = threading.Thread(target=ex.spin, daemon=True)
     spinner.start()
     try:
-        out = subprocess.run([sys.executable, __file__, "--role", "client", "--goals", str(goals)],
+        out = subprocess.run([sys.executable, __file__, "--role", "client", "--goals", str(goals), "--client", client_kind],
                              capture_output=True, text=True, timeout=600, check=True).stdout
     finally:
         ex.shutdown()
@@ -138,7 +151,7 @@ def round_trip(executor_kind: str, goals: int, feedback: int, period: float) -> 
         node.destroy_node()
     times = [float(x) for x in out.split()][2:]
     overheads = [1000 * (t - s) for t, s in zip(times, slept[2:])]
-    return {"executor": executor_kind, "feedback": feedback, "period_s": period, "goals": len(times),
+    return {"executor": executor_kind, "client": client_kind, "feedback": feedback, "period_s": period, "goals": len(times),
             "overhead_ms_median": statistics.median(overheads), "overhead_ms_min": min(overheads)}
 
 
@@ -150,6 +163,9 @@ def main() -> int:
     ap.add_argument("--feedback", type=int, default=32, help="feedback messages per goal in part 3 (~1.6 s at 20 Hz)")
     ap.add_argument("--period", type=float, default=0.05)
     ap.add_argument("--domain", type=int, default=77)
+    ap.add_argument("--client", default="plain", choices=["plain", "timebill"], help=argparse.SUPPRESS)
+    ap.add_argument("--timebill-client", action="store_true",
+                    help="also time the empty goal from a TimeBillClient (the client the other benches use)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     os.environ["ROS_DOMAIN_ID"] = str(a.domain)  # the child processes inherit it
@@ -157,7 +173,7 @@ def main() -> int:
         subscriber()
         return 0
     if a.role == "client":
-        client(a.goals)
+        client(a.goals, a.client)
         return 0
     import rclpy
 
@@ -171,6 +187,11 @@ def main() -> int:
             r = round_trip(kind, a.goals, fb, a.period)
             res["round_trips"].append(r)
             print(f"  {kind}-threaded executor, {fb:3d} feedback messages: median {r['overhead_ms_median']:.1f}, "
+                  f"min {r['overhead_ms_min']:.1f} ({r['goals']} goals)", flush=True)
+        if a.timebill_client:
+            r = round_trip(kind, a.goals, 0, a.period, client_kind="timebill")
+            res["round_trips"].append(r)
+            print(f"  {kind}-threaded executor, empty goal from a TimeBillClient: median {r['overhead_ms_median']:.1f}, "
                   f"min {r['overhead_ms_min']:.1f} ({r['goals']} goals)", flush=True)
     rclpy.shutdown()
     res["command"] = "python benchmarks/ros_floor_bench.py " + " ".join(sys.argv[1:])
