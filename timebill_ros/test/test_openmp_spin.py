@@ -41,3 +41,26 @@ def test_a_users_spin_count_is_kept():
 def test_a_users_wait_policy_is_not_overridden():
     # With OMP_WAIT_POLICY set, libgomp derives the spin from it (ACTIVE: minutes, PASSIVE: none).
     assert child("import timebill", OMP_WAIT_POLICY="ACTIVE")[0] == "-"
+
+
+FIRST_IMPORT = """
+import builtins, sys
+sys.path.insert(0, {pkg!r})
+_import, seen = builtins.__import__, []
+def watch(name, *a, **k):
+    if name.split('.')[0] == 'timebill' and not seen:
+        seen.append('libgomp' in open('/proc/self/maps').read())
+    return _import(name, *a, **k)
+builtins.__import__ = watch
+import {module}
+print(seen[0] if seen else 'never')
+"""
+
+
+def test_every_entry_point_imports_timebill_before_libgomp_loads():
+    # Otherwise the bound is set after libgomp has read the environment, and does nothing.
+    for module in ("timebill.cli", "timebill_ros.cli", "timebill_ros.generation_node", "timebill_ros.predictor_node"):
+        clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+        out = subprocess.run([sys.executable, "-c", FIRST_IMPORT.format(pkg=str(PKG_DIR), module=module)], env=clean,
+                             capture_output=True, text=True, timeout=120, check=True).stdout.split()
+        assert out[-1] == "False", f"{module}: libgomp was loaded before timebill was imported ({out[-1]})"
