@@ -15,11 +15,15 @@ print(os.environ.get('GOMP_SPINCOUNT', '-'), 'libgomp' in maps)
 """
 
 
-def child(imports: str, **env) -> list[str]:
+def run_child(code: str, **env) -> list[str]:
+    """The words ``code`` prints in a fresh interpreter with no OpenMP setting but ``env``."""
     clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    out = subprocess.run([sys.executable, "-c", REPORT.format(pkg=str(PKG_DIR), imports=imports)],
-                         env={**clean, **env}, capture_output=True, text=True, timeout=120, check=True).stdout
-    return out.split()
+    return subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+                          timeout=120, check=True).stdout.split()
+
+
+def child(imports: str, **env) -> list[str]:
+    return run_child(REPORT.format(pkg=str(PKG_DIR), imports=imports), **env)
 
 
 def test_importing_timebill_sets_a_short_spin_before_libgomp_is_loaded():
@@ -60,7 +64,5 @@ print(seen[0] if seen else 'never')
 def test_every_entry_point_imports_timebill_before_libgomp_loads():
     # Otherwise the bound is set after libgomp has read the environment, and does nothing.
     for module in ("timebill.cli", "timebill_ros.cli", "timebill_ros.generation_node", "timebill_ros.predictor_node"):
-        clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-        out = subprocess.run([sys.executable, "-c", FIRST_IMPORT.format(pkg=str(PKG_DIR), module=module)], env=clean,
-                             capture_output=True, text=True, timeout=120, check=True).stdout.split()
+        out = run_child(FIRST_IMPORT.format(pkg=str(PKG_DIR), module=module))
         assert out[-1] == "False", f"{module}: libgomp was loaded before timebill was imported ({out[-1]})"
