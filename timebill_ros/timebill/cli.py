@@ -4,6 +4,7 @@
   timebill profile                      # write this machine's timing model
   timebill rlp distill --model M.gguf   # a response-length head for your own model (cached)
   timebill rlp label|train|eval ...     # the response-length predictor's research commands
+  timebill retention                    # the quality kept per eviction ratio (the score planner's curves)
   timebill eval --preset small          # the paper's experiment on this machine
 """
 from __future__ import annotations
@@ -115,7 +116,8 @@ def format_result(result, req) -> str:
             f"{plan.tokens_that_fit} tokens fit | {'feasible' if plan.feasible else 'NOT feasible: ' + plan.reason}"
         )
         lines.append(f"odds     {100 * plan.completion_probability:.0f} % likely to complete | expected "
-                     f"{plan.expected_time:.3f} s, 90th percentile {plan.p90_time:.3f} s")
+                     f"{plan.expected_time:.3f} s, 90th percentile {plan.p90_time:.3f} s | a complete answer keeps "
+                     f"{100 * plan.expected_quality:.0f} % of its quality at this ratio")
         if plan.answer_words:
             lines.append(f"brevity  the predicted answer did not fit: asked for at most {plan.answer_words} words")
     lines.append(
@@ -174,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         from .rlp.cli import main as rlp_main
 
         return rlp_main(argv[1:])
+    if argv[:1] == ["retention"]:
+        from .evaluation.retention import main as retention_main
+
+        return retention_main(argv[1:])
     if argv[:1] == ["eval"]:
         from .evaluation.run import main as eval_main
 
@@ -217,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_profile)
 
     sub.add_parser("rlp", help="response-length predictor: distill | label | train | eval (see `timebill rlp -h`)")
+    sub.add_parser("retention", help="measure the quality kept per eviction ratio, for the score planner (`timebill retention -h`)")
     sub.add_parser("eval", help="the paper's experiment: completion rate and score against budget (`timebill eval -h`)")
 
     args = parser.parse_args(argv)

@@ -33,6 +33,7 @@ DEFAULTS = {
     "max_eviction_ratio": 0.95,
     "worst_case_quantile": 0.5,
     "planner": DEFAULT_PLANNER,
+    "retention": "auto",
     "min_useful_tokens": DEFAULT_MIN_USEFUL_TOKENS,
     "reject_infeasible": True,
     "length_control": DEFAULT_LENGTH_CONTROL,

@@ -17,9 +17,11 @@ from .length_distribution import completion_odds
 from .length_control import DEFAULT_LENGTH_CONTROL, TOKENS_PER_WORD, system_prompt_of, word_limit
 from .length_predictor import ConstantLengthPredictor, LengthEstimate, LengthPredictor
 from .planner import (DEFAULT_MAX_EVICTION_RATIO, DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER, Plan, check_planner_settings,
-                      plan_eviction, tokens_that_fit)
+                      optimal_eviction_ratio, plan_eviction, tokens_that_fit)
 from .presses import DEFAULT_PRESS, press_applies, press_class
-from .request import InvalidRequest, Request, check_request
+from .request import InvalidRequest, Policy, Request, check_request
+from .retention import CONSERVATIVE, Retention, request_kind
+from . import score_planner
 from .time_model import TimeModel
 
 
@@ -55,6 +57,7 @@ class Estimator:
         planner: str = DEFAULT_PLANNER,
         min_useful_tokens: int = DEFAULT_MIN_USEFUL_TOKENS,
         length_control: bool = DEFAULT_LENGTH_CONTROL,
+        retention: Retention = CONSERVATIVE,
     ):
         self.loaded = loaded
         self.calibration = time_model if isinstance(time_model, OnlineCalibration) else OnlineCalibration(time_model)
@@ -70,6 +73,7 @@ class Estimator:
         self.planner = planner
         self.min_useful_tokens = int(min_useful_tokens)
         self.length_control = bool(length_control)
+        self.retention = retention  # the score planner's quality of a complete answer per ratio
         press_class(press)  # fail at start-up, not at the first goal
         self.press = press
         self.format_lengths = FormatLengths()  # the engine tells it each formatted answer's length
@@ -263,24 +267,44 @@ class Estimator:
         length = LengthEstimate(predicted_tokens=max(1, min(length.predicted_tokens, max_new)),
                                 predicted_tokens_bound=max(1, min(length.predicted_tokens_bound, max_new)),
                                 distribution=length.distribution)
+        budget = float(req.budget) - already_elapsed
+        ceiling = self.max_eviction_ratio_for(req) if press_applies(len(ids)) else 0.0
+        # The speed is uncertain too: the tokens that fit at five quantiles of the recent jobs'
+        # measured/predicted speed (all the median until the calibration has seen enough jobs).
+        speeds = [timed(self.calibration.model_at(q)) if q != 0.5 else tm for q in SPEED_QUANTILES]
+
+        def fits_at(ratio: float) -> list[int]:
+            return [tokens_that_fit(m, len(ids), ratio, budget, latency, max_new) for m in speeds]
+
+        kind = request_kind(len(ids), int(req.min_useful_tokens), bool(req.choices))
+        chosen = None
+        if self.planner == "score" and req.fixed_eviction_ratio is None:
+            dist = length.dist().capped(max_new)
+            closed = [optimal_eviction_ratio(tm, len(ids), n, budget, latency + tm.evict_overhead(len(ids), 1.0))
+                      for n in {length.predicted_tokens, length.predicted_tokens_bound}]
+            chosen = score_planner.choose(
+                score_planner.candidate_ratios(ceiling, closed),
+                probability=lambda a: sum(dist.p_at_most(f) for f in fits_at(a)) / len(speeds),
+                quality=lambda a: self.retention.at(a, kind),
+                skip_next=Policy.parse(req.policy) == Policy.SKIP_NEXT)
         plan = plan_eviction(
-            tm, len(ids), length.predicted_tokens, length.predicted_tokens_bound, float(req.budget) - already_elapsed,
+            tm, len(ids), length.predicted_tokens, length.predicted_tokens_bound, budget,
             max_eviction_ratio=self.max_eviction_ratio_for(req), predictor_time=latency,
             press_applies=press_applies(len(ids)), fixed_eviction_ratio=req.fixed_eviction_ratio,
             worst_tm=timed(self.calibration.model_at(self.worst_case_quantile)),
             planner=self.planner, min_useful_tokens=int(req.min_useful_tokens) or (
                 fmt.min_tokens(self.loaded, max_new) if fmt is not None else self.min_useful_tokens),
             max_new_tokens=max_new, verdict_tm=timed(self.calibration.for_refusals),
+            chosen_ratio=None if chosen is None else chosen.eviction_ratio,
         )
-        # The speed is uncertain too: the tokens that fit at five quantiles of the recent jobs'
-        # measured/predicted speed (all the median until the calibration has seen enough jobs).
-        fits = [tokens_that_fit(timed(self.calibration.model_at(q)), len(ids), plan.eviction_ratio, plan.budget, latency, max_new)
-                if q != 0.5 else plan.tokens_that_fit for q in SPEED_QUANTILES]
+
         def end_to_end(n):
             return latency + tm.end_to_end(len(ids), n, plan.eviction_ratio)
 
-        odds = completion_odds(end_to_end, length.dist(), fits, max_new)
+        odds = completion_odds(end_to_end, length.dist(), fits_at(plan.eviction_ratio), max_new)
+        quality = self.retention.at(plan.eviction_ratio, kind)
         length, plan = self._reported_point(length, plan, end_to_end, max_new)
         plan = dataclasses.replace(plan, answer_words=int(req.answer_words or 0), completion_probability=odds.probability,
-                                   expected_time=odds.expected_time, p90_time=odds.p90_time)
+                                   expected_time=odds.expected_time, p90_time=odds.p90_time, expected_quality=quality,
+                                   expected_score=chosen.expected_score if chosen is not None else odds.probability * quality)
         return Estimate(prompt_ids=ids, length=length, plan=plan, predictor_latency=latency, request=req, time_model=tm)

@@ -1,7 +1,11 @@
 """Eviction planner: which KV-cache eviction ratio a job runs at, and whether anything useful fits.
 
-Two planners (config ``planner``):
+Three planners (config ``planner``):
 
+* ``score`` (the default, ``timebill.score_planner``): the ratio whose answer is expected to score
+  best by the deadline, from the odds of finishing at each candidate ratio and the quality a
+  complete answer keeps there (``timebill.retention``). The estimator chooses it (it holds the
+  length distribution and the speeds) and hands it to ``plan_eviction`` as ``chosen_ratio``.
 * ``paper`` (TimeBill as published): the smallest eviction ratio (the paper's α) whose *worst
   case* fits,
 
@@ -9,7 +13,7 @@ Two planners (config ``planner``):
 
   clamped to [0, max_eviction_ratio] (see shared notes: the paper's middle term has a stray p);
   when even max_eviction_ratio does not fit, max_eviction_ratio.
-* ``budget`` (the default): evict only where eviction changes the predicted outcome of the
+* ``budget``: evict only where eviction changes the predicted outcome of the
   *expected* answer. On a CPU eviction saves a small share of each decoding step (docs/RESULTS.md:
   0.3 s of a 5.8 s answer at 95 %), so the paper's fallback to max_eviction_ratio when the worst
   case cannot fit destroys the context for almost no time. Here the ratio is 0 when the expected
@@ -31,8 +35,8 @@ from dataclasses import dataclass
 from .time_model import TimeModel, kept_positions
 
 DEFAULT_MAX_EVICTION_RATIO = 0.95
-PLANNERS = ("budget", "paper")
-DEFAULT_PLANNER = "budget"
+PLANNERS = ("score", "budget", "paper")
+DEFAULT_PLANNER = "score"
 DEFAULT_MIN_USEFUL_TOKENS = 8
 # The budget planner evicts only when the largest allowed ratio would save at least this share of
 # the expected answer's time: below it the saving is far inside the timing noise (measured/predicted
@@ -72,6 +76,8 @@ class Plan:
     completion_probability: float = 1.0  # P(the whole answer is ready by the deadline)
     expected_time: float = 0.0           # expected end-to-end seconds (predictor + prefill + decode)
     p90_time: float = 0.0                # their 90th percentile
+    expected_quality: float = 1.0        # a complete answer's quality at ``eviction_ratio``, relative to no eviction
+    expected_score: float = 1.0          # what the score planner maximised (completion_probability x expected_quality under Kill)
 
     @property
     def cached_tokens(self) -> int:
@@ -152,6 +158,7 @@ def plan_eviction(
     min_useful_tokens: int = DEFAULT_MIN_USEFUL_TOKENS,
     max_new_tokens: int | None = None,
     verdict_tm: TimeModel | None = None,
+    chosen_ratio: float | None = None,
 ) -> Plan:
     """Choose the eviction ratio for one job (or take ``fixed_eviction_ratio``, for baselines) and predict its times.
 
@@ -163,6 +170,7 @@ def plan_eviction(
     ``verdict_tm``: the model the early "no" (``useful_fits``) is judged with (default ``tm``); the
     engine passes one no slower than the profile, so that a slowdown the calibration saw once
     cannot refuse every later goal and so never be measured again.
+    ``chosen_ratio``: the ratio the ``score`` planner chose (required with it), at most the ceiling.
     """
     wt = worst_tm or tm
     if not 0.0 <= max_eviction_ratio < 1.0:
@@ -171,6 +179,10 @@ def plan_eviction(
     ceiling = (max_eviction_ratio if fixed_eviction_ratio is None else fixed_eviction_ratio) if press_applies else 0.0
     if fixed_eviction_ratio is not None:
         eviction_ratio = ceiling
+    elif planner == "score":
+        if chosen_ratio is None:
+            raise ValueError("the score planner's ratio is chosen by Estimator (timebill.score_planner): pass chosen_ratio")
+        eviction_ratio = min(max(float(chosen_ratio), 0.0), ceiling)
     elif planner == "budget":
         eviction_ratio = budget_eviction_ratio(wt, prompt_tokens, predicted_tokens, budget, predictor_time, ceiling)
     else:

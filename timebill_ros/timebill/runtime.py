@@ -13,6 +13,7 @@ from .length_control import DEFAULT_LENGTH_CONTROL
 from .length_predictor import ConstantLengthPredictor
 from .models import EMBEDDED, LoadedModel, default_cache_dir, load_model
 from .planner import DEFAULT_MIN_USEFUL_TOKENS, DEFAULT_PLANNER
+from .retention import load_retention
 from .profiler import DEFAULT_LENGTHS, FITTED_FOR, backend_of, fit_warning, profile, refit, summary
 from .served_speed import recall, served_path
 from .testing import TEST_TINY, tiny_test_model
@@ -201,6 +202,8 @@ def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info,
         planner=str(cfg.get("planner", DEFAULT_PLANNER)),
         min_useful_tokens=int(cfg.get("min_useful_tokens", DEFAULT_MIN_USEFUL_TOKENS)),
         length_control=bool(cfg.get("length_control", DEFAULT_LENGTH_CONTROL)),
+        retention=load_retention(str(cfg.get("retention") or "auto"), loaded.name, configured_press(cfg),
+                                 cfg.get("cache_dir") or None, say=log.warning),
     )
     if served:
         line = recall(served_speed_path(cfg, loaded), est.calibration)

@@ -136,7 +136,7 @@ def calibration_values(estimator) -> dict:
     return {"time_model_prefill_mape_pct": errs["prefill_mape_pct"],
             "time_model_decode_step_mape_pct": errs["decode_step_mape_pct"],
             "time_model_jobs": errs["jobs"], "prefill_scale": errs["prefill_scale"],
-            "decode_scale": errs["decode_scale"]}
+            "decode_scale": errs["decode_scale"], "planner": estimator.planner, "retention": estimator.retention.source}
 
 
 def diagnostic_status(name: str, hardware_id: str, level: int, message: str, values: dict):

@@ -242,6 +242,7 @@ def result_msg(core, v: GoalEstimate | None = None):
         res.predicted_time = duration(core.planned_at + plan.predicted_total)
         res.answer_word_limit = int(plan.answer_words)
         res.completion_probability = float(plan.completion_probability)
+        res.expected_quality = float(plan.expected_quality)
         res.expected_time = duration(core.planned_at + plan.expected_time)
         res.p90_time = duration(core.planned_at + plan.p90_time)
     elif v is not None:
@@ -258,7 +259,8 @@ def job_report(goal_id, res, budget: float, now_ns: int, core=None, v: GoalEstim
                     time_budget=duration(budget), eviction_ratio=res.eviction_ratio,
                     prompt_tokens=res.prompt_tokens or (v.prompt_tokens if v else 0),
                     generated_tokens=res.generated_tokens, predicted_tokens=res.predicted_tokens,
-                    predicted_tokens_bound=res.predicted_tokens_bound, answer_word_limit=res.answer_word_limit)
+                    predicted_tokens_bound=res.predicted_tokens_bound, answer_word_limit=res.answer_word_limit,
+                    completion_probability=res.completion_probability, expected_quality=res.expected_quality)
     rep.header.stamp = time_from_ns(now_ns)
     if plan is not None:
         rep.predicted_prefill = duration(plan.predicted_prefill)

@@ -31,7 +31,8 @@ def print_result(result, status_name: str, budget: float, out=sys.stdout):
           f"(predicted {result.predicted_tokens}, bound {result.predicted_tokens_bound}); "
           f"eviction ratio {result.eviction_ratio:.2f}", file=out)
     print(f"at acceptance: {100 * result.completion_probability:.0f} % likely to complete, expected "
-          f"{seconds(result.expected_time):.3f} s, 90th percentile {seconds(result.p90_time):.3f} s", file=out)
+          f"{seconds(result.expected_time):.3f} s, 90th percentile {seconds(result.p90_time):.3f} s; a complete answer "
+          f"keeps {100 * result.expected_quality:.0f} % of its quality at this ratio", file=out)
     if result.answer_word_limit:
         print(f"length control: the predicted answer did not fit; asked for at most {result.answer_word_limit} words",
               file=out)

@@ -70,6 +70,7 @@ class GoalTally:
         self.finished = 0
         self.rejected = 0
         self.last_rejection = ""
+        self.last_plan = {}  # the last finished goal's plan: what the planner chose and why
 
     def reject(self, why: str):
         with self.lock:
@@ -82,6 +83,9 @@ class GoalTally:
             self.finished += 1
             if res.outcome not in NOT_SCORED:
                 self.scored.append(bool(res.deadline_met and res.outcome == Result.COMPLETED))
+            self.last_plan = {"last_goal_eviction_ratio": float(res.eviction_ratio),
+                              "last_goal_completion_probability": float(res.completion_probability),
+                              "last_goal_expected_quality": float(res.expected_quality)}
 
     def values(self, model: str, model_loaded: bool, queue_length: int, running_goal: str, predictor: dict,
                calibration: dict) -> dict:
@@ -95,5 +99,6 @@ class GoalTally:
                 "deadline_window_goals": len(scored),
                 **predictor,
                 "goals_rejected": self.rejected, "last_rejection": self.last_rejection,
+                **self.last_plan,
                 **calibration,
             }

@@ -60,3 +60,35 @@ def planner_accuracy(jobs_by_budget: dict, max_eviction_ratio: float, none_time:
             "alpha_counts": eviction_ratio_counts([j["eviction_ratio"] for j in jobs], max_eviction_ratio),
             "infeasible": infeasible_counts(jobs_by_budget, none_time),
             "points": [[j["predicted_total"], j["total"]] for j in jobs]}
+
+
+ODDS_BINS = 10
+
+
+def completion_calibration(jobs_by_budget: dict) -> dict:
+    """How well a planner's ``completion_probability`` held under Kill (a job completes when it
+    runs and ends by its budget): the expected calibration error over ``ODDS_BINS`` equal bins of
+    the probability, the bins themselves (for the reliability plot), and the timing model given
+    each answer's real length (measured / predicted, median and p90), over all jobs and per ratio chosen."""
+    rows = [(float(j["completion_probability"]), float(not j.get("infeasible") and j["total"] <= float(b)))
+            for b, jobs in jobs_by_budget.items() for j in jobs]
+    bins = []
+    for k in range(ODDS_BINS):
+        inside = [(p, y) for p, y in rows if k / ODDS_BINS <= p < (k + 1) / ODDS_BINS or (k == ODDS_BINS - 1 and p == 1.0)]
+        if inside:
+            bins.append({"from": k / ODDS_BINS, "jobs": len(inside), "predicted": float(np.mean([p for p, _ in inside])),
+                         "completed": float(np.mean([y for _, y in inside]))})
+    ece = sum(b["jobs"] * abs(b["predicted"] - b["completed"]) for b in bins) / max(len(rows), 1)
+
+    def timing(jobs: list[dict]) -> dict:
+        r = [j["total"] / j["predicted_given_length"] for j in jobs if not j.get("infeasible") and j["predicted_given_length"] > 0]
+        return {"jobs": len(r), "median": float(median(r)) if r else None, "p90": float(np.percentile(r, 90)) if r else None}
+
+    ran = [j for jobs in jobs_by_budget.values() for j in jobs]
+    by_ratio = {}
+    for j in ran:
+        by_ratio.setdefault(f"{j['eviction_ratio']:.2f}", []).append(j)
+    return {"jobs": len(rows), "ece": float(ece), "mean_probability": float(np.mean([p for p, _ in rows])),
+            "completion_rate": float(np.mean([y for _, y in rows])), "bins": bins,
+            "measured_over_predicted_given_length": timing(ran),
+            "measured_over_predicted_by_ratio": {a: timing(js) for a, js in sorted(by_ratio.items())}}

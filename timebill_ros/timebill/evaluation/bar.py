@@ -12,6 +12,11 @@ presses at all:
   scores higher only by changing an answer that fits is not a target). Fidelity is a point value:
   the issue sets it as a floor, not a difference.
 
+On a set scored against the model's own answer (``Task.scored_against_own_answer``), the
+completion side compares with no eviction and only the fixed ratios whose completed answers in the
+cell keep a fidelity of at least ``MIN_COMPLETION_FIDELITY``: a completion bought by damaging the
+question is not one a user would take.
+
 The differences and intervals are ``compare.paired_bootstrap``'s, one resampling per cell.
 """
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .schedule import replay_outcomes
 
 PRESSURE_BELOW = 0.95   # no eviction's completion rate under which a cell is under time pressure
 MIN_FIDELITY = 0.9      # the default's fidelity to the model's own answer, without time pressure
+MIN_COMPLETION_FIDELITY = 0.5  # a fixed ratio's completions count against the default only above this (own-answer sets)
 NO_EVICTION = "none"    # the method whose answers are the model's own
 RULES = {"time_pressure": "completion rate and average score >= the best fixed ratio's (within the 95 % interval)",
          "no_time_pressure": f"average score >= no eviction's (within the 95 % interval), fidelity >= {MIN_FIDELITY}"}
@@ -45,12 +51,15 @@ def _difference_check(c: dict) -> dict:
             "passed": c["verdict"] != "worse"}
 
 
-def judge(no_eviction_completion_rate: float, versus_best_fixed: dict, versus_none: dict, fid: dict) -> dict:
+def judge(no_eviction_completion_rate: float, versus_best_fixed: dict, versus_none: dict, fid: dict,
+          versus_completion: dict | None = None) -> dict:
     """The bar for one cell from its comparisons (``compare.paired_bootstrap``'s per-metric dicts)
-    and the default's fidelity (``fidelity``'s dict)."""
+    and the default's fidelity (``fidelity``'s dict). ``versus_completion``: the comparison the
+    completion rate is judged by, where it is not the best fixed ratio (own-answer sets)."""
     rule = rule_for(no_eviction_completion_rate)
+    completion = (versus_completion or versus_best_fixed)["completion_rate"]
     if rule == "time_pressure":
-        checks = {"completion_rate_vs_best_fixed": _difference_check(versus_best_fixed["completion_rate"]),
+        checks = {"completion_rate_vs_best_fixed": _difference_check(completion),
                   "avg_score_vs_best_fixed": _difference_check(versus_best_fixed["avg_score"])}
     else:
         # No completed answer has no fidelity to show: the cell fails (its score check fails too).
@@ -63,18 +72,27 @@ def judge(no_eviction_completion_rate: float, versus_best_fixed: dict, versus_no
 
 def judge_cell(per_method: dict[str, list[dict]], default: str, fixed: list[str], replay, budget: float, score,
                own_answer: dict[str, str], also: dict[str, list[str]] | None = None,
-               resamples: int = compare.RESAMPLES, seed: int = 0) -> tuple[dict, dict]:
+               resamples: int = compare.RESAMPLES, seed: int = 0, faithful_completion: bool = False) -> tuple[dict, dict]:
     """One cell: ``per_method`` as ``compare.paired_bootstrap`` takes it, ``fixed`` the fixed
     methods (no eviction among them), ``own_answer`` item -> no eviction's answer. ``also``: more
     comparisons to draw on the same resamples (their results come back, they are not judged).
+    ``faithful_completion``: judge the completion rate against no eviction and the fixed ratios
+    whose completed answers keep ``MIN_COMPLETION_FIDELITY`` (``faithful_fixed``).
     Returns (the cell's judgement, every comparison by name)."""
     if NO_EVICTION not in fixed:
         raise ValueError(f"the fixed methods {fixed} lack {NO_EVICTION!r}: the bar compares with no eviction")
+
+    def completed(m: str) -> list[bool]:
+        return [o.completed for o in replay_outcomes(replay, per_method[m], budget)]
+
     against = {"best_fixed": list(fixed), NO_EVICTION: [NO_EVICTION], **(also or {})}
+    if faithful_completion:
+        kept = {m: fidelity(per_method[m], completed(m), own_answer)["value"] for m in fixed}
+        against["faithful_fixed"] = [m for m in fixed if m == NO_EVICTION or (kept[m] or 0.0) >= MIN_COMPLETION_FIDELITY]
     cmp = compare.paired_bootstrap(per_method, default, against, replay, budget, score, resamples, seed)
-    none_rate = float(np.mean([o.completed for o in replay_outcomes(replay, per_method[NO_EVICTION], budget)]))
-    done = [o.completed for o in replay_outcomes(replay, per_method[default], budget)]
-    return judge(none_rate, cmp["best_fixed"], cmp[NO_EVICTION], fidelity(per_method[default], done, own_answer)), cmp
+    none_rate = float(np.mean(completed(NO_EVICTION)))
+    return judge(none_rate, cmp["best_fixed"], cmp[NO_EVICTION], fidelity(per_method[default], completed(default), own_answer),
+                 versus_completion=cmp.get("faithful_fixed")), cmp
 
 
 def half_widths(cells: list[dict]) -> dict:

@@ -28,6 +28,7 @@ def print_task(name: str, t: dict) -> None:
               f"else {bar.RULES['no_time_pressure']})")
         print("\n".join(bar.table(name, t["bar"])))
         print(bar.summary(t["bar"]))
+    print_odds(t)
     print("fidelity (ROUGE-L vs the uncompressed answer): " + ", ".join(f"{m} {v:.3f}" for m, v in t["fidelity_rouge_l"].items()))
     for m, acc in t["time_model"].items():
         print(f"time model, {m}: MAPE {acc['mape_pct']:.1f} % over {acc['jobs']} jobs; measured > predicted worst case "
@@ -74,9 +75,10 @@ def print_versus(rows: list[dict]) -> None:
         print(f"{r['strategy']:>9} {r['budget']:>5.2f} s: " + "; ".join(cells))
     worse = sum(r[k]["verdict"] == "worse" for r in rows for k in ("completion_rate", "avg_score"))
     print(f"cells where timebill is worse beyond the interval: {worse} of {2 * len(rows)}")
-    print("-- what length control adds: timebill minus timebill_budget (completion rate; average score), 95 % bootstrap interval")
+    print("-- the score planner against the budget planner: timebill minus timebill_budget (completion rate; average score), "
+          "95 % bootstrap interval")
     for r in rows:
-        c = r.get("length_control_gain")
+        c = r.get("versus_budget_planner")
         if c:
             print(f"{r['strategy']:>9} {r['budget']:>5.2f} s: " + "; ".join(interval(c[k]) for k in ("completion_rate", "avg_score")))
 
@@ -183,3 +185,42 @@ def plot_bar(report: dict, out: pathlib.Path, preset: str) -> None:
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(out / f"bar-{preset}.png", dpi=110)
     plt.close(fig)
+
+
+def plot_reliability(report: dict, out: pathlib.Path, preset: str) -> None:
+    """Per data set: each planner's completion probability against how often its jobs completed
+    under Kill (bins of the probability; on the diagonal = calibrated)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in report["tasks"] if report["tasks"][t].get("odds")]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4), squeeze=False)
+    for ax, tname in zip(axes[0], tasks):
+        for m, odds in report["tasks"][tname]["odds"].items():
+            xs = [b["predicted"] for b in odds["bins"]]
+            ys = [b["completed"] for b in odds["bins"]]
+            ax.plot(xs, ys, "o-", ms=3, label=f"{m} (ECE {odds['ece']:.3f})")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set_xlabel("completion probability at acceptance")
+        ax.set_ylabel("completed under Kill")
+        ax.set_title(tname)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Are the odds right? preset {preset}, every budget")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(out / f"reliability-{preset}.png", dpi=110)
+    plt.close(fig)
+
+
+def print_odds(t: dict) -> None:
+    for m, o in t.get("odds", {}).items():
+        g = o["measured_over_predicted_given_length"]
+        per = ", ".join(f"{a}: {v['median']:.3f} ({v['jobs']})" for a, v in o["measured_over_predicted_by_ratio"].items()
+                        if v["median"] is not None)
+        print(f"odds, {m}: ECE {o['ece']:.3f} over {o['jobs']} jobs (mean probability {o['mean_probability']:.3f}, "
+              f"completed {o['completion_rate']:.3f}); timing given the real length, measured/predicted median "
+              f"{g['median']:.3f}, p90 {g['p90']:.3f}; by ratio chosen: {per}")

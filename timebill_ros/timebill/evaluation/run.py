@@ -51,12 +51,12 @@ from statistics import median
 import numpy as np
 
 from . import bar, metrics, schedule
-from .accuracy import none_durations_by_id, planner_accuracy, timing_of_records
+from .accuracy import completion_calibration, none_durations_by_id, planner_accuracy, timing_of_records
 from .budgets import task_budgets
 from .checks import k_sweep, live_check
 from .methods import DEFAULT, FIXED, PLANNERS, Methods, build_methods
 from .records import Recorder, observe_record, ratio_key
-from .report import plot, plot_bar, print_task
+from .report import plot, plot_bar, plot_reliability, print_task
 from .served_order import replay_as_served
 from .tasks import PRESETS, TASKS, Task
 
@@ -84,6 +84,7 @@ def run(preset: str, out: pathlib.Path, budgets_arg: list[float] | None, tasks: 
           f"(written to {out / f'bar-{preset}.md'})")
     plot(report, out, preset)
     plot_bar(report, out, preset)
+    plot_reliability(report, out, preset)
     return report
 
 
@@ -104,23 +105,33 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
     # 3. scores, fidelity, replay under both strategies
     by_id = {it.id: it for it in items}
 
-    def score_job(j):
+    ref_text = {it.id: recorder.records[(it.id, ratio_key(0.0))]["text"] for it in items}
+
+    def reference_score(j):
         return task.score(j["text"], by_id[j["item"]])
+
+    def score_job(j):
+        return metrics.rouge_l(j["text"], ref_text[j["item"]]) if task.scored_against_own_answer else reference_score(j)
 
     fixed = fixed_jobs(recorder, items, budgets)
     jobs = {**fixed, **tb_jobs}
-    ref_text = {it.id: recorder.records[(it.id, ratio_key(0.0))]["text"] for it in items}
     none_time = none_durations_by_id(recorder, items)
+    table = replay_table(jobs, budgets, score_job)
+    if task.scored_against_own_answer:  # the references' score as a second column
+        for row, ref in zip(table, replay_table(jobs, budgets, reference_score)):
+            row["avg_reference_score"] = ref["avg_score"]
     result = {"items": len(items), "context_cap": task.context_cap, "max_new_tokens": task.max_new_tokens,
-              "score": task.score_name, "budgets": budgets, "table": replay_table(jobs, budgets, score_job),
+              "score": f"{task.score_name} vs the model's own answer" if task.scored_against_own_answer else task.score_name,
+              "budgets": budgets, "table": table,
               "fidelity_rouge_l": {m: float(np.mean([metrics.rouge_l(j["text"], ref_text[j["item"]])
                                                      for b in budgets for j in per_budget[b]]))
                                    for m, per_budget in jobs.items()},
               "score_without_deadline": {m: float(np.mean([score_job(j) for b in budgets for j in pb[b]]))
                                          for m, pb in jobs.items()},
-              **compare_cells(jobs, list(fixed), budgets, score_job, ref_text, task.name),
+              **compare_cells(jobs, list(fixed), budgets, score_job, ref_text, task.name, task.scored_against_own_answer),
               "time_model": {m: planner_accuracy(tb_jobs[m], est.max_eviction_ratio, none_time)
-                             for m, est in methods.planners.items()}}
+                             for m, est in methods.planners.items()},
+              "odds": {m: completion_calibration(tb_jobs[m]) for m in methods.planners}}
     timing = timing_of_records([recorder.records[(it.id, ratio_key(a))] for it in items for a in FIXED],
                                methods.time_model, task.max_new_tokens)
     # 4. the paper's k at one tight budget (the calibration as it stands after the last prompt's planning)
@@ -206,10 +217,12 @@ def replay_table(jobs_by_method: dict, budgets, score_job) -> list[dict]:
     return table
 
 
-def compare_cells(jobs_by_method: dict, fixed_names: list[str], budgets, score_job, own_answer: dict, task_name: str) -> dict:
+def compare_cells(jobs_by_method: dict, fixed_names: list[str], budgets, score_job, own_answer: dict, task_name: str,
+                  faithful_completion: bool = False) -> dict:
     """Per strategy and budget, from one paired bootstrap: the default against the best fixed ratio
-    (``versus_best_fixed``), what length control adds (the default minus ``timebill_budget``), and
-    the bar's judgement (``bar``, see bar.py)."""
+    (``versus_best_fixed``), the default minus the budget planner (``timebill_budget``), and the
+    bar's judgement (``bar``, see bar.py; ``faithful_completion`` for sets scored against the
+    model's own answer)."""
     from tqdm import tqdm
 
     rows, cells = [], []
@@ -218,8 +231,8 @@ def compare_cells(jobs_by_method: dict, fixed_names: list[str], budgets, score_j
         for b in budgets:
             cell, cmp = bar.judge_cell({m: jobs_by_method[m][b] for m in [DEFAULT, "timebill_budget", *fixed_names]},
                                        DEFAULT, fixed_names, replay, b, score_job, own_answer,
-                                       also={"length_control": ["timebill_budget"]})
-            rows.append({"strategy": strategy, "budget": b, **cmp["best_fixed"], "length_control_gain": cmp["length_control"]})
+                                       also={"budget_planner": ["timebill_budget"]}, faithful_completion=faithful_completion)
+            rows.append({"strategy": strategy, "budget": b, **cmp["best_fixed"], "versus_budget_planner": cmp["budget_planner"]})
             cells.append({"strategy": strategy, "budget": b, **cell})
             progress.update(1)
     progress.close()
@@ -243,6 +256,7 @@ def main(argv=None) -> int:
         report = json.loads(path.read_text())
         plot(report, path.parent, report["preset"])
         plot_bar(report, path.parent, report["preset"])
+        plot_reliability(report, path.parent, report["preset"])
         return 0
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else None
     if budgets is not None and not all(math.isfinite(b) and b > 0 for b in budgets):

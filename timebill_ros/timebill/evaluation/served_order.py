@@ -56,7 +56,11 @@ class Replayed:
                 "predicted_worst": e.planned_at + e.plan.predicted_worst_case, "feasible": e.plan.feasible,
                 "infeasible": self.infeasible, "tokens_that_fit": e.plan.tokens_that_fit,
                 "predicted_tokens": e.length.predicted_tokens, "bound": e.length.predicted_tokens_bound,
-                "tokens": rec["tokens"], "words": e.request.answer_words}
+                "tokens": rec["tokens"], "words": e.request.answer_words,
+                "completion_probability": e.plan.completion_probability, "expected_quality": e.plan.expected_quality,
+                # the plan's timing model given the answer's real length: the timing error apart from the length's
+                "predicted_given_length": e.planned_at + e.plan.predictor_time
+                + e.time_model.end_to_end(e.plan.prompt_tokens, max(1, rec["tokens"]), rec[RATIO])}
 
 
 def replay_as_served(estimator: Estimator, recorder: Recorder, states: PromptStates | None, item_id: str,

@@ -20,6 +20,10 @@ class Task:
     score: Callable[[str, "datasets.Item"], float]
     budgets: tuple[float, ...] = ()          # fixed budgets (s); empty: chosen from the no-eviction times
     min_useful_tokens: int = 0               # what the task's goals say is worth starting (0 = the default)
+    # True: the set has no short gold answer a complete answer would match, so a job is scored by
+    # ROUGE-L against the model's unhurried answer to the same prompt (no eviction, no deadline);
+    # ``score`` (against the references) is reported beside it as a second column.
+    scored_against_own_answer: bool = False
 
     def request(self, prompt: str, budget: float, **kw) -> Request:
         return Request(prompt, budget=budget, system_prompt=self.system, max_new_tokens=self.max_new_tokens,
@@ -47,10 +51,13 @@ TASKS = {
     # What a robot's user asks: a short question, no system prompt, the answer as long as the model
     # makes it (up to 128 tokens, ~1.2 s on the llamacpp backend), at budgets from 0.5 to 10 s
     # (from 1 s on, no eviction completes them nearly all).
+    # TruthfulQA's short references reward the brief answers a damaged question gets (evicting half
+    # of a 40-token question scored 0.303 against no eviction's 0.131), so the set is scored
+    # against the model's own unhurried answer.
     "everyday": Task(
         "everyday", datasets.everyday, "", "", max_new_tokens=128, context_cap=0, score_name="rouge_l",
         score=lambda pred, it: metrics.best(metrics.rouge_l, pred, list(it.references)),
-        budgets=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 10.0)),
+        budgets=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 10.0), scored_against_own_answer=True),
 }
 
 PRESETS = {
