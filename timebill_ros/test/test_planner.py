@@ -316,7 +316,7 @@ def test_the_configured_planner_and_useful_minimum_reach_the_estimator(tiny, tmp
     from timebill.config import load_config
     from timebill.runtime import build_estimator
 
-    assert load_config()["planner"] == "budget" and load_config()["min_useful_tokens"] == 8  # the shipped YAML
+    assert load_config()["planner"] == "score" and load_config()["min_useful_tokens"] == 8  # the shipped YAML
     path = slow_time_model().save(tmp_path / "tm.yaml")
     cfg = load_config(overrides={"time_model": str(path), "length_predictor": "constant", "planner": "paper",
                                  "min_useful_tokens": 3})

@@ -31,6 +31,7 @@ DEFAULTS = {
     "rlp_k": 5.0,
     "press": "snapkv",
     "max_eviction_ratio": 0.95,
+    "fixed_eviction_ratio": -1.0,
     "worst_case_quantile": 0.5,
     "planner": DEFAULT_PLANNER,
     "retention": "auto",

@@ -58,6 +58,7 @@ class Estimator:
         min_useful_tokens: int = DEFAULT_MIN_USEFUL_TOKENS,
         length_control: bool = DEFAULT_LENGTH_CONTROL,
         retention: Retention = CONSERVATIVE,
+        fixed_eviction_ratio: float | None = None,
     ):
         self.loaded = loaded
         self.calibration = time_model if isinstance(time_model, OnlineCalibration) else OnlineCalibration(time_model)
@@ -74,6 +75,10 @@ class Estimator:
         self.min_useful_tokens = int(min_useful_tokens)
         self.length_control = bool(length_control)
         self.retention = retention  # the score planner's quality of a complete answer per ratio
+        # Every goal at this ratio, the planner off: the baseline an operator compares the planner with.
+        if fixed_eviction_ratio is not None and not 0.0 <= fixed_eviction_ratio < 1.0:
+            raise ValueError(f"fixed_eviction_ratio must be in [0, 1), or negative for the planner, got {fixed_eviction_ratio}")
+        self.fixed_eviction_ratio = fixed_eviction_ratio
         press_class(press)  # fail at start-up, not at the first goal
         self.press = press
         self.format_lengths = FormatLengths()  # the engine tells it each formatted answer's length
@@ -84,6 +89,10 @@ class Estimator:
 
     def max_new_tokens(self, req: Request) -> int:
         return int(req.max_new_tokens) or self.default_max_new_tokens
+
+    def fixed_ratio(self, req: Request) -> float | None:
+        """The ratio ``req`` runs at without planning (its own, else the configured one), or None."""
+        return req.fixed_eviction_ratio if req.fixed_eviction_ratio is not None else self.fixed_eviction_ratio
 
     def max_eviction_ratio_for(self, req: Request) -> float:
         a = req.max_eviction_ratio
@@ -217,7 +226,7 @@ class Estimator:
         without a system prompt to carry it, a baseline's fixed ratio, an answer format, nothing useful fits, or the
         answer is more likely to complete than not: the predicted distribution's median fits)."""
         on = self.length_control if req.length_control is None else bool(req.length_control)
-        if not on or req.answer_words or req.raw or req.fixed_eviction_ratio is not None or not est.plan.useful_fits or \
+        if not on or req.answer_words or req.raw or self.fixed_ratio(req) is not None or not est.plan.useful_fits or \
                 req.answer_format is not None:  # the format bounds the answer; a word limit could contradict it
             return None
         if est.plan.completion_probability >= 0.5:
@@ -278,19 +287,19 @@ class Estimator:
 
         kind = request_kind(len(ids), int(req.min_useful_tokens), bool(req.choices))
         chosen = None
-        if self.planner == "score" and req.fixed_eviction_ratio is None:
+        if self.planner == "score" and self.fixed_ratio(req) is None:
             dist = length.dist().capped(max_new)
-            closed = [optimal_eviction_ratio(tm, len(ids), n, budget, latency + tm.evict_overhead(len(ids), 1.0))
-                      for n in {length.predicted_tokens, length.predicted_tokens_bound}]
+            paper = optimal_eviction_ratio(tm, len(ids), length.predicted_tokens_bound, budget,
+                                           latency + tm.evict_overhead(len(ids), 1.0))
             chosen = score_planner.choose(
-                score_planner.candidate_ratios(ceiling, closed),
+                score_planner.candidate_ratios(ceiling, [paper]),
                 probability=lambda a: sum(dist.p_at_most(f) for f in fits_at(a)) / len(speeds),
                 quality=lambda a: self.retention.at(a, kind),
                 skip_next=Policy.parse(req.policy) == Policy.SKIP_NEXT)
         plan = plan_eviction(
             tm, len(ids), length.predicted_tokens, length.predicted_tokens_bound, budget,
             max_eviction_ratio=self.max_eviction_ratio_for(req), predictor_time=latency,
-            press_applies=press_applies(len(ids)), fixed_eviction_ratio=req.fixed_eviction_ratio,
+            press_applies=press_applies(len(ids)), fixed_eviction_ratio=self.fixed_ratio(req),
             worst_tm=timed(self.calibration.model_at(self.worst_case_quantile)),
             planner=self.planner, min_useful_tokens=int(req.min_useful_tokens) or (
                 fmt.min_tokens(self.loaded, max_new) if fmt is not None else self.min_useful_tokens),

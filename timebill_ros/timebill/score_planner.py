@@ -15,8 +15,8 @@ Under Skip-Next a late answer costs the goal after it as well: P * R - (1 - P) *
 a goal gets at this budget (the best candidate's P * R).
 
 The candidates: no eviction, the ratios the evaluation compares against (``COMPARED``), the
-largest allowed ratio, and the paper's closed form α* for the expected and for the bounded length
-(rounded up to ``RATIO_STEP``). The one with the highest expected score runs; among candidates
+largest allowed ratio, and the paper's closed form α* (the smallest ratio whose bounded length
+fits, rounded up to ``RATIO_STEP``). The one with the highest expected score runs; among candidates
 within ``NOISE`` of it, the one more likely to complete, then the one that evicts less. Because
 every fixed ratio is a candidate, a planner whose odds and retention are right does no worse than
 any fixed ratio on average.

@@ -18,8 +18,8 @@ halves the evaluation scores), one set per kind of request:
   reward the brief answers a damaged question gets: evicting half of it scores higher).
 
 Each curve is made non-increasing in the ratio (more eviction never measures as better beyond the
-noise of its prompts) and capped at 1. The records (JSON lines) are kept beside the output, so an
-interrupted run resumes. Needs the evaluation data: ``scripts/setup.sh --eval``.
+noise of its prompts) and capped at 1. The answers are kept as JSON lines in the cache's
+``retention/`` folder, so an interrupted run resumes. Needs the evaluation data: ``scripts/setup.sh --eval``.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def monotone(quality: list[float]) -> list[float]:
     return out
 
 
-def measure(cfg: dict, prompts: int, out: pathlib.Path, context_cap: int = 1536, say=print):
+def measure(cfg: dict, prompts: int, out: pathlib.Path, records_dir: pathlib.Path, context_cap: int = 1536, say=print):
     from tqdm import tqdm
 
     from ..length_predictor import ConstantLengthPredictor
@@ -75,7 +75,7 @@ def measure(cfg: dict, prompts: int, out: pathlib.Path, context_cap: int = 1536,
         if task.context_cap:
             task.context_cap = context_cap
         items = task.load(prompts, split="train")
-        recorder = Recorder(engine, out.with_name(f"{out.stem}-records-{tname}.jsonl"))
+        recorder = Recorder(engine, records_dir / f"records-{loaded.name}-{configured_press(cfg)}-{tname}.jsonl")
         answers = {}
         for it in tqdm(items, desc=f"retention {kind} ({tname}, train half)", dynamic_ncols=True):
             prompt = task.prompt(it, loaded.tokenizer)
@@ -118,8 +118,12 @@ def main(argv=None) -> int:
     else:
         from ..runtime import load_configured_model
         out = cached_path(load_configured_model(cfg).name, configured_press(cfg), cfg.get("cache_dir") or None)
+    from ..models import default_cache_dir
+
+    records_dir = default_cache_dir(cfg.get("cache_dir") or None) / "retention"
+    records_dir.mkdir(parents=True, exist_ok=True)
     try:
-        measure(cfg, args.prompts, out)
+        measure(cfg, args.prompts, out, records_dir)
     except FileNotFoundError as exc:
         print(f"error: {exc} (the evaluation data: scripts/setup.sh --eval)", file=sys.stderr)
         return 1
