@@ -266,7 +266,7 @@ def test_the_bar_table_names_the_rule_the_baseline_and_the_failing_cells():
     cell = _cell({"timebill": _jobs(fits, changed), "none": _jobs(fits, own), "fixed_0.95": _jobs(fits, changed)})
     lines = bar.table("everyday", [{"strategy": "kill", "budget": 10.0, **cell}])
     assert lines[0].startswith("| everyday |") and "no time pressure" in lines[2] and "vs none" in lines[2]
-    assert lines[2].rstrip().endswith("| **no** |")
+    assert "| **no** |" in lines[2]
     assert bar.summary([{"strategy": "kill", "budget": 10.0, **cell}]).startswith("0 of 1 cells pass")
 
 
@@ -317,3 +317,20 @@ def test_records_of_an_engine_that_let_loops_run_are_not_replayed_for_one_that_e
     assert ending.records == {} and ending.stale == 10
     rec = ending.get("new-item", "Where is the red cup?", "", 0.0, max_new=8)
     assert rec["loop_window"] == 32 and len(Recorder(engine(32), path).records) == 1
+
+
+def test_on_a_set_scored_against_the_models_own_answer_completion_bought_by_damage_does_not_count():
+    from timebill.evaluation import bar
+
+    times = [0.5 + 0.05 * i for i in range(20)]                       # no eviction completes 55 % in 1 s
+    own, damaged = [f"the cup is in the cupboard number {i}" for i in range(20)], [f"yes {i}" for i in range(20)]
+    per_method = {"timebill": _jobs(times, own), "none": _jobs(times, own),
+                  "fixed_0.50": _jobs([t - 0.4 for t in times], damaged)}  # completes 90 %, nothing of the answer kept
+    judged = bar.judge_cell(per_method, "timebill", ["none", "fixed_0.50"], schedule.kill, 1.0, lambda j: 1.0,
+                            {j["item"]: j["text"] for j in per_method["none"]}, resamples=200, faithful_completion=True)[0]
+    assert judged["checks"]["completion_rate_vs_best_fixed"]["against"] == "none" and judged["passed"] is False
+    # (the score check still compares with every fixed ratio: its answers score 1 here, completed more often)
+    faithful = {**per_method, "fixed_0.50": _jobs([t - 0.4 for t in times], own)}
+    judged = bar.judge_cell(faithful, "timebill", ["none", "fixed_0.50"], schedule.kill, 1.0, lambda j: 1.0,
+                            {j["item"]: j["text"] for j in per_method["none"]}, resamples=200, faithful_completion=True)[0]
+    assert judged["checks"]["completion_rate_vs_best_fixed"]["against"] == "fixed_0.50"

@@ -1,4 +1,4 @@
-"""The evaluation's bar (issue 20), per data set, strategy and budget cell, for the default method.
+"""The evaluation's bar, per data set, strategy and budget cell, for the default method.
 
 A planner wants the model's own answer whenever it fits, so the bar depends on whether the budget
 presses at all:
@@ -115,8 +115,9 @@ def _diff(c: dict | None) -> str:
 def table(name: str, cells: list[dict]) -> list[str]:
     """The bar of one data set as Markdown table lines (printed as they are, and written to bar-*.md)."""
     lines = [f"| {name} | strategy | budget (s) | no eviction completes | rule | completion rate: difference "
-             "[95 % interval] | average score: difference [95 % interval] | fidelity | pass |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "[95 % interval] | average score: difference [95 % interval] | fidelity | pass | planner expected / got: "
+             "completion; quality |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
         k = c["checks"]
         score = k.get("avg_score_vs_best_fixed") or k.get("avg_score_vs_none")
@@ -126,8 +127,18 @@ def table(name: str, cells: list[dict]) -> list[str]:
         rule = "time pressure" if c["rule"] == "time_pressure" else "no time pressure"
         lines.append(f"| | {c['strategy']} | {c['budget']:.2f} | {c['no_eviction_completion_rate']:.2f} | {rule} | "
                      f"{_diff(k.get('completion_rate_vs_best_fixed'))} | {_diff(score)} | {fid_s} | "
-                     f"{'yes' if c['passed'] else '**no**'} |")
+                     f"{'yes' if c['passed'] else '**no**'} | {_view(c.get('planner_view'))} |")
     return lines
+
+
+def _view(v: dict | None) -> str:
+    if not v:
+        return "-"
+
+    def q(x):
+        return "-" if x is None else f"{x:.2f}"
+    return (f"{v['predicted_completion']:.2f} / {v['completion']:.2f}; {q(v['predicted_quality'])} / {q(v['quality'])} "
+            f"(ratio {v['mean_ratio']:.2f})")
 
 
 def summary(cells: list[dict]) -> str:
@@ -139,13 +150,18 @@ def summary(cells: list[dict]) -> str:
 
 def markdown(report: dict) -> str:
     """The whole run's bar (every data set), for bar-<preset>.md beside the results."""
-    out = [f"# The bar (issue 20), preset {report['preset']}: `{report['default_method']}` on {report['model']}",
+    out = [f"# The bar, preset {report['preset']}: `{report['default_method']}` on {report['model']}",
            "", f"{report['date']}, {report['machine']}, {report['threads']} threads.", "",
            f"- Under time pressure (no eviction completes < {100 * PRESSURE_BELOW:.0f} % of the cell's jobs): {RULES['time_pressure']}.",
            f"- Without: {RULES['no_time_pressure']}; fidelity is the mean ROUGE-L of the default's completed answers "
            "against no eviction's answer to the same prompt.",
            "- Differences are the default minus the baseline named after `vs` (the best on these prompts); intervals "
-           "are paired bootstraps over prompts.", ""]
+           "are paired bootstraps over prompts.",
+           "- On a set scored against the model's own answer, the completion rate is compared with no eviction and the "
+           f"fixed ratios whose completed answers keep a fidelity of at least {MIN_COMPLETION_FIDELITY}.",
+           "- The last column: what the default planner expected against what happened, the completion rate (mean "
+           "completion probability / completed) and the quality of its completed answers relative to no eviction's "
+           "(mean retention / measured score ratio), with its mean eviction ratio.", ""]
     everything = []
     for name, t in report["tasks"].items():
         out += table(name, t["bar"]) + ["", summary(t["bar"]), ""]

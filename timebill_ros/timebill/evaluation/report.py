@@ -181,7 +181,7 @@ def plot_bar(report: dict, out: pathlib.Path, preset: str) -> None:
             ax.set_xlabel("time budget (s); o kill, s skip_next; red: the cell fails")
             ax.set_title(f"{tname}: {report['default_method']} minus its baseline, {label}")
             ax.grid(alpha=0.3)
-    fig.suptitle(f"The bar (issue 20), preset {preset}: differences and 95 % paired bootstrap intervals")
+    fig.suptitle(f"The bar, preset {preset}: differences and 95 % paired bootstrap intervals")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(out / f"bar-{preset}.png", dpi=110)
     plt.close(fig)

@@ -114,11 +114,12 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
         return metrics.rouge_l(j["text"], ref_text[j["item"]]) if task.scored_against_own_answer else reference_score(j)
 
     fixed = fixed_jobs(recorder, items, budgets)
-    jobs = {**fixed, **tb_jobs}
+    by_strategy = {strategy: {**fixed, **tb_jobs[strategy]} for strategy, _ in STRATEGIES}
+    jobs, killed = by_strategy["kill"], tb_jobs["kill"]  # what is judged apart from a schedule: Kill's plans
     none_time = none_durations_by_id(recorder, items)
-    table = replay_table(jobs, budgets, score_job)
+    table = replay_table(by_strategy, budgets, score_job)
     if task.scored_against_own_answer:  # the references' score as a second column
-        for row, ref in zip(table, replay_table(jobs, budgets, reference_score)):
+        for row, ref in zip(table, replay_table(by_strategy, budgets, reference_score)):
             row["avg_reference_score"] = ref["avg_score"]
     result = {"items": len(items), "context_cap": task.context_cap, "max_new_tokens": task.max_new_tokens,
               "score": f"{task.score_name} vs the model's own answer" if task.scored_against_own_answer else task.score_name,
@@ -128,10 +129,10 @@ def evaluate_task(task: Task, p: dict, methods: Methods, tokenizer, records_path
                                    for m, per_budget in jobs.items()},
               "score_without_deadline": {m: float(np.mean([score_job(j) for b in budgets for j in pb[b]]))
                                          for m, pb in jobs.items()},
-              **compare_cells(jobs, list(fixed), budgets, score_job, ref_text, task.name, task.scored_against_own_answer),
-              "time_model": {m: planner_accuracy(tb_jobs[m], est.max_eviction_ratio, none_time)
+              **compare_cells(by_strategy, list(fixed), budgets, score_job, ref_text, task.name, task.scored_against_own_answer),
+              "time_model": {m: planner_accuracy(killed[m], est.max_eviction_ratio, none_time)
                              for m, est in methods.planners.items()},
-              "odds": {m: completion_calibration(tb_jobs[m]) for m in methods.planners}}
+              "odds": {m: completion_calibration(killed[m]) for m in methods.planners}}
     timing = timing_of_records([recorder.records[(it.id, ratio_key(a))] for it in items for a in FIXED],
                                methods.time_model, task.max_new_tokens)
     # 4. the paper's k at one tight budget (the calibration as it stands after the last prompt's planning)
@@ -160,8 +161,9 @@ def no_eviction_times(recorder: Recorder, items, prompts: dict, task: Task) -> l
 
 
 def record_and_plan(methods: Methods, recorder: Recorder, items, prompts: dict, task: Task, budgets) -> dict:
-    """Record each prompt's fixed ratios, then plan it: method -> budget -> its jobs, in item
-    order, each planned and timed as the engine serves it (served_order.py). A prompt's records
+    """Record each prompt's fixed ratios, then plan it: strategy -> method -> budget -> its jobs, in
+    item order, each planned (with the strategy's overrun policy) and timed as the engine serves it
+    (served_order.py). A prompt's records
     are made one after the other, so they share its prefill (prefill_once.py) and a drift in the
     machine's speed (seen here: every step 1.4x slower for ten minutes) falls on all its methods
     alike, as the comparison, paired by prompt, needs. Before planning item i the calibration has
@@ -169,7 +171,7 @@ def record_and_plan(methods: Methods, recorder: Recorder, items, prompts: dict, 
     from tqdm import tqdm
 
     planners = methods.planners
-    tb_jobs = {m: {b: [] for b in budgets} for m in planners}
+    tb_jobs = {strategy: {m: {b: [] for b in budgets} for m in planners} for strategy, _ in STRATEGIES}
     progress = tqdm(total=len(items) * (len(FIXED) + len(budgets) * len(planners)),
                     desc=f"{task.name}: fixed ratios and TimeBill", dynamic_ncols=True)
     for i, it in enumerate(items):
@@ -181,8 +183,14 @@ def record_and_plan(methods: Methods, recorder: Recorder, items, prompts: dict, 
                 observe_record(methods.calibration, recorder.records[(items[i - 1].id, ratio_key(a))])
         for m, est in planners.items():
             for b in budgets:
-                served = replay_as_served(est, recorder, methods.states, it.id, prompts[it.id], task.request(prompts[it.id], b))
-                tb_jobs[m][b].append(served.job(it.id))
+                for strategy, _ in STRATEGIES:
+                    # a goal carries its overrun policy, and the score planner weighs it; the others plan alike
+                    if strategy != "kill" and est.planner != "score":
+                        tb_jobs[strategy][m][b].append(tb_jobs["kill"][m][b][-1])
+                        continue
+                    req = task.request(prompts[it.id], b, policy=strategy)
+                    served = replay_as_served(est, recorder, methods.states, it.id, prompts[it.id], req)
+                    tb_jobs[strategy][m][b].append(served.job(it.id))
                 progress.update(1)
     progress.close()
     return tb_jobs
@@ -199,11 +207,12 @@ def fixed_jobs(recorder: Recorder, items, budgets) -> dict:
     return out
 
 
-def replay_table(jobs_by_method: dict, budgets, score_job) -> list[dict]:
-    """Completion rate, average score, skipped and refused jobs, mean ratio: per strategy, method and budget."""
+def replay_table(by_strategy: dict, budgets, score_job) -> list[dict]:
+    """Completion rate, average score, skipped and refused jobs, mean ratio: per strategy, method and
+    budget (``by_strategy``: strategy -> method -> budget -> jobs)."""
     table = []
     for strategy, replay in STRATEGIES:
-        for m, per_budget in jobs_by_method.items():
+        for m, per_budget in by_strategy[strategy].items():
             for b in budgets:
                 jobs = per_budget[b]
                 outcomes = schedule.replay_outcomes(replay, jobs, b)
@@ -217,7 +226,7 @@ def replay_table(jobs_by_method: dict, budgets, score_job) -> list[dict]:
     return table
 
 
-def compare_cells(jobs_by_method: dict, fixed_names: list[str], budgets, score_job, own_answer: dict, task_name: str,
+def compare_cells(by_strategy: dict, fixed_names: list[str], budgets, score_job, own_answer: dict, task_name: str,
                   faithful_completion: bool = False) -> dict:
     """Per strategy and budget, from one paired bootstrap: the default against the best fixed ratio
     (``versus_best_fixed``), the default minus the budget planner (``timebill_budget``), and the
@@ -228,15 +237,32 @@ def compare_cells(jobs_by_method: dict, fixed_names: list[str], budgets, score_j
     rows, cells = [], []
     progress = tqdm(total=2 * len(budgets), desc=f"{task_name}: the bar (bootstrap)", dynamic_ncols=True)
     for strategy, replay in STRATEGIES:
+        jobs_by_method = by_strategy[strategy]
         for b in budgets:
             cell, cmp = bar.judge_cell({m: jobs_by_method[m][b] for m in [DEFAULT, "timebill_budget", *fixed_names]},
                                        DEFAULT, fixed_names, replay, b, score_job, own_answer,
                                        also={"budget_planner": ["timebill_budget"]}, faithful_completion=faithful_completion)
             rows.append({"strategy": strategy, "budget": b, **cmp["best_fixed"], "versus_budget_planner": cmp["budget_planner"]})
-            cells.append({"strategy": strategy, "budget": b, **cell})
+            cells.append({"strategy": strategy, "budget": b, **cell,
+                          "planner_view": planner_view(jobs_by_method[DEFAULT][b], jobs_by_method["none"][b], replay, b, score_job)})
             progress.update(1)
     progress.close()
     return {"versus_best_fixed": rows, "bar": cells}
+
+
+def planner_view(jobs: list[dict], none_jobs: list[dict], replay, budget: float, score_job) -> dict:
+    """What the default planner expected of a cell against what happened, to say which of its two
+    inputs was wrong where it loses: the odds (mean completion probability against the completion
+    rate) or the retention (mean expected quality of the completed answers against their score
+    over no eviction's answers to the same prompts, unhurried)."""
+    done = [o.completed for o in schedule.replay_outcomes(replay, jobs, budget)]
+    kept = [(j, n) for j, n, ok in zip(jobs, none_jobs, done) if ok]
+    base = sum(score_job(n) for _, n in kept)
+    return {"predicted_completion": float(np.mean([j["completion_probability"] for j in jobs])),
+            "completion": float(np.mean(done)),
+            "predicted_quality": float(np.mean([j["expected_quality"] for j, _ in kept])) if kept else None,
+            "quality": float(sum(score_job(j) for j, _ in kept) / base) if kept and base > 0 else None,
+            "mean_ratio": float(np.mean([j["eviction_ratio"] for j in jobs]))}
 
 
 def main(argv=None) -> int:
