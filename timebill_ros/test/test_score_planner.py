@@ -112,3 +112,10 @@ def test_the_estimator_plans_the_best_expected_score_and_no_fixed_ratio_is_expec
         assert plan.expected_score >= other.completion_probability * other.expected_quality - NOISE
     # with time to spare nothing is evicted
     assert est.estimate(Request(LONG, budget=600.0, max_new_tokens=128)).plan.eviction_ratio == 0.0
+
+
+def test_a_measured_curve_is_made_non_increasing_without_carrying_one_noisy_point_along():
+    from timebill.evaluation.retention import monotone
+
+    assert monotone([1.0, 0.87, 0.976, 0.907, 0.119]) == pytest.approx([1.0, 0.923, 0.923, 0.907, 0.119])
+    assert monotone([1.0, 1.05, 0.9, 0.95, -0.1]) == pytest.approx([1.0, 1.0, 0.925, 0.925, 0.0])

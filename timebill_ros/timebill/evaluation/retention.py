@@ -17,8 +17,8 @@ halves the evaluation scores), one set per kind of request:
 * ``short`` (everyday questions, no context): ROUGE-L against the unevicted answer (references
   reward the brief answers a damaged question gets: evicting half of it scores higher).
 
-Each curve is made non-increasing in the ratio (more eviction never measures as better beyond the
-noise of its prompts) and capped at 1. The answers are kept as JSON lines in the cache's
+Each curve is made non-increasing in the ratio (pool adjacent violators: more eviction never
+measures as better beyond the noise of its prompts) and capped at 1. The answers are kept as JSON lines in the cache's
 ``retention/`` folder, so an interrupted run resumes. Needs the evaluation data: ``scripts/setup.sh --eval``.
 """
 from __future__ import annotations
@@ -52,11 +52,16 @@ def quality_per_ratio(kind: str, task, items, answers: dict) -> list[float]:
 
 
 def monotone(quality: list[float]) -> list[float]:
-    out, low = [], 1.0
-    for q in quality:
-        low = min(low, max(0.0, q))
-        out.append(low)
-    return out
+    """The closest non-increasing curve (least squares: pool adjacent violators), from 1 at ratio 0,
+    in [0, 1]. A running minimum instead would carry one noisy low point to every larger ratio."""
+    blocks = []  # [mean, count]
+    for q in [min(max(q, 0.0), 1.0) for q in quality]:
+        blocks.append([q, 1])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    out = [m for m, n in blocks for _ in range(n)]
+    return [1.0] + out[1:] if out else out
 
 
 def measure(cfg: dict, prompts: int, out: pathlib.Path, records_dir: pathlib.Path, context_cap: int = 1536, say=print):
