@@ -241,7 +241,7 @@ class Estimator:
         most of it short answers of prompts that may also run long (docs/RLP.md). Kept to the
         median where it does not fit, so that the estimate says "fits" exactly when the median
         answer does (a lower point there would promise answers the budget mostly cuts), and where
-        the budget planner evicts, since it chose the ratio for the median."""
+        the score or budget planner evicts, since it chose the ratio for the median."""
         if length.distribution is None or not plan.expected_fits or (plan.eviction_ratio > 0 and self.planner != "paper"):
             return length, plan
         point = min(length.predicted_tokens, length.dist().capped(max_new).least_relative_error(end_to_end))
