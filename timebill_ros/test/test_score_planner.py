@@ -119,3 +119,19 @@ def test_a_measured_curve_is_made_non_increasing_without_carrying_one_noisy_poin
 
     assert monotone([1.0, 0.87, 0.976, 0.907, 0.119]) == pytest.approx([1.0, 0.923, 0.923, 0.907, 0.119])
     assert monotone([1.0, 1.05, 0.9, 0.95, -0.1]) == pytest.approx([1.0, 1.0, 0.925, 0.925, 0.0])
+
+
+def test_a_configured_fixed_ratio_turns_the_planner_off_for_every_goal_and_a_bad_one_is_refused(tiny, tmp_path):
+    from conftest import slow_time_model
+    from timebill.config import load_config
+    from timebill.request import Request
+    from timebill.runtime import build_estimator
+
+    path = slow_time_model().save(tmp_path / "tm.yaml")
+    cfg = load_config(overrides={"time_model": str(path), "length_predictor": "constant", "fixed_eviction_ratio": 0.5})
+    est = build_estimator(cfg, loaded=tiny, progress=False)
+    plan = est.estimate(Request(LONG, budget=600.0, max_new_tokens=16)).plan
+    assert plan.eviction_ratio == 0.5 and plan.answer_words == 0
+    assert build_estimator({**cfg, "fixed_eviction_ratio": -1.0}, loaded=tiny, progress=False).fixed_eviction_ratio is None
+    with pytest.raises(ValueError, match="fixed_eviction_ratio must be in"):
+        build_estimator({**cfg, "fixed_eviction_ratio": 1.5}, loaded=tiny, progress=False)

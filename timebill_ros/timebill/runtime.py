@@ -204,13 +204,19 @@ def build_estimator(cfg: dict, loaded=None, progress: bool = True, say=log.info,
         length_control=bool(cfg.get("length_control", DEFAULT_LENGTH_CONTROL)),
         retention=load_retention(str(cfg.get("retention") or "auto"), loaded.name, configured_press(cfg),
                                  cfg.get("cache_dir") or None, say=log.warning),
-        fixed_eviction_ratio=fixed if (fixed := float(cfg.get("fixed_eviction_ratio", -1.0))) >= 0 else None,
+        fixed_eviction_ratio=configured_fixed_ratio(cfg),
     )
     if served:
         line = recall(served_speed_path(cfg, loaded), est.calibration)
         if line:
             say(line)
     return est
+
+
+def configured_fixed_ratio(cfg: dict) -> float | None:
+    """`fixed_eviction_ratio`: the ratio every goal runs at, the planner off; None (negative) to plan."""
+    ratio = float(cfg.get("fixed_eviction_ratio", -1.0))
+    return ratio if ratio >= 0 else None
 
 
 def configured_threads(cfg: dict) -> int:
