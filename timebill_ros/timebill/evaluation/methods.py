@@ -44,14 +44,21 @@ class Methods:
         return self.calibration.base
 
 
+def recorder_engine(cfg: dict, loaded, say=print) -> BudgetedEngine:
+    """The engine records are made with: every record is a complete run at the ratio asked for (the
+    paper's setting), nothing refused, nothing planned, nothing learnt online."""
+    from ..runtime import build_engine
+
+    return build_engine({**cfg, "reject_infeasible": False}, loaded, say=say,
+                        length_predictor=ConstantLengthPredictor(), learn_online=False)
+
+
 def build_methods(cfg: dict, loaded, say=print) -> Methods:
     """``cfg``: the configuration the evaluation runs with (its ``threads`` the run's)."""
     from ..rlp.predictor import default_head_path
-    from ..runtime import build_engine, build_estimator, make_length_predictor
+    from ..runtime import build_estimator, make_length_predictor
 
-    # Every record is a complete run (the paper's setting): nothing refused, nothing learnt online.
-    recorder = build_engine({**cfg, "reject_infeasible": False}, loaded, say=say,
-                            length_predictor=ConstantLengthPredictor(), learn_online=False)
+    recorder = recorder_engine(cfg, loaded, say)
     calibration = OnlineCalibration(recorder.estimator.calibration.base)
     # The head file by name, not `rlp`: the evaluation measures the RLP, so a head that does not fit
     # the model stops it instead of falling back to the constant predictor.

@@ -24,20 +24,22 @@ measures as better beyond the noise of its prompts) and capped at 1. The answers
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 
 import numpy as np
 
 from . import metrics
-from .records import Recorder, ratio_key
+from .methods import recorder_engine
+from .records import Recorder
 from .tasks import TASKS
 
 RATIOS = (0.0, 0.25, 0.5, 0.75, 0.95)
 KIND_TASKS = {"long": "narrativeqa", "choice": "qasper", "short": "everyday"}
 
 
-def quality_per_ratio(kind: str, task, items, answers: dict) -> list[float]:
+def quality_per_ratio(kind: str, items, answers: dict) -> list[float]:
     """``answers[(item id, ratio)]``: the answer text. Quality relative to no eviction, per ratio."""
     by_id = {it.id: it for it in items}
     if kind == "long":
@@ -60,39 +62,42 @@ def monotone(quality: list[float]) -> list[float]:
         while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
             (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
             blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
-    out = [m for m, n in blocks for _ in range(n)]
-    return [1.0] + out[1:] if out else out
+    return [m for m, n in blocks for _ in range(n)]
 
 
-def measure(cfg: dict, prompts: int, out: pathlib.Path, records_dir: pathlib.Path, context_cap: int = 1536, say=print):
+def measure(cfg: dict, prompts: int, out: pathlib.Path | None = None, context_cap: int = 1536, say=print):
+    """Measure and write the curves to ``out`` (None: the cache's curve for the model and press,
+    which `retention: auto` reads); the answers are kept beside that cached curve."""
     from tqdm import tqdm
 
-    from ..length_predictor import ConstantLengthPredictor
-    from ..retention import Retention, RetentionCurve
-    from ..runtime import build_engine, configured_press, load_configured_model
+    from ..retention import Retention, RetentionCurve, cached_path
+    from ..runtime import configured_press, load_configured_model
 
     loaded = load_configured_model(cfg)
-    engine = build_engine({**cfg, "reject_infeasible": False}, loaded, say=say,
-                          length_predictor=ConstantLengthPredictor(), learn_online=False)
+    press = configured_press(cfg)
+    cached = cached_path(loaded.name, press, cfg.get("cache_dir") or None)
+    out = out or cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    engine = recorder_engine(cfg, loaded, say)
     curves, table = {}, []
     for kind, tname in KIND_TASKS.items():
         task = TASKS[tname]
-        if task.context_cap:
-            task.context_cap = context_cap
+        if task.context_cap:  # a copy: the evaluation's task keeps its own cap
+            task = dataclasses.replace(task, context_cap=context_cap)
         items = task.load(prompts, split="train")
-        recorder = Recorder(engine, records_dir / f"records-{loaded.name}-{configured_press(cfg)}-{tname}.jsonl")
+        recorder = Recorder(engine, cached.parent / f"records-{loaded.name}-{press}-{tname}.jsonl")
         answers = {}
         for it in tqdm(items, desc=f"retention {kind} ({tname}, train half)", dynamic_ncols=True):
             prompt = task.prompt(it, loaded.tokenizer)
             for a in RATIOS:
                 answers[(it.id, a)] = recorder.get(it.id, prompt, task.system, a, task.max_new_tokens)["text"]
-        raw = quality_per_ratio(kind, task, items, answers)
+        raw = quality_per_ratio(kind, items, answers)
         curves[kind] = RetentionCurve(RATIOS, tuple(monotone(raw)), len(items))
         table.append((kind, tname, len(items), raw))
     retention = Retention(curves, source=str(out))
     how = (f"`timebill retention --prompts {prompts}`: train halves of NarrativeQA (long), QASPER yes/no (choice), "
            f"everyday questions (short); context cap {context_cap} tokens")
-    retention.save(out, loaded.name, configured_press(cfg), how)
+    retention.save(out, loaded.name, press, how)
     say(f"| kind | data (train half) | prompts | " + " | ".join(f"ratio {a:.2f}" for a in RATIOS) + " |")
     say("|---|---|---|" + "---|" * len(RATIOS))
     for kind, tname, n, raw in table:
@@ -103,8 +108,6 @@ def measure(cfg: dict, prompts: int, out: pathlib.Path, records_dir: pathlib.Pat
 
 def main(argv=None) -> int:
     from ..config import load_config
-    from ..retention import cached_path
-    from ..runtime import configured_press
 
     ap = argparse.ArgumentParser(prog="timebill retention", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,17 +121,8 @@ def main(argv=None) -> int:
         print("--prompts must be at least 2", file=sys.stderr)
         return 2
     cfg = load_config(args.config, overrides={"model": args.model, "threads": args.threads})
-    if args.out:
-        out = pathlib.Path(args.out)
-    else:
-        from ..runtime import load_configured_model
-        out = cached_path(load_configured_model(cfg).name, configured_press(cfg), cfg.get("cache_dir") or None)
-    from ..models import default_cache_dir
-
-    records_dir = default_cache_dir(cfg.get("cache_dir") or None) / "retention"
-    records_dir.mkdir(parents=True, exist_ok=True)
     try:
-        measure(cfg, args.prompts, out, records_dir)
+        measure(cfg, args.prompts, pathlib.Path(args.out) if args.out else None)
     except FileNotFoundError as exc:
         print(f"error: {exc} (the evaluation data: scripts/setup.sh --eval)", file=sys.stderr)
         return 1
